@@ -1,0 +1,14 @@
+"""inductor_bi: a torch.compile backend that makes compiled models batch-invariant.
+
+    torch.compile(model, backend="batch_invariant")
+
+Every reduction (matmuls, norms, softmax, sums, attention) runs through a Triton kernel whose
+accumulation order depends on the reduced extent and dtype only, never on the batch.
+"""
+
+from . import ops  # noqa: F401  (registers torch.ops.inductor_bi.*)
+from .backend import batch_invariant
+from .errors import BatchInvarianceError
+from .options import Options
+
+__all__ = ["BatchInvarianceError", "Options", "batch_invariant"]

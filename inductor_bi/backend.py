@@ -1,0 +1,62 @@
+"""The ``batch_invariant`` torch.compile backend.
+
+Flow: Dynamo graph -> aot_autograd with Inductor's decompositions (minus those of ops our passes
+own) -> for each aten graph (forward, backward, inference): our passes rewrite every reduction
+into fixed-order custom ops -> Inductor compiles the rest under a config patch that switches off
+every shape- or timing-dependent choice.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any
+
+import torch
+from torch._inductor.compile_fx import compile_fx, compile_fx_inner
+from torch._inductor.decomposition import select_decomp_table
+
+from .inductor_config import pinned_config
+from .options import Options
+from .passes import OWNED_OPS, rewrite_graph
+
+
+def batch_invariant(gm: torch.fx.GraphModule, example_inputs, mode: str | None = None, options: dict | None = None):
+    """Entry point (``torch_dynamo_backends`` group): ``torch.compile(m, backend="batch_invariant")``."""
+    opts = Options.parse(options)
+    return compile_fx(
+        gm,
+        example_inputs,
+        inner_compile=functools.partial(_rewrite_then_compile, options=opts),
+        config_patches=config_patches(mode),
+        decompositions=decompositions(),
+    )
+
+
+def config_patches(mode: str | None) -> dict[str, Any]:
+    """Inductor's options for ``mode`` (e.g. CUDA graphs for "reduce-overhead"), then our pins."""
+    from_mode = dict(torch._inductor.list_mode_options(mode)) if mode else {}
+    pinned = pinned_config()
+    overridden = sorted(k for k, v in from_mode.items() if k in pinned and pinned[k] != v)
+    if overridden:
+        warnings.warn(
+            f"batch_invariant backend: mode={mode!r} asks for {overridden}, which would pick kernels "
+            "per shape by timing; they stay off (batch invariance needs pinned configs)",
+            stacklevel=3,
+        )
+    return {**from_mode, **pinned}
+
+
+@functools.lru_cache(maxsize=None)
+def _decompositions_cached() -> tuple:
+    return tuple((op, fn) for op, fn in select_decomp_table().items() if op not in OWNED_OPS)
+
+
+def decompositions() -> dict:
+    """Inductor's decomposition table without the ops our passes rewrite."""
+    return dict(_decompositions_cached())
+
+
+def _rewrite_then_compile(gm: torch.fx.GraphModule, example_inputs, *, options: Options, **kwargs):
+    rewrite_graph(gm)
+    return compile_fx_inner(gm, example_inputs, **kwargs)

@@ -1,0 +1,125 @@
+"""Run one Triton kernel on CUDA tensors (compiled) or on CPU tensors (Triton's interpreter).
+
+The CPU path exists so that every kernel can be tested without a GPU and so that a model compiled
+with the backend still runs (slowly) on a CPU-only machine: it is a reference and test mode.
+
+Kernels are ordinary ``@triton.jit`` functions; launch them through
+``launch(kernel, grid, device, ...)`` so the device picks the runner. Without TRITON_INTERPRET=1,
+``@triton.jit`` helpers (ours and triton.language's own, e.g. ``tl.cdiv``, ``tl.sum``) are compiled
+objects that refuse to be called from Python; while an interpreted kernel runs, ``launch`` routes
+such calls to the interpreter too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import warnings
+
+import torch
+import triton
+import numpy as np
+from triton.runtime import interpreter as _interpreter
+from triton.runtime.interpreter import InterpretedFunction
+from triton.runtime.jit import JITFunction
+
+_warned_cpu = False
+
+
+def _interpret_env() -> bool:
+    try:
+        return bool(triton.knobs.runtime.interpret)
+    except AttributeError:  # older triton
+        import os
+
+        return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _interpreted(fn):
+    return InterpretedFunction(fn)
+
+
+def uses_interpreter(device: torch.device) -> bool:
+    return device.type != "cuda" or _interpret_env()
+
+
+def launch(kernel, grid, device: torch.device, *args, **kwargs):
+    """Launch ``kernel[grid](*args, **kwargs)`` compiled on CUDA, interpreted elsewhere."""
+    if not uses_interpreter(device):
+        return kernel[grid](*args, **kwargs)
+    _warn_cpu_once(device)
+    fn = kernel if isinstance(kernel, InterpretedFunction) else _interpreted(kernel.fn)
+    # Launch options are compiler hints; the interpreter has no use for them.
+    for hint in ("num_warps", "num_stages", "num_ctas", "maxnreg"):
+        kwargs.pop(hint, None)
+    with _jit_helpers_interpreted(), _position_invariant_dot():
+        return fn[grid](*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _jit_helpers_interpreted():
+    """Let an interpreted kernel call ``@triton.jit`` helpers (JITFunction.__call__ only raises)."""
+    original = JITFunction.__call__
+
+    def call_interpreted(self, *args, **kwargs):
+        return _interpreted(self.fn)(*args, **kwargs)
+
+    JITFunction.__call__ = call_interpreted
+    try:
+        yield
+    finally:
+        JITFunction.__call__ = original
+
+
+@contextlib.contextmanager
+def _position_invariant_dot():
+    """Make the interpreter's ``tl.dot`` give each output element the same arithmetic wherever it
+    sits in the tile.
+
+    The interpreter implements ``tl.dot`` as one ``np.matmul``, i.e. a BLAS call whose
+    micro-kernels treat edge rows differently (FMA in one, mul + add in another): the same row
+    got different bits at tile position 7 than at position 0. Products followed by a sum over K
+    in ascending order are the same operations for every element.
+    """
+    builder = _interpreter.interpreter_builder
+    original = builder.create_dot
+
+    def create_dot(a, b, d, input_precision, max_num_imprecise_acc):
+        if a.data.ndim != 2:
+            return original(a, b, d, input_precision, max_num_imprecise_acc)
+        acc = d.data.dtype
+        products = a.data.astype(acc)[:, :, None] * b.data.astype(acc)[None, :, :]
+        out = np.zeros_like(d.data)
+        for k in range(products.shape[1]):  # ascending K, one rounding per add
+            out = out + products[:, k, :]
+        return _interpreter.TensorHandle(out + d.data, d.dtype.scalar)
+
+    builder.create_dot = create_dot
+    try:
+        yield
+    finally:
+        builder.create_dot = original
+
+
+def _warn_cpu_once(device: torch.device) -> None:
+    global _warned_cpu
+    if _warned_cpu or device.type == "cuda":
+        return
+    _warned_cpu = True
+    warnings.warn(
+        "inductor_bi: running batch-invariant Triton kernels on the CPU through Triton's "
+        "interpreter. Results are exact and invariant, but slow: this is a reference and "
+        "test mode. Use CUDA tensors for speed.",
+        stacklevel=3,
+    )
+
+
+def interpreter_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a kernel computes in on the interpreter.
+
+    Triton 3.6's interpreter mishandles bfloat16 (garbage or errors), so bf16 inputs are upcast to
+    fp32 there (exact: every bf16 value is an fp32 value) and the result is cast back. The GPU runs
+    bf16 natively.
+    """
+    return torch.float32 if dtype == torch.bfloat16 else dtype

@@ -1,0 +1,180 @@
+"""Every pinned constant of every kernel, in one place, each with the reason it is pinned.
+
+The invariance rule: the order of operations that produces one output element may depend on the
+reduced extent (K, hidden size, KV length), the dtype and the constants below, never on the number
+of rows, the batch, the SM count or timing. So nothing here may be a function of M / rows / batch.
+Parallelism may still adapt to the batch where the arithmetic is identical by construction (the
+fixed K chunks of the matmul, the fixed KV splits of attention).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# --------------------------------------------------------------------------------------------
+# Matmul (kernels/matmul.py)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MatmulConfig:
+    # Output tile. BLOCK_M is pinned (never chosen from M) because the MMA instruction Triton
+    # emits, and so the order of the products inside one tl.dot, depends on the tile shape.
+    block_m: int
+    block_n: int
+    # K step of one tl.dot: the innermost unit of the accumulation order.
+    block_k: int
+    # Fixed K chunk: each chunk of K is accumulated from zero in fp32, and the chunk partials are
+    # added in ascending order. Because the chunks are fixed by K alone, a small-M call may run
+    # the chunks in separate programs (split-K) and merge them in the same order: same bits.
+    k_chunk: int
+    num_warps: int
+    num_stages: int
+
+
+# CUDA tiles, per operand dtype. They may depend on (N, K, dtype, device), which the weights
+# fix, never on M. One config per dtype is the baseline; issue "speed" may refine per (N, K).
+MATMUL_CUDA = {
+    torch.float16: MatmulConfig(block_m=128, block_n=128, block_k=64, k_chunk=512, num_warps=8, num_stages=3),
+    torch.bfloat16: MatmulConfig(block_m=128, block_n=128, block_k=64, k_chunk=512, num_warps=8, num_stages=3),
+    torch.float32: MatmulConfig(block_m=64, block_n=64, block_k=32, k_chunk=512, num_warps=4, num_stages=3),
+    torch.float64: MatmulConfig(block_m=32, block_n=32, block_k=16, k_chunk=512, num_warps=4, num_stages=2),
+}
+
+# Interpreter tiles (CPU reference mode): the interpreter's cost is per program, so tiles are
+# moderate; they are pinned for the same reason as on CUDA (tl.dot becomes one numpy matmul of
+# a fixed [BLOCK_M, BLOCK_K] x [BLOCK_K, BLOCK_N] shape, so every row sees the same BLAS call).
+MATMUL_INTERPRETER = MatmulConfig(block_m=32, block_n=32, block_k=32, k_chunk=128, num_warps=1, num_stages=1)
+
+# Split-K for small M: run each fixed K chunk in its own program when the output tiles alone
+# would leave most SMs idle. Only *whether* to split depends on M; the bits never do.
+MATMUL_SPLIT_K_MAX_TILES = 64  # split when the output has fewer tiles than this (CUDA only)
+
+
+def matmul_config(dtype: torch.dtype, device: torch.device, interpreted: bool) -> MatmulConfig:
+    """The pinned tile config: a function of (dtype, device) only, never of M."""
+    return MATMUL_INTERPRETER if interpreted else MATMUL_CUDA[dtype]
+
+
+def matmul_k_chunk(cfg: MatmulConfig, k: int) -> int:
+    """The fixed K chunk for this K: ``cfg.k_chunk``, shrunk (to a BLOCK_K multiple) when K is
+    smaller so a short K does not loop over masked steps. A function of K alone."""
+    return max(cfg.block_k, min(cfg.k_chunk, -(-k // cfg.block_k) * cfg.block_k))
+
+
+def matmul_use_split_k(output_tiles: int, n_chunks: int, device: torch.device) -> bool:
+    """Whether to run the K chunks in separate programs: only a question of filling the GPU."""
+    return device.type == "cuda" and n_chunks > 1 and output_tiles < MATMUL_SPLIT_K_MAX_TILES
+
+# --------------------------------------------------------------------------------------------
+# Reductions: norms, softmax, sums (kernels/reduction.py)
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReductionConfig:
+    # Width of the fp32 accumulator vector: a row is read in BLOCK_R steps, element j of every
+    # step is added into lane j % BLOCK_R, and one tl.sum closes the row. So the order that
+    # makes a row's result is fixed by (R, BLOCK_R, num_warps), and BLOCK_R by (R, dtype).
+    block_r: int
+    # The final tl.sum's tree follows the register layout, which follows num_warps: pinned as a
+    # function of block_r only.
+    num_warps: int
+
+
+# Widest accumulator vector per program on CUDA. A row of a common hidden size (<= 4096) fits in
+# one step; longer rows loop. fp64 halves it to keep the same register budget.
+REDUCTION_BLOCK_CAP_CUDA = {
+    torch.float16: 4096,
+    torch.bfloat16: 4096,
+    torch.float32: 4096,
+    torch.float64: 2048,
+}
+# Interpreter (CPU reference mode): small, so that rows of a few hundred elements already run the
+# multi-step loop in tests, and a program's numpy vectors stay cheap.
+REDUCTION_BLOCK_CAP_INTERPRETER = 64
+# One warp per 256 accumulator lanes, 1..8 warps: enough threads to stream a row, few enough that
+# each keeps several lanes. Only block_r decides it, never the number of rows.
+REDUCTION_LANES_PER_WARP = 256
+REDUCTION_MAX_WARPS = 8
+# Triton compiles a separate kernel variant for pointers that are / are not 16-byte aligned, and
+# the variant's load vector width sets the register layout, hence the tl.sum tree. A row must
+# not change bits because its tensor is an offset view, so unaligned inputs are copied first.
+REDUCTION_POINTER_ALIGN = 16
+
+
+def reduction_config(r: int, dtype: torch.dtype, device: torch.device) -> ReductionConfig:
+    """The pinned launch shape for rows of extent ``r``: a pure function of (r, dtype, device)."""
+    cap = REDUCTION_BLOCK_CAP_CUDA[dtype] if device.type == "cuda" else REDUCTION_BLOCK_CAP_INTERPRETER
+    block_r = min(triton_next_power_of_2(max(r, 1)), cap)
+    num_warps = min(REDUCTION_MAX_WARPS, max(1, block_r // REDUCTION_LANES_PER_WARP))
+    return ReductionConfig(block_r=block_r, num_warps=num_warps)
+
+
+def triton_next_power_of_2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+# --------------------------------------------------------------------------------------------
+# Attention (kernels/attention.py)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    # Query rows per program. Pinned (never chosen from Lq) because the MMA instruction, and so
+    # the order of the products inside tl.dot, depends on the tile shape: a decode step (Lq=1)
+    # must run its row through the same [block_m, D] x [D, block_n] dot as a prefill does.
+    block_m: int
+    # Keys per online-softmax step: the innermost unit of the KV order.
+    block_n: int
+    # Fixed KV split: keys [s*kv_split, (s+1)*kv_split) are reduced from a zero state, and the
+    # split partials merge in ascending s. Boundaries depend on absolute key positions alone, so
+    # a short cache and a long one share every split up to the last visible key, and the splits
+    # may run in one program (sequential) or one program each (split-parallel): same bits.
+    kv_split: int
+    num_warps: int
+    num_stages: int
+
+
+# Largest head dim (of q/k and of v) the kernel takes: tiles are padded to a power of two and
+# the [block_m, 256] fp32 accumulator already fills the register file.
+ATTENTION_MAX_HEAD_DIM = 256
+
+# CUDA tiles per (padded head dim, dtype). Allowed to depend on D and dtype (fixed by the model),
+# never on batch, heads or Lq. 16-bit inputs run on tensor cores; fp32 gets smaller tiles.
+_ATTENTION_CUDA_16BIT = {
+    64: AttentionConfig(block_m=64, block_n=64, kv_split=256, num_warps=4, num_stages=3),
+    128: AttentionConfig(block_m=64, block_n=64, kv_split=256, num_warps=4, num_stages=2),
+    256: AttentionConfig(block_m=64, block_n=32, kv_split=256, num_warps=8, num_stages=2),
+}
+_ATTENTION_CUDA_32BIT = {
+    64: AttentionConfig(block_m=32, block_n=32, kv_split=256, num_warps=4, num_stages=2),
+    128: AttentionConfig(block_m=32, block_n=32, kv_split=256, num_warps=4, num_stages=2),
+    256: AttentionConfig(block_m=32, block_n=32, kv_split=256, num_warps=8, num_stages=1),
+}
+
+# Interpreter tiles (CPU reference mode): small so that tests at Lk <= ~96 cross several blocks
+# and several KV splits, pinned for the same reason as on CUDA (tl.dot is one numpy matmul of a
+# fixed [block_m, D] x [D, block_n] shape).
+ATTENTION_INTERPRETER = AttentionConfig(block_m=16, block_n=16, kv_split=32, num_warps=1, num_stages=1)
+
+# Split-parallel for few queries (decode): one program per (query block, batch*head, KV split)
+# when the sequential grid alone would leave most SMs idle. Only *whether* to split depends on
+# the shapes; the bits never do.
+ATTENTION_SPLIT_MAX_PROGRAMS = 128  # sequential programs below which to split (CUDA only)
+
+
+def attention_config(head_dim: int, dtype: torch.dtype, interpreted: bool) -> AttentionConfig:
+    """The pinned tile config: a function of (padded head dim, dtype, device) only, never of Lq,
+    the batch or the number of heads. ``head_dim`` is the larger of the q/k and v head dims."""
+    if interpreted:
+        return ATTENTION_INTERPRETER
+    table = _ATTENTION_CUDA_32BIT if dtype == torch.float32 else _ATTENTION_CUDA_16BIT
+    return table[max(64, 1 << (max(head_dim, 1) - 1).bit_length())]
+
+
+def attention_use_split(sequential_programs: int, n_splits: int, device: torch.device) -> bool:
+    """Whether to run the KV splits in separate programs: only a question of filling the GPU."""
+    return device.type == "cuda" and n_splits > 1 and sequential_programs < ATTENTION_SPLIT_MAX_PROGRAMS

@@ -1,0 +1,229 @@
+"""invariant_matmul: a Triton matmul whose K-accumulation order depends on K and dtype only.
+
+Order of the arithmetic for one output element C[b, m, n] (the invariance contract):
+  total = 0
+  for each fixed K chunk c (k_chunk wide, ascending):      # chunks are fixed by K alone
+      acc = 0
+      for each BLOCK_K step inside c (ascending):
+          acc = tl.dot(A_tile, B_tile, acc)               # pinned tile => pinned MMA instruction
+      total = total + acc
+  out = epilogue(total)                                   # alpha, beta * bias, cast
+
+Nothing in it depends on M, the batch, or the other rows. Two execution modes give the same bits
+by construction: FULL (one program walks every chunk) and SPLIT (one program per chunk writes its
+``acc`` to an fp32 workspace; a MERGE program adds the partials in ascending chunk order from zero
+and applies the same epilogue). Small-M calls use SPLIT to fill the GPU (parallelism adapts to the
+batch; the arithmetic does not).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import configs
+from ._launch import interpreter_dtype, launch, uses_interpreter
+
+_FULL, _SPLIT, _MERGE = 0, 1, 2
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@triton.jit
+def _invariant_matmul_kernel(
+    A, B, C, BIAS, WORK,
+    M, N, K,
+    stride_ab, stride_am, stride_ak,
+    stride_bb, stride_bk, stride_bn,
+    stride_cb, stride_cm, stride_cn,
+    stride_biasb, stride_biasm, stride_biasn,
+    alpha, beta,
+    MODE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SCALE_ALPHA: tl.constexpr,
+    SCALE_BETA: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    K_CHUNK: tl.constexpr,
+):
+    pid_tile = tl.program_id(0)
+    pid_batch = tl.program_id(1).to(tl.int64)
+    pid_chunk = tl.program_id(2)  # SPLIT: the K chunk this program owns; otherwise 0
+    tiles_n = tl.cdiv(N, BLOCK_N)
+    pid_m = pid_tile // tiles_n
+    pid_n = pid_tile % tiles_n
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    mask_mn = mask_m[:, None] & mask_n[None, :]
+    n_chunks = tl.cdiv(K, K_CHUNK)
+    # int64 offsets: batch, row and column strides can exceed 2**31 on huge tensors.
+    offs_m64 = offs_m.to(tl.int64)
+    offs_n64 = offs_n.to(tl.int64)
+    work_offs = (pid_batch * M + offs_m64[:, None]) * N + offs_n64[None, :]
+    work_stride = tl.num_programs(1).to(tl.int64) * M * N  # one [batch, M, N] slab per chunk
+
+    if MODE == 2:  # MERGE: add the chunk partials in ascending order, from zero.
+        total = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+        for c in range(0, n_chunks):
+            total = total + tl.load(WORK + c * work_stride + work_offs, mask=mask_mn, other=0.0)
+    else:
+        if MODE == 1:
+            chunk_lo = pid_chunk
+            chunk_hi = pid_chunk + 1
+        else:
+            chunk_lo = 0
+            chunk_hi = n_chunks
+        total = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+        a_base = A + pid_batch * stride_ab + offs_m64[:, None] * stride_am
+        b_base = B + pid_batch * stride_bb + offs_n64[None, :] * stride_bn
+        for c in range(chunk_lo, chunk_hi):
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+            for kk in range(0, K_CHUNK, BLOCK_K):
+                offs_k = c * K_CHUNK + kk + tl.arange(0, BLOCK_K)
+                mask_k = offs_k < K
+                offs_k64 = offs_k.to(tl.int64)
+                a = tl.load(a_base + offs_k64[None, :] * stride_ak, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+                b = tl.load(b_base + offs_k64[:, None] * stride_bk, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+                acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+            total = total + acc
+        if MODE == 1:
+            tl.store(WORK + pid_chunk * work_stride + work_offs, total, mask=mask_mn)
+
+    if MODE != 1:  # FULL and MERGE share this epilogue, so their bits agree.
+        result = total
+        if SCALE_ALPHA:
+            result = result * alpha
+        if HAS_BIAS:
+            bias = tl.load(
+                BIAS + pid_batch * stride_biasb + offs_m64[:, None] * stride_biasm + offs_n64[None, :] * stride_biasn,
+                mask=mask_mn,
+                other=0.0,
+            ).to(ACC_DTYPE)
+            if SCALE_BETA:
+                bias = bias * beta
+            result = result + bias
+        c_ptrs = C + pid_batch * stride_cb + offs_m64[:, None] * stride_cm + offs_n64[None, :] * stride_cn
+        tl.store(c_ptrs, result.to(C.dtype.element_ty), mask=mask_mn)
+
+
+def _input_precision(dtype: torch.dtype) -> str:
+    # fp32 follows torch's matmul precision setting (a global constant, not a per-call choice):
+    # "highest" keeps full fp32 products, "high"/"medium" allow TF32 like cuBLAS would.
+    if dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
+        return "tf32"
+    return "ieee"
+
+
+def _check(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> None:
+    if a.dtype != b.dtype:
+        raise RuntimeError(f"invariant_matmul: expected both operands to have the same dtype, got {a.dtype} and {b.dtype}")
+    if bias is not None and bias.dtype != a.dtype:
+        raise RuntimeError(f"invariant_matmul: expected bias dtype {a.dtype}, got {bias.dtype}")
+    if a.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(
+            f"invariant_matmul: dtype {a.dtype} is not supported (floating types: "
+            f"{', '.join(str(d) for d in SUPPORTED_DTYPES)}); integer matmuls are exact and stay on aten"
+        )
+    if a.device != b.device or (bias is not None and bias.device != a.device):
+        raise RuntimeError("invariant_matmul: operands are on different devices")
+    if a.shape[-1] != b.shape[-2] or a.shape[:-2] != b.shape[:-2]:
+        raise RuntimeError(f"invariant_matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be multiplied")
+
+
+def invariant_matmul(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    beta: float = 1.0,
+    alpha: float = 1.0,
+    split_k: bool | None = None,
+) -> torch.Tensor:
+    """``alpha * (a @ b) + beta * bias`` for 2-D ([M, K] @ [K, N]) or 3-D batched operands.
+
+    ``bias`` broadcasts to the output like aten.addmm / aten.baddbmm's ``self``; ``beta == 0``
+    ignores it (aten semantics). ``split_k`` forces (True) or forbids (False) the split-K mode;
+    ``None`` lets the shape decide. Either way the bits are the same.
+    """
+    _check(a, b, bias)
+    batched = a.dim() == 3
+    a3 = a if batched else a.unsqueeze(0)
+    b3 = b if batched else b.unsqueeze(0)
+    nb, m, k = a3.shape
+    n = b3.shape[-1]
+    out_shape = (nb, m, n) if batched else (m, n)
+    if beta == 0:
+        bias = None
+
+    device = a.device
+    interpreted = uses_interpreter(device)
+    compute_dtype = interpreter_dtype(a.dtype) if interpreted else a.dtype
+    if compute_dtype != a.dtype:
+        a3, b3 = a3.to(compute_dtype), b3.to(compute_dtype)
+        bias = None if bias is None else bias.to(compute_dtype)
+    out3 = torch.empty((nb, m, n), dtype=compute_dtype, device=device)
+
+    if out3.numel() > 0:
+        bias3 = None
+        if bias is not None:
+            bias3 = bias.expand(out_shape)
+            bias3 = bias3 if batched else bias3.unsqueeze(0)
+        _run(a3, b3, out3, bias3, float(alpha), float(beta), split_k)
+
+    out = out3 if batched else out3.squeeze(0)
+    return out.to(a.dtype) if compute_dtype != a.dtype else out
+
+
+def _run(a3, b3, out3, bias3, alpha, beta, split_k):
+    nb, m, k = a3.shape
+    n = b3.shape[-1]
+    device = a3.device
+    cfg = configs.matmul_config(a3.dtype, device, interpreted=uses_interpreter(device))
+    acc_dtype = tl.float64 if a3.dtype == torch.float64 else tl.float32
+    tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
+    k_chunk = configs.matmul_k_chunk(cfg, k)
+    n_chunks = triton.cdiv(k, k_chunk)
+    if split_k is None:
+        split_k = configs.matmul_use_split_k(tiles * nb, n_chunks, device)
+    split_k = split_k and n_chunks > 1
+
+    has_bias = bias3 is not None
+    bias_arg = bias3 if has_bias else out3
+    bias_strides = bias3.stride() if has_bias else (0, 0, 0)
+    common = dict(
+        HAS_BIAS=has_bias,
+        SCALE_ALPHA=alpha != 1.0,
+        SCALE_BETA=has_bias and beta != 1.0,
+        ACC_DTYPE=acc_dtype,
+        INPUT_PRECISION=_input_precision(a3.dtype),
+        BLOCK_M=cfg.block_m,
+        BLOCK_N=cfg.block_n,
+        BLOCK_K=cfg.block_k,
+        K_CHUNK=k_chunk,
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+    )
+
+    def go(grid, mode, work):
+        launch(
+            _invariant_matmul_kernel, grid, device,
+            a3, b3, out3, bias_arg, work,
+            m, n, k,
+            *a3.stride(), *b3.stride(), *out3.stride(), *bias_strides,
+            alpha, beta,
+            MODE=mode, **common,
+        )
+
+    if not split_k:
+        go((tiles, nb, 1), _FULL, out3)
+        return
+    work_dtype = torch.float64 if a3.dtype == torch.float64 else torch.float32
+    work = torch.empty((n_chunks, nb, m, n), dtype=work_dtype, device=device)
+    go((tiles, nb, n_chunks), _SPLIT, work)
+    go((tiles, nb, 1), _MERGE, work)

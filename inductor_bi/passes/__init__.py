@@ -1,0 +1,36 @@
+"""Graph passes: one per op family, each a function over an aten-level FX graph.
+
+``rewrite_graph`` runs them in order and returns what each rewrote (for ``explain`` and logging).
+``OWNED_OPS`` are the aten ops the passes rewrite; the backend keeps Inductor's decompositions
+away from them so they reach the passes intact (Inductor would otherwise decompose, e.g., a
+batch-1 mm into mul + sum: a different arithmetic for a single row than for a batch).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch.fx
+
+from ._rewrite import Rewrite
+from .matmul import MATMUL_OPS, rewrite_matmuls
+
+log = logging.getLogger("inductor_bi")
+
+OWNED_OPS = frozenset(MATMUL_OPS)
+
+PASSES = (rewrite_matmuls,)
+
+
+def rewrite_graph(gm: torch.fx.GraphModule) -> list[Rewrite]:
+    rewrites: list[Rewrite] = []
+    for rewrite_pass in PASSES:
+        rewrites.extend(rewrite_pass(gm))
+    gm.graph.lint()
+    gm.recompile()
+    for r in rewrites:
+        log.debug("rewrote %s", r)
+    return rewrites
+
+
+__all__ = ["OWNED_OPS", "Rewrite", "rewrite_graph"]

@@ -1,0 +1,25 @@
+import os
+import warnings
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+# CI runs the Triton interpreter on 2 CPU cores: few examples. The GPU run raises them.
+settings.register_profile(
+    "ci", max_examples=12, deadline=None, derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "gpu", max_examples=60, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# The CPU reference mode warns once that it is slow; tests know.
+warnings.filterwarnings("ignore", message="inductor_bi: running batch-invariant Triton kernels on the CPU")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

@@ -1,0 +1,108 @@
+"""invariant_matmul kernel on CPU (Triton interpreter): accuracy vs float64, bitwise invariance."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from inductor_bi.kernels.matmul import invariant_matmul
+from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
+
+CPU_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+
+
+@pytest.mark.parametrize("dtype", CPU_DTYPES)
+@pytest.mark.parametrize("m,n,k", [(1, 8, 8), (37, 50, 300), (64, 33, 129)])
+def test_matches_float64_reference(dtype, m, n, k):
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    assert_close_to_reference(invariant_matmul(a, b), a.double() @ b.double())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_addmm_epilogue_matches_reference(dtype):
+    a, b, bias = torch.randn(20, 70, dtype=dtype), torch.randn(70, 24, dtype=dtype), torch.randn(24, dtype=dtype)
+    out = invariant_matmul(a, b, bias, beta=0.5, alpha=2.0)
+    assert_close_to_reference(out, 2.0 * (a.double() @ b.double()) + 0.5 * bias.double())
+
+
+def test_beta_zero_ignores_bias_like_aten():
+    a, b = torch.randn(4, 8), torch.randn(8, 3)
+    bias = torch.full((3,), float("nan"))
+    assert not invariant_matmul(a, b, bias, beta=0.0).isnan().any()
+
+
+def test_batched_matches_reference():
+    a, b = torch.randn(3, 20, 40), torch.randn(3, 40, 10)
+    bias = torch.randn(3, 1, 10)
+    assert_close_to_reference(invariant_matmul(a, b, bias), a.double() @ b.double() + bias.double())
+
+
+@given(
+    m=st.integers(1, 80),
+    n=st.integers(1, 48),
+    k=st.integers(1, 300),
+    dtype=st.sampled_from([torch.float32, torch.float16]),
+    data=st.data(),
+)
+def test_row_equals_alone_for_any_batch(m, n, k, dtype, data):
+    row = data.draw(st.integers(0, m - 1), label="row position")
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    bias = torch.randn(n, dtype=dtype)
+    batched = invariant_matmul(a, b, bias)
+    alone = invariant_matmul(a[row : row + 1], b, bias)
+    assert_rows_equal(batched[row : row + 1], alone)
+
+
+@given(m=st.integers(1, 40), k=st.integers(129, 400), data=st.data())
+def test_row_is_independent_of_its_companions(m, k, data):
+    row = data.draw(st.integers(0, m - 1))
+    a, b = torch.randn(m, k), torch.randn(k, 16)
+    other = torch.randn(m, k)
+    other[row] = a[row]
+    assert_rows_equal(invariant_matmul(a, b)[row], invariant_matmul(other, b)[row])
+
+
+@given(m=st.integers(1, 40), k=st.integers(1, 400), alpha=st.sampled_from([1.0, 0.5]), beta=st.sampled_from([1.0, 3.0]))
+def test_split_k_gives_the_same_bits_as_one_program(m, k, alpha, beta):
+    a, b, bias = torch.randn(m, k), torch.randn(k, 24), torch.randn(m, 24)
+    one = invariant_matmul(a, b, bias, beta=beta, alpha=alpha, split_k=False)
+    split = invariant_matmul(a, b, bias, beta=beta, alpha=alpha, split_k=True)
+    assert_rows_equal(split, one, "split-K vs single program")
+
+
+def test_batched_row_equals_alone():
+    a, b = torch.randn(5, 30, 64), torch.randn(5, 64, 20)
+    assert_rows_equal(invariant_matmul(a, b)[2, 7:8], invariant_matmul(a[2:3, 7:8], b[2:3])[0])
+
+
+def test_transposed_and_strided_operands_are_correct():
+    a = torch.randn(40, 30).t()  # [30, 40], column-major
+    b = torch.randn(80, 20)[::2]  # [40, 20], row stride 40
+    assert_close_to_reference(invariant_matmul(a, b), a.double() @ b.double())
+    assert_rows_equal(invariant_matmul(a, b), invariant_matmul(a.contiguous(), b.contiguous()))
+
+
+@pytest.mark.parametrize("m,n,k", [(0, 5, 7), (5, 0, 7), (0, 0, 0)])
+def test_empty_output(m, n, k):
+    assert invariant_matmul(torch.randn(m, k), torch.randn(k, n)).shape == (m, n)
+
+
+def test_empty_reduction_gives_zeros_plus_bias():
+    bias = torch.randn(3)
+    out = invariant_matmul(torch.randn(4, 0), torch.randn(0, 3), bias)
+    assert torch.equal(out, bias.expand(4, 3))
+
+
+def test_mismatched_dtypes_raise():
+    with pytest.raises(RuntimeError, match="same dtype"):
+        invariant_matmul(torch.randn(2, 3), torch.randn(3, 2, dtype=torch.float16))
+
+
+def test_integer_dtypes_raise_a_clear_error():
+    with pytest.raises(TypeError, match="integer matmuls are exact"):
+        invariant_matmul(torch.ones(2, 3, dtype=torch.int64), torch.ones(3, 2, dtype=torch.int64))
+
+
+def test_shape_mismatch_raises():
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        invariant_matmul(torch.randn(2, 3), torch.randn(4, 2))
