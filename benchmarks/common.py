@@ -1,0 +1,39 @@
+"""Shared bits of the benchmarks: environment record, timing, JSON/PNG output."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+
+import torch
+
+
+def environment() -> dict:
+    import triton
+
+    env = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "python": platform.python_version(),
+    }
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        env.update(device=p.name, sms=p.multi_processor_count, cuda=torch.version.cuda)
+    return env
+
+
+def median_ms(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
+    """Median time of ``fn`` in ms, from CUDA events (triton.testing.do_bench)."""
+    import triton.testing
+
+    return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+
+
+def write_json(path: str, payload: dict) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1)
+    print(f"wrote {path}")

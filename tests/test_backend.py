@@ -1,0 +1,152 @@
+"""The backend end to end on CPU: entry point, pinned Inductor config, graph rewrite, invariance."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import inductor_bi
+import inductor_bi.backend as backend
+from inductor_bi.inductor_config import pinned_config
+from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
+
+aten = torch.ops.aten
+MATMUL_TARGETS = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default}
+INVARIANT_MATMUL = torch.ops.inductor_bi.invariant_matmul.default
+
+
+class MLP(nn.Module):
+    """Linear layers plus a batched matmul (torch.matmul on 3-D tensors lowers to bmm)."""
+
+    def __init__(self, d=48, h=96):
+        super().__init__()
+        self.up = nn.Linear(d, h)
+        self.down = nn.Linear(h, d, bias=False)
+        self.mix = nn.Parameter(torch.randn(4, d // 4, d // 4) / 4)
+
+    def forward(self, x):
+        y = self.down(torch.nn.functional.gelu(self.up(x)))
+        b = x.shape[0]
+        z = torch.matmul(y.view(b, 4, 1, -1).transpose(0, 1), self.mix.unsqueeze(1))  # bmm
+        return z.transpose(0, 1).reshape(b, -1) + y
+
+
+@pytest.fixture
+def graphs(monkeypatch):
+    """Record every aten graph the backend rewrites (after the rewrite)."""
+    seen = []
+    real = backend.rewrite_graph
+
+    def recording(gm):
+        rewrites = real(gm)
+        seen.append((gm, rewrites))
+        return rewrites
+
+    monkeypatch.setattr(backend, "rewrite_graph", recording)
+    return seen
+
+
+def test_backend_resolves_by_name_after_install():
+    assert torch._dynamo.lookup_backend("batch_invariant") is inductor_bi.batch_invariant
+
+
+def test_inductor_knobs_are_pinned_during_compilation(monkeypatch):
+    seen = {}
+
+    def snapshot(gm):
+        cfg = torch._inductor.config
+        for name in pinned_config():
+            obj = cfg
+            for part in name.split("."):
+                obj = getattr(obj, part)
+            seen[name] = obj
+        return []
+
+    monkeypatch.setattr(backend, "rewrite_graph", snapshot)
+    torch._dynamo.reset()
+    torch.compile(nn.Linear(4, 4), backend="batch_invariant")(torch.randn(2, 4))
+    assert seen == pinned_config()
+    assert seen["split_reductions"] is False and seen["max_autotune"] is False
+
+
+def test_mode_cannot_switch_autotuning_back_on():
+    with pytest.warns(UserWarning, match="stay off"):
+        patches = backend.config_patches("max-autotune")
+    assert patches["max_autotune"] is False and patches["coordinate_descent_tuning"] is False
+    assert backend.config_patches("reduce-overhead")["triton.cudagraphs"] is True
+
+
+def test_unknown_option_is_an_error():
+    with pytest.raises(ValueError, match="unknown option"):
+        inductor_bi.Options.parse({"stirct": False})
+
+
+def test_every_matmul_becomes_invariant_matmul(graphs):
+    torch._dynamo.reset()
+    model = MLP()
+    with torch.no_grad():
+        torch.compile(model, backend="batch_invariant")(torch.randn(6, 48))
+    (gm, rewrites), = graphs
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert not MATMUL_TARGETS & set(targets)
+    assert targets.count(INVARIANT_MATMUL) == 3  # up (addmm), down (mm), mix (bmm)
+    assert {r.original for r in rewrites} == {"aten.addmm.default", "aten.mm.default", "aten.bmm.default"}
+    assert all("test_backend.py" in r.source for r in rewrites), [r.source for r in rewrites]
+
+
+@pytest.fixture(scope="module")
+def compiled_mlp():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = MLP()
+    return copy.deepcopy(model).double(), torch.compile(model, backend="batch_invariant", dynamic=True)
+
+
+@given(batch=st.integers(1, 40), data=st.data())
+@settings(max_examples=8)
+def test_row_equals_alone_for_any_batch(compiled_mlp, batch, data):
+    reference, compiled = compiled_mlp
+    row = data.draw(st.integers(0, batch - 1), label="row position")
+    x = torch.randn(batch, 48)
+    with torch.no_grad():
+        batched = compiled(x)
+        alone = compiled(x[row : row + 1])
+    assert_rows_equal(batched[row : row + 1], alone)
+    assert_close_to_reference(batched, reference(x.double()), dtype=torch.float32, tol_scale=10)
+
+
+def test_one_compilation_serves_all_batch_sizes(graphs):
+    torch._dynamo.reset()
+    compiled = torch.compile(MLP(), backend="batch_invariant", dynamic=True)
+    with torch.no_grad():
+        for batch in (2, 3, 7, 16, 33, 64):
+            compiled(torch.randn(batch, 48))
+    assert len(graphs) == 1
+
+
+def test_training_graph_compiles_with_invariant_backward(graphs):
+    torch._dynamo.reset()
+    model = MLP()
+    x = torch.randn(8, 48)
+    compiled = torch.compile(model, backend="batch_invariant")
+    compiled(x).square().sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model(x).square().sum().backward()
+    for got, want in zip(grads, [p.grad for p in model.parameters()]):
+        assert_close_to_reference(got, want, dtype=torch.float32, tol_scale=10)
+    assert len(graphs) == 2  # forward and backward
+    backward_gm, backward_rewrites = graphs[1]
+    assert backward_rewrites and not MATMUL_TARGETS & {n.target for n in backward_gm.graph.nodes}
+
+
+def test_integer_matmul_stays_exact_on_aten(graphs):
+    torch._dynamo.reset()
+    a = torch.randint(-50, 50, (5, 7))
+    b = torch.randint(-50, 50, (7, 3))
+    out = torch.compile(torch.mm, backend="batch_invariant")(a, b)
+    assert torch.equal(out, a @ b)
+    assert graphs[0][1] == []
