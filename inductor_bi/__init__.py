@@ -7,8 +7,10 @@ accumulation order depends on the reduced extent and dtype only, never on the ba
 """
 
 from . import ops  # noqa: F401  (registers torch.ops.inductor_bi.*)
-from .backend import batch_invariant
+from .backend import batch_invariant, register_backend_name
 from .errors import BatchInvarianceError
 from .options import Options
+
+register_backend_name()
 
 __all__ = ["BatchInvarianceError", "Options", "batch_invariant"]

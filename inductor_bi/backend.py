@@ -19,11 +19,15 @@ from torch._inductor.decomposition import select_decomp_table
 from .inductor_config import pinned_config
 from .options import Options
 from .passes import OWNED_OPS, rewrite_graph
+from .passes.attention import rewrite_attention_calls
+from .passes.guard import report
 
 
 def batch_invariant(gm: torch.fx.GraphModule, example_inputs, mode: str | None = None, options: dict | None = None):
     """Entry point (``torch_dynamo_backends`` group): ``torch.compile(m, backend="batch_invariant")``."""
     opts = Options.parse(options)
+    _attention_rewrites, refusals = rewrite_attention_calls(gm)
+    report(refusals, opts.strict)
     return compile_fx(
         gm,
         example_inputs,
@@ -60,3 +64,20 @@ def decompositions() -> dict:
 def _rewrite_then_compile(gm: torch.fx.GraphModule, example_inputs, *, options: Options, **kwargs):
     rewrite_graph(gm)
     return compile_fx_inner(gm, example_inputs, **kwargs)
+
+
+BACKEND_NAME = "batch_invariant"
+
+
+def register_backend_name() -> None:
+    """Make ``backend="batch_invariant"`` work when the package is imported without being
+    installed (e.g. from a source tree on PYTHONPATH). When installed, Dynamo finds it through
+    the ``torch_dynamo_backends`` entry point, and registering here too would clash."""
+    from importlib.metadata import entry_points
+
+    from torch._dynamo.backends import registry
+
+    if BACKEND_NAME in entry_points(group="torch_dynamo_backends").names:
+        return
+    if BACKEND_NAME not in registry._COMPILER_FNS:
+        registry.register_backend(batch_invariant, name=BACKEND_NAME)

@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from .kernels.attention import fixed_split_attention as _fixed_split_attention_kernel
 from .kernels.matmul import invariant_matmul as _invariant_matmul_kernel
 
 LIBRARY = "inductor_bi"
@@ -58,3 +59,65 @@ def _matmul_backward(ctx, grad):
 
 
 invariant_matmul.register_autograd(_matmul_backward, setup_context=_matmul_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# fixed_split_attention: scaled_dot_product_attention
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op(f"{LIBRARY}::fixed_split_attention", mutates_args=())
+def fixed_split_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: Optional[torch.Tensor],
+    is_causal: bool,
+    scale: Optional[float],
+    enable_gqa: bool,
+) -> torch.Tensor:
+    """SDPA with fixed KV splits: a query's bits do not depend on batch, Lq, or decode vs prefill."""
+    return _fixed_split_attention_kernel(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
+
+
+@fixed_split_attention.register_fake
+def _(q, k, v, attn_mask, is_causal, scale, enable_gqa):
+    return q.new_empty((*q.shape[:-1], v.shape[-1]))
+
+
+def _attention_setup_context(ctx, inputs, output):
+    q, k, v, attn_mask, is_causal, scale, enable_gqa = inputs
+    ctx.save_for_backward(q, k, v, attn_mask)
+    ctx.is_causal, ctx.scale = is_causal, scale
+
+
+def _attention_backward(ctx, grad_out):
+    """Plain (math) backward in fp32: recompute P = softmax(QK^T * scale + mask), then the usual
+    formulas. Not fused, but correct; inside torch.compile its matmuls and sums are rewritten to
+    the invariant kernels like any other."""
+    q, k, v, attn_mask = ctx.saved_tensors
+    qf, kf, vf, go = q.float(), k.float(), v.float(), grad_out.float()
+    group = q.shape[-3] // k.shape[-3]
+    if group > 1:  # GQA: each KV head serves `group` query heads
+        kf, vf = kf.repeat_interleave(group, dim=-3), vf.repeat_interleave(group, dim=-3)
+    scale = ctx.scale if ctx.scale is not None else q.shape[-1] ** -0.5
+    scores = (qf @ kf.transpose(-1, -2)) * scale
+    if ctx.is_causal:
+        lq, lk = scores.shape[-2:]
+        visible = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill(~visible, float("-inf"))
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask.float()
+    p = torch.softmax(scores, dim=-1)
+    grad_v = p.transpose(-1, -2) @ go
+    grad_p = go @ vf.transpose(-1, -2)
+    grad_s = p * (grad_p - (grad_p * p).sum(dim=-1, keepdim=True))
+    grad_q = (grad_s @ kf) * scale
+    grad_k = (grad_s.transpose(-1, -2) @ qf) * scale
+    if group > 1:
+        shape = (*k.shape[:-3], k.shape[-3], group, *grad_k.shape[-2:])
+        grad_k, grad_v = grad_k.reshape(shape).sum(-3), grad_v.reshape(shape).sum(-3)
+    return grad_q.to(q.dtype), grad_k.to(k.dtype), grad_v.to(v.dtype), None, None, None, None
+
+
+fixed_split_attention.register_autograd(_attention_backward, setup_context=_attention_setup_context)

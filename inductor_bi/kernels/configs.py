@@ -107,12 +107,12 @@ REDUCTION_POINTER_ALIGN = 16
 def reduction_config(r: int, dtype: torch.dtype, device: torch.device) -> ReductionConfig:
     """The pinned launch shape for rows of extent ``r``: a pure function of (r, dtype, device)."""
     cap = REDUCTION_BLOCK_CAP_CUDA[dtype] if device.type == "cuda" else REDUCTION_BLOCK_CAP_INTERPRETER
-    block_r = min(triton_next_power_of_2(max(r, 1)), cap)
+    block_r = min(_next_power_of_2(max(r, 1)), cap)
     num_warps = min(REDUCTION_MAX_WARPS, max(1, block_r // REDUCTION_LANES_PER_WARP))
     return ReductionConfig(block_r=block_r, num_warps=num_warps)
 
 
-def triton_next_power_of_2(n: int) -> int:
+def _next_power_of_2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 

@@ -1,0 +1,372 @@
+"""fixed_split_attention: scaled-dot-product attention whose arithmetic per query row depends on
+the key positions, head dim, dtype and pinned constants only.
+
+Order of the arithmetic for one query row (the invariance contract), in the log2 domain:
+  (M, L, A) = (-inf, 0, 0)
+  for each fixed KV split s (kv_split keys, ascending; boundaries = absolute key positions):
+      (m, l, a) = (-inf, 0, 0)                              # every split starts from zero
+      for each block of block_n keys inside s (ascending):
+          scores = dot(q, K_blk^T) * scale*log2(e) (+ float mask * log2(e)); hidden keys = -inf
+          if the row sees no key of the block: (m, l, a) unchanged   # exact no-op
+          else: online-softmax update of (m, l, a)           # pinned tile => pinned MMA
+      if the row sees no key of s: (M, L, A) unchanged         # exact no-op
+      else: M' = max(M, m); L' = L*2^(M-M') + l*2^(m-M'); A' likewise
+  out = A / L (0 when the row sees no key, like torch); lse = (M + log2 L) * ln 2
+
+A key the row cannot see (beyond Lk, causal, masked) changes nothing, bit for bit, so a token
+gets the same bits in a full prefill, a chunked prefill and a one-query decode against a cache,
+and whatever its batch companions or Lq are. Two execution paths give the same bits by
+construction (one kernel source, the same merge code): SEQUENTIAL (one program per query block
+walks every split) and SPLIT (one program per split writes its (m, l, a) to an fp32 workspace,
+then a MERGE program folds them in ascending order). Decode uses SPLIT to fill the GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from . import configs
+from ._launch import interpreter_dtype, launch, uses_interpreter
+from .matmul import _input_precision
+
+_SEQUENTIAL, _SPLIT, _MERGE = 0, 1, 2
+_NO_MASK, _BOOL_MASK, _FLOAT_MASK = 0, 1, 2
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+@triton.jit
+def _fixed_split_attention_kernel(
+    Q, K, V, MASK, OUT, LSE, WORK_M, WORK_L, WORK_A,
+    Lq, Lk, D, DV, HQ, KV_GROUP, N_SPLITS,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_mb, stride_mh, stride_mm, stride_mn,
+    stride_ob, stride_oh, stride_om, stride_od,
+    qk_scale_log2,
+    MODE: tl.constexpr,
+    IS_CAUSAL: tl.constexpr,
+    MASK_KIND: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    KV_SPLIT: tl.constexpr,
+):
+    LOG2E: tl.constexpr = 1.4426950408889634
+    LN2: tl.constexpr = 0.6931471805599453
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1).to(tl.int64)
+    pid_split = tl.program_id(2)  # SPLIT: the KV split this program owns; otherwise 0
+    b = pid_bh // HQ
+    h = pid_bh % HQ
+    h_kv = h // KV_GROUP  # GQA: query heads share a KV head; K/V are never repeated
+
+    q_start = pid_m * BLOCK_M
+    offs_m = q_start + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    row_ok = offs_m < Lq
+    d_ok = offs_d < D
+    dv_ok = offs_dv < DV
+    # int64 offsets: batch/head strides can exceed 2**31 elements on large caches.
+    offs_m64 = offs_m.to(tl.int64)
+    offs_d64 = offs_d.to(tl.int64)
+    offs_dv64 = offs_dv.to(tl.int64)
+
+    # Keys any row of this block may see; splits and blocks past it are skipped. Skipping never
+    # changes bits: a hidden block/split is an exact no-op for a row (see the where()s below).
+    kv_end = Lk
+    if IS_CAUSAL:  # top-left aligned like torch: row i sees keys j <= i
+        kv_end = tl.minimum(Lk, tl.minimum(Lq, q_start + BLOCK_M))
+    n_live_splits = tl.cdiv(kv_end, KV_SPLIT)
+
+    # Workspace: [B*HQ, N_SPLITS, Lq] for (m, l) and [B*HQ, N_SPLITS, Lq, DV] for a.
+    work_row = pid_bh * N_SPLITS * Lq + offs_m64
+
+    if MODE == 1:
+        split_lo = pid_split
+        split_hi = pid_split + 1
+    else:
+        split_lo = 0
+        split_hi = n_live_splits
+
+    if MODE != 2:
+        q = tl.load(
+            Q + b * stride_qb + h * stride_qh + offs_m64[:, None] * stride_qm + offs_d64[None, :] * stride_qd,
+            mask=row_ok[:, None] & d_ok[None, :],
+            other=0.0,
+        )
+        k_base = K + b * stride_kb + h_kv * stride_kh + offs_d64[:, None] * stride_kd
+        v_base = V + b * stride_vb + h_kv * stride_vh + offs_dv64[None, :] * stride_vd
+        mask_base = MASK + b * stride_mb + h * stride_mh + offs_m64[:, None] * stride_mm
+
+    run_m = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+    run_l = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    run_a = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
+    for s in range(split_lo, split_hi):
+        if MODE == 2:  # MERGE: read the split's partial back (exact: fp32 in, fp32 out)
+            ws = work_row + s * Lq
+            part_m = tl.load(WORK_M + ws, mask=row_ok, other=float("-inf"))
+            part_l = tl.load(WORK_L + ws, mask=row_ok, other=0.0)
+            part_a = tl.load(
+                WORK_A + ws[:, None] * DV + offs_dv64[None, :], mask=row_ok[:, None] & dv_ok[None, :], other=0.0
+            )
+        else:  # reduce the split's keys from a zero state, BLOCK_N at a time, ascending
+            part_m = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+            part_l = tl.zeros((BLOCK_M,), dtype=tl.float32)
+            part_a = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
+            n_hi = tl.minimum(s * KV_SPLIT + KV_SPLIT, kv_end)
+            for n_start in range(s * KV_SPLIT, n_hi, BLOCK_N):
+                offs_n = n_start + tl.arange(0, BLOCK_N)
+                n_ok = offs_n < Lk
+                offs_n64 = offs_n.to(tl.int64)
+                k = tl.load(k_base + offs_n64[None, :] * stride_kn, mask=d_ok[:, None] & n_ok[None, :], other=0.0)
+                v = tl.load(v_base + offs_n64[:, None] * stride_vn, mask=n_ok[:, None] & dv_ok[None, :], other=0.0)
+                scores = tl.dot(q, k, input_precision=INPUT_PRECISION, out_dtype=tl.float32) * qk_scale_log2
+                visible = row_ok[:, None] & n_ok[None, :]
+                if MASK_KIND != 0:
+                    mvals = tl.load(mask_base + offs_n64[None, :] * stride_mn, mask=visible, other=0)
+                    if MASK_KIND == 1:
+                        visible = visible & (mvals != 0)
+                    else:
+                        scores = scores + mvals.to(tl.float32) * LOG2E
+                if IS_CAUSAL:
+                    visible = visible & (offs_n[None, :] <= offs_m[:, None])
+                scores = tl.where(visible, scores, float("-inf"))
+                blk_m = tl.max(scores, 1)
+                sees_block = blk_m > float("-inf")
+                new_m = tl.maximum(part_m, blk_m)
+                # Subtract 0 instead of -inf so a row that sees nothing yet gets 0s, not NaNs.
+                sub_m = tl.where(new_m == float("-inf"), 0.0, new_m)
+                alpha = tl.exp2(part_m - sub_m)
+                p = tl.exp2(scores - sub_m[:, None])
+                new_l = part_l * alpha + tl.sum(p, 1)
+                new_a = tl.dot(
+                    p.to(V.dtype.element_ty), v, part_a * alpha[:, None],
+                    input_precision=INPUT_PRECISION, out_dtype=tl.float32,
+                )
+                # A block the row cannot see leaves its state untouched, bit for bit: so a
+                # longer cache, a causal tail or another row's reach changes nothing.
+                part_m = tl.where(sees_block, new_m, part_m)
+                part_l = tl.where(sees_block, new_l, part_l)
+                part_a = tl.where(sees_block[:, None], new_a, part_a)
+            if MODE == 1:  # SPLIT: hand the partial to the MERGE program
+                ws = work_row + s * Lq
+                tl.store(WORK_M + ws, part_m, mask=row_ok)
+                tl.store(WORK_L + ws, part_l, mask=row_ok)
+                tl.store(WORK_A + ws[:, None] * DV + offs_dv64[None, :], part_a, mask=row_ok[:, None] & dv_ok[None, :])
+        if MODE != 1:  # SEQUENTIAL and MERGE share this merge code, so their bits agree.
+            sees_split = part_m > float("-inf")
+            new_run_m = tl.maximum(run_m, part_m)
+            sub_run_m = tl.where(new_run_m == float("-inf"), 0.0, new_run_m)
+            scale_run = tl.exp2(run_m - sub_run_m)
+            scale_part = tl.exp2(part_m - sub_run_m)
+            new_run_l = run_l * scale_run + part_l * scale_part
+            new_run_a = run_a * scale_run[:, None] + part_a * scale_part[:, None]
+            run_m = tl.where(sees_split, new_run_m, run_m)
+            run_l = tl.where(sees_split, new_run_l, run_l)
+            run_a = tl.where(sees_split[:, None], new_run_a, run_a)
+
+    if MODE != 1:
+        # A row that sees no key gets 0 (torch's SDPA does the same) and lse = -inf.
+        sees_any = run_l > 0.0
+        out = run_a / tl.where(sees_any, run_l, 1.0)[:, None]
+        lse = tl.where(sees_any, (run_m + tl.log2(tl.where(sees_any, run_l, 1.0))) * LN2, float("-inf"))
+        tl.store(
+            OUT + b * stride_ob + h * stride_oh + offs_m64[:, None] * stride_om + offs_dv64[None, :] * stride_od,
+            out.to(OUT.dtype.element_ty),
+            mask=row_ok[:, None] & dv_ok[None, :],
+        )
+        tl.store(LSE + pid_bh * Lq + offs_m64, lse, mask=row_ok)
+
+
+def _check(q, k, v, attn_mask, enable_gqa):
+    if not (q.dtype == k.dtype == v.dtype):
+        raise RuntimeError(
+            "fixed_split_attention: expected query, key and value to have the same dtype, got "
+            f"{q.dtype}, {k.dtype} and {v.dtype}"
+        )
+    if q.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(
+            f"fixed_split_attention: dtype {q.dtype} is not supported "
+            f"({', '.join(str(d) for d in SUPPORTED_DTYPES)})"
+        )
+    if not (q.device == k.device == v.device) or (attn_mask is not None and attn_mask.device != q.device):
+        raise RuntimeError("fixed_split_attention: inputs are on different devices")
+    if q.dim() < 3 or k.dim() != q.dim() or v.dim() != q.dim():
+        raise RuntimeError(
+            "fixed_split_attention: expected q, k, v of the same rank >= 3 ([..., heads, L, D]), got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if k.shape[-1] != q.shape[-1] or k.shape[-2] != v.shape[-2] or k.shape[-3] != v.shape[-3]:
+        raise RuntimeError(
+            f"fixed_split_attention: incompatible shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    hq, hkv = q.shape[-3], k.shape[-3]
+    if hq != hkv:
+        if not enable_gqa:
+            raise RuntimeError(
+                f"fixed_split_attention: {hq} query heads but {hkv} key/value heads; pass enable_gqa=True for GQA"
+            )
+        if hkv == 0 or hq % hkv != 0:
+            raise RuntimeError(
+                f"fixed_split_attention: the number of key/value heads ({hkv}) must divide the number of query heads ({hq})"
+            )
+    limit = configs.ATTENTION_MAX_HEAD_DIM
+    if q.shape[-1] > limit or v.shape[-1] > limit:
+        raise NotImplementedError(
+            f"fixed_split_attention: head dims up to {limit} are supported, got {q.shape[-1]} (q/k) and {v.shape[-1]} (v)"
+        )
+    if attn_mask is not None and attn_mask.dtype != torch.bool and not attn_mask.dtype.is_floating_point:
+        raise TypeError(f"fixed_split_attention: attn_mask must be bool or floating point, got {attn_mask.dtype}")
+
+
+def fixed_split_attention_with_lse(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+    *,
+    path: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fixed_split_attention`` plus the fp32 log-sum-exp (natural log) of each query row's
+    scaled, masked scores, shaped like the output without its last dim ([..., Hq, Lq]); -inf
+    for a row that sees no key. For a backward pass."""
+    _check(q, k, v, attn_mask, enable_gqa)
+    if path not in (None, "sequential", "split"):
+        raise ValueError(f"fixed_split_attention: path must be None, 'sequential' or 'split', got {path!r}")
+    lead = torch.broadcast_shapes(q.shape[:-3], k.shape[:-3], v.shape[:-3])
+    hq, lq, d = q.shape[-3:]
+    hkv, lk, dv = k.shape[-3], k.shape[-2], v.shape[-1]
+    out_shape = (*lead, hq, lq, dv)
+    if scale is None:
+        scale = 1.0 / math.sqrt(d)
+
+    device = q.device
+    interpreted = uses_interpreter(device)
+    compute_dtype = interpreter_dtype(q.dtype) if interpreted else q.dtype
+    out = torch.empty(out_shape, dtype=compute_dtype, device=device)
+    lse = torch.empty(out_shape[:-1], dtype=torch.float32, device=device)
+    if out.numel() == 0 or lk == 0:
+        # Nothing to compute, or no key to see: torch gives zeros for rows without a key.
+        return out.zero_().to(q.dtype), lse.fill_(float("-inf"))
+
+    def to4d(x: torch.Tensor, heads: int, length: int) -> torch.Tensor:
+        # Broadcast leading dims (free: stride 0), then fold them into one batch dim (a view
+        # when the strides allow, else a copy; either way the kernel takes any strides).
+        x = x.to(compute_dtype).expand(*lead, heads, length, x.shape[-1])
+        return x.reshape(-1, heads, length, x.shape[-1])
+
+    q4, k4, v4 = to4d(q, hq, lq), to4d(k, hkv, lk), to4d(v, hkv, lk)
+    out4 = out.view(-1, hq, lq, dv)
+    mask4 = None
+    mask_is_bool = attn_mask is not None and attn_mask.dtype == torch.bool
+    if attn_mask is not None:
+        try:
+            mask = attn_mask.expand(*lead, hq, lq, lk)
+        except RuntimeError as err:
+            raise RuntimeError(
+                f"fixed_split_attention: attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to "
+                f"{(*lead, hq, lq, lk)}"
+            ) from err
+        if mask_is_bool:
+            mask = mask.view(torch.uint8)  # same bytes; a plain integer pointer everywhere
+        elif interpreted:
+            mask = mask.to(interpreter_dtype(mask.dtype))
+        mask4 = mask.reshape(-1, hq, lq, lk)
+    _run(q4, k4, v4, mask4, mask_is_bool, out4, lse.view(-1, hq, lq), bool(is_causal), float(scale), path)
+    return out.to(q.dtype), lse
+
+
+def fixed_split_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+    *,
+    path: str | None = None,
+) -> torch.Tensor:
+    """``torch.nn.functional.scaled_dot_product_attention`` (no dropout), batch-invariant.
+
+    q [..., Hq, Lq, D], k [..., Hkv, Lk, D], v [..., Hkv, Lk, Dv] (leading dims broadcast);
+    D, Dv <= 256; fp16, bf16 or fp32. ``attn_mask``: bool (True = attend) or additive float,
+    broadcastable to [..., Hq, Lq, Lk]. ``is_causal``: top-left aligned like torch (query i sees
+    keys j <= i, also when Lq != Lk); combined with ``attn_mask`` when both are given (torch's
+    CPU behaviour). For a KV cache (queries at an offset, or a preallocated cache) pass the mask
+    that hides the future / unfilled slots; hidden slots must hold finite values (torch.zeros),
+    as with torch, since 0 * nan is nan. A row that sees no key gets zeros, like torch.
+
+    ``path`` forces the sequential or split-parallel execution (tests); ``None`` lets the
+    shapes decide. Either way the bits are the same.
+    """
+    return fixed_split_attention_with_lse(
+        q, k, v, attn_mask, is_causal, scale, enable_gqa, path=path
+    )[0]
+
+
+def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path):
+    nb, hq, lq, d = q4.shape
+    hkv, lk, dv = k4.shape[1], k4.shape[2], v4.shape[3]
+    device = q4.device
+    cfg = configs.attention_config(max(d, dv), q4.dtype, interpreted=uses_interpreter(device))
+    assert cfg.kv_split % cfg.block_n == 0, "a KV split must be whole key blocks"
+    q_blocks = triton.cdiv(lq, cfg.block_m)
+    n_splits = triton.cdiv(lk, cfg.kv_split)
+    if path is None:
+        split = configs.attention_use_split(q_blocks * nb * hq, n_splits, device)
+    else:
+        split = path == "split"
+
+    if mask4 is None:
+        mask_kind, mask_arg, mask_strides = _NO_MASK, q4, (0, 0, 0, 0)
+    else:
+        mask_kind = _BOOL_MASK if mask_is_bool else _FLOAT_MASK
+        mask_arg, mask_strides = mask4, mask4.stride()
+    common = dict(
+        IS_CAUSAL=is_causal,
+        MASK_KIND=mask_kind,
+        INPUT_PRECISION=_input_precision(q4.dtype),
+        BLOCK_M=cfg.block_m,
+        BLOCK_N=cfg.block_n,
+        # tl.dot needs every dim >= 16; padded columns are masked to 0 and change no sum.
+        BLOCK_D=max(16, triton.next_power_of_2(d)),
+        BLOCK_DV=max(16, triton.next_power_of_2(dv)),
+        KV_SPLIT=cfg.kv_split if lq > 1 else 2 * cfg.kv_split,
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+        # No FMA contraction: the compiler may not fuse a*b+c differently in the SEQUENTIAL and
+        # MERGE kernels (or in two specializations of one), so the written arithmetic is the bits.
+        enable_fp_fusion=False,
+    )
+
+    def go(grid, mode, work_m, work_l, work_a):
+        launch(
+            _fixed_split_attention_kernel, grid, device,
+            q4, k4, v4, mask_arg, out4, lse3, work_m, work_l, work_a,
+            lq, lk, d, dv, hq, hq // hkv, n_splits,
+            *q4.stride(), *k4.stride(), *v4.stride(), *mask_strides, *out4.stride(),
+            scale * math.log2(math.e),
+            MODE=mode, **common,
+        )
+
+    if not split:
+        go((q_blocks, nb * hq, 1), _SEQUENTIAL, lse3, lse3, lse3)
+        return
+    work_m = torch.empty((nb * hq, n_splits, lq), dtype=torch.float32, device=device)
+    work_l = torch.empty_like(work_m)
+    work_a = torch.empty((nb * hq, n_splits, lq, dv), dtype=torch.float32, device=device)
+    go((q_blocks, nb * hq, n_splits), _SPLIT, work_m, work_l, work_a)
+    go((q_blocks, nb * hq, 1), _MERGE, work_m, work_l, work_a)

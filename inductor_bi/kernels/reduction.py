@@ -1,0 +1,430 @@
+"""Batch-invariant row reductions: sum, mean, var_mean, softmax, log_softmax, rms_norm, layer_norm.
+
+Every function views its input as ``[rows, R]`` (reduced elements last, one row per output
+position) and launches one program per row. Inside a program the row is read in BLOCK_R steps;
+element ``j`` is accumulated into lane ``j % BLOCK_R`` of an fp32 (fp64 for float64) vector, in
+ascending step order, and one ``tl.sum`` closes the row. BLOCK_R and num_warps come from
+``configs.reduction_config(R, dtype, device)``, so the order of operations that makes a row's
+result depends on R, the dtype and pinned constants only, never on how many rows share the
+launch: a row computed alone has the same bits as that row inside any batch.
+
+Never: atomics, a row split across programs, a block size or warp count chosen from rows.
+
+These are plain launchers (no torch.library registration). Inputs may be non-contiguous; they are
+copied to a contiguous, 16-byte-aligned ``[rows, R]`` buffer first when needed. Outputs are
+contiguous. Integer/bool inputs raise TypeError: their reductions are exact and stay on aten.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+from ._launch import interpreter_dtype, launch, uses_interpreter
+from .configs import REDUCTION_POINTER_ALIGN, reduction_config
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+# ---------------------------------------------------------------------------------------------
+# Kernels. Each is one @triton.jit function (the interpreter cannot call jit helpers), one row
+# per program, row offsets in int64 so rows * R may exceed 2**31.
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _row_sum_kernel(x_ptr, out_ptr, R, DIVIDE_BY_R: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * R
+    lanes = tl.arange(0, BLOCK_R)
+    # Lane j sums elements j, j + BLOCK_R, j + 2 BLOCK_R, ... in that order; one tl.sum at the end.
+    acc = tl.zeros([BLOCK_R], dtype=ACC)
+    for start in range(0, R, BLOCK_R):
+        cols = start + lanes
+        acc += tl.load(x_row + cols, mask=cols < R, other=0.0).to(ACC)
+    total = tl.sum(acc, axis=0)
+    if DIVIDE_BY_R:
+        total = total / R
+    tl.store(out_ptr + row, total)
+
+
+@triton.jit
+def _row_var_mean_kernel(x_ptr, var_ptr, mean_ptr, R, divisor, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * R
+    lanes = tl.arange(0, BLOCK_R)
+    # Two passes in a fixed order: the mean, then the sum of squared deviations from it (more
+    # accurate than E[x^2] - E[x]^2, and the same lane-then-tl.sum order as the sum kernel).
+    acc = tl.zeros([BLOCK_R], dtype=ACC)
+    for start in range(0, R, BLOCK_R):
+        cols = start + lanes
+        acc += tl.load(x_row + cols, mask=cols < R, other=0.0).to(ACC)
+    mean = tl.sum(acc, axis=0) / R
+    m2 = tl.zeros([BLOCK_R], dtype=ACC)
+    for start in range(0, R, BLOCK_R):
+        cols = start + lanes
+        mask = cols < R
+        d = tl.load(x_row + cols, mask=mask, other=0.0).to(ACC) - mean
+        m2 += tl.where(mask, d * d, 0.0)
+    # divisor = max(R - correction, 0) as torch: 0 gives inf (or nan when m2 == 0), like torch.
+    var = tl.sum(m2, axis=0) / divisor
+    tl.store(var_ptr + row, var)
+    tl.store(mean_ptr + row, mean)
+
+
+@triton.jit
+def _row_softmax_kernel(x_ptr, out_ptr, R, LOG: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * R
+    out_row = out_ptr + row * R
+    lanes = tl.arange(0, BLOCK_R)
+    # Pass 1: row max (max is exact, its order cannot change bits).
+    run_max = tl.full([BLOCK_R], float("-inf"), ACC)
+    for start in range(0, R, BLOCK_R):
+        cols = start + lanes
+        x = tl.load(x_row + cols, mask=cols < R, other=float("-inf")).to(ACC)
+        run_max = tl.maximum(run_max, x)
+    row_max = tl.max(run_max, axis=0)
+    # Pass 2: sum of exp(x - max), lane accumulation then one tl.sum.
+    acc = tl.zeros([BLOCK_R], dtype=ACC)
+    for start in range(0, R, BLOCK_R):
+        cols = start + lanes
+        mask = cols < R
+        x = tl.load(x_row + cols, mask=mask, other=float("-inf")).to(ACC)
+        acc += tl.where(mask, tl.exp(x - row_max), 0.0)
+    denom = tl.sum(acc, axis=0)
+    log_denom = tl.log(denom)
+    # Pass 3: write. Elementwise, so no order question.
+    for start in range(0, R, BLOCK_R):
+        cols = start + lanes
+        mask = cols < R
+        x = tl.load(x_row + cols, mask=mask, other=0.0).to(ACC)
+        if LOG:
+            y = (x - row_max) - log_denom
+        else:
+            y = tl.exp(x - row_max) / denom
+        tl.store(out_row + cols, y, mask=mask)
+
+
+@triton.jit
+def _row_rms_norm_kernel(
+    x_ptr, w_ptr, out_ptr, R, eps, HAS_WEIGHT: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr
+):
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * R
+    out_row = out_ptr + row * R
+    lanes = tl.arange(0, BLOCK_R)
+    acc = tl.zeros([BLOCK_R], dtype=ACC)
+    for start in range(0, R, BLOCK_R):
+        cols = start + lanes
+        x = tl.load(x_row + cols, mask=cols < R, other=0.0).to(ACC)
+        acc += x * x
+    rstd = tl.rsqrt(tl.sum(acc, axis=0) / R + eps)
+    # x * rstd * weight in the accumulator dtype, rounded once (as aten._fused_rms_norm).
+    for start in range(0, R, BLOCK_R):
+        cols = start + lanes
+        mask = cols < R
+        y = tl.load(x_row + cols, mask=mask, other=0.0).to(ACC) * rstd
+        if HAS_WEIGHT:
+            y = y * tl.load(w_ptr + cols, mask=mask, other=0.0).to(ACC)
+        tl.store(out_row + cols, y, mask=mask)
+
+
+@triton.jit
+def _row_layer_norm_kernel(
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    out_ptr,
+    mean_ptr,
+    rstd_ptr,
+    R,
+    eps,
+    HAS_WEIGHT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * R
+    out_row = out_ptr + row * R
+    lanes = tl.arange(0, BLOCK_R)
+    # Pass 1: mean. Pass 2: biased variance from deviations. Pass 3: normalize and write.
+    acc = tl.zeros([BLOCK_R], dtype=ACC)
+    for start in range(0, R, BLOCK_R):
+        cols = start + lanes
+        acc += tl.load(x_row + cols, mask=cols < R, other=0.0).to(ACC)
+    mean = tl.sum(acc, axis=0) / R
+    m2 = tl.zeros([BLOCK_R], dtype=ACC)
+    for start in range(0, R, BLOCK_R):
+        cols = start + lanes
+        mask = cols < R
+        d = tl.load(x_row + cols, mask=mask, other=0.0).to(ACC) - mean
+        m2 += tl.where(mask, d * d, 0.0)
+    rstd = tl.rsqrt(tl.sum(m2, axis=0) / R + eps)
+    for start in range(0, R, BLOCK_R):
+        cols = start + lanes
+        mask = cols < R
+        y = (tl.load(x_row + cols, mask=mask, other=0.0).to(ACC) - mean) * rstd
+        if HAS_WEIGHT:
+            y = y * tl.load(w_ptr + cols, mask=mask, other=0.0).to(ACC)
+        if HAS_BIAS:
+            y = y + tl.load(b_ptr + cols, mask=mask, other=0.0).to(ACC)
+        tl.store(out_row + cols, y, mask=mask)
+    tl.store(mean_ptr + row, mean)
+    tl.store(rstd_ptr + row, rstd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Host-side helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _require_float(x: torch.Tensor, op: str) -> None:
+    if x.is_floating_point() and x.dtype in _FLOAT_DTYPES:
+        return
+    if x.is_floating_point() or x.is_complex():
+        raise TypeError(f"inductor_bi.{op}: dtype {x.dtype} is not supported (float16/bfloat16/float32/float64 only)")
+    raise TypeError(
+        f"inductor_bi.{op}: got a {x.dtype} tensor. Integer and bool reductions are exact (their "
+        "result cannot depend on the order of additions), so they should stay on aten; this "
+        "kernel handles floating dtypes only."
+    )
+
+
+def _acc_dtype(*dtypes: torch.dtype):
+    """fp64 accumulates in fp64; everything else in fp32."""
+    return tl.float64 if torch.float64 in dtypes else tl.float32
+
+
+def _kernel_operand(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as the kernel reads it: contiguous, 16-byte aligned, in a dtype its runner handles.
+
+    Alignment is not cosmetic: Triton compiles a different kernel variant for unaligned pointers,
+    with a different register layout and so a different tl.sum tree (see configs).
+    """
+    if uses_interpreter(t.device):
+        t = t.to(interpreter_dtype(t.dtype))
+    if not t.is_contiguous() or t.data_ptr() % REDUCTION_POINTER_ALIGN:
+        t = t.clone(memory_format=torch.contiguous_format)
+    return t
+
+
+def _kernel_out_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    return interpreter_dtype(dtype) if uses_interpreter(device) else dtype
+
+
+def _launch_rows(kernel, rows: int, r: int, dtype: torch.dtype, device: torch.device, *args, **kwargs):
+    cfg = reduction_config(r, dtype, device)
+    launch(kernel, (rows,), device, *args, BLOCK_R=cfg.block_r, num_warps=cfg.num_warps, **kwargs)
+
+
+def _canonical_dims(x: torch.Tensor, dims) -> list[int]:
+    """Sorted reduced dims; None / [] mean all dims (aten.sum.dim_IntList semantics)."""
+    if dims is None:
+        dims = []
+    elif isinstance(dims, int):
+        dims = [dims]
+    nd = x.dim()
+    rank = max(nd, 1)  # a 0-dim tensor accepts dim 0 / -1
+    out = []
+    for d in dims:
+        if not -rank <= d < rank:
+            raise IndexError(f"dim {d} out of range for a tensor of {nd} dims")
+        d = d % rank
+        if d in out:
+            raise RuntimeError(f"dim {d} appears multiple times in the list of dims")
+        out.append(d)
+    if nd == 0 or not out:
+        return list(range(nd))
+    return sorted(out)
+
+
+def _reduced_last(x: torch.Tensor, dims) -> tuple[torch.Tensor, list[int], list[int]]:
+    """``x`` as ``[rows, R]`` with the reduced dims last (ascending), plus the output shapes
+    without and with keepdim. Row order is the kept dims' order, so ``[rows]`` reshapes to both."""
+    red = _canonical_dims(x, dims)
+    kept = [d for d in range(x.dim()) if d not in red]
+    rows = math.prod(x.shape[d] for d in kept)
+    r = math.prod(x.shape[d] for d in red)
+    x2 = x.permute(kept + red).reshape(rows, r)
+    out_shape = [x.shape[d] for d in kept]
+    keep_shape = [1 if d in red else x.shape[d] for d in range(x.dim())]
+    return x2, out_shape, keep_shape
+
+
+def _normalized_extent(x: torch.Tensor, normalized_ndim, params: Sequence[torch.Tensor | None]) -> int:
+    """R for a norm over the last dims. ``normalized_ndim`` is an int (number of trailing dims) or
+    a shape (aten's normalized_shape), which must match x's trailing dims."""
+    if isinstance(normalized_ndim, int):
+        n = normalized_ndim
+    else:
+        shape = tuple(normalized_ndim)
+        n = len(shape)
+        if tuple(x.shape[x.dim() - n :]) != shape:
+            raise RuntimeError(f"normalized_shape {list(shape)} does not match input shape {list(x.shape)}")
+    if not 0 < n <= x.dim():
+        raise RuntimeError(f"cannot normalize the last {n} dims of a {x.dim()}-dim tensor")
+    norm_shape = tuple(x.shape[x.dim() - n :])
+    for p in params:
+        if p is not None and p.numel() != math.prod(norm_shape):
+            raise RuntimeError(f"weight/bias of shape {list(p.shape)} does not match normalized shape {list(norm_shape)}")
+    return math.prod(norm_shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public launchers
+# ---------------------------------------------------------------------------------------------
+
+
+def _row_sum(x: torch.Tensor, dims, keepdim: bool, dtype: torch.dtype | None, divide_by_r: bool, op: str):
+    _require_float(x, op)
+    out_dtype = dtype or x.dtype
+    if out_dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"inductor_bi.{op}: output dtype {out_dtype} is not a supported float dtype")
+    x2, out_shape, keep_shape = _reduced_last(x, dims)
+    rows, r = x2.shape
+    shape = keep_shape if keepdim else out_shape
+    if rows == 0 or r == 0:
+        # Empty rows: sum 0, mean 0/0 = nan, as torch.
+        return torch.full(shape, math.nan if divide_by_r else 0.0, dtype=out_dtype, device=x.device)
+    xk = _kernel_operand(x2)
+    out = torch.empty(rows, dtype=_kernel_out_dtype(out_dtype, x.device), device=x.device)
+    acc = _acc_dtype(x.dtype, out_dtype)
+    _launch_rows(_row_sum_kernel, rows, r, xk.dtype, x.device, xk, out, r, DIVIDE_BY_R=divide_by_r, ACC=acc)
+    return out.to(out_dtype).reshape(shape)
+
+
+def invariant_sum(x: torch.Tensor, dims=None, keepdim: bool = False, dtype: torch.dtype | None = None):
+    """aten.sum.dim_IntList: sum over ``dims`` (None / [] = all), fp32 accumulation (fp64 when
+    the input or output is float64), result in ``dtype or x.dtype``."""
+    return _row_sum(x, dims, keepdim, dtype, divide_by_r=False, op="invariant_sum")
+
+
+def invariant_mean(x: torch.Tensor, dims=None, keepdim: bool = False, dtype: torch.dtype | None = None):
+    """aten.mean.dim: the fp32 row sum divided by R in fp32, then cast to ``dtype or x.dtype``."""
+    return _row_sum(x, dims, keepdim, dtype, divide_by_r=True, op="invariant_mean")
+
+
+def invariant_var_mean(x: torch.Tensor, dims=None, correction=1, keepdim: bool = False):
+    """torch.var_mean(x, dims, correction=correction, keepdim=keepdim) -> (var, mean).
+
+    Two passes inside one program (mean, then squared deviations); var = m2 / max(R - correction, 0),
+    so R <= correction gives inf (nan for a constant row), as torch.
+    """
+    _require_float(x, "invariant_var_mean")
+    correction = 1 if correction is None else correction
+    x2, out_shape, keep_shape = _reduced_last(x, dims)
+    rows, r = x2.shape
+    shape = keep_shape if keepdim else out_shape
+    if rows == 0 or r == 0:
+        nan = torch.full(shape, math.nan, dtype=x.dtype, device=x.device)
+        return nan, nan.clone()
+    xk = _kernel_operand(x2)
+    kdtype = _kernel_out_dtype(x.dtype, x.device)
+    var = torch.empty(rows, dtype=kdtype, device=x.device)
+    mean = torch.empty(rows, dtype=kdtype, device=x.device)
+    divisor = float(max(r - correction, 0))
+    acc = _acc_dtype(x.dtype)
+    _launch_rows(_row_var_mean_kernel, rows, r, xk.dtype, x.device, xk, var, mean, r, divisor, ACC=acc)
+    return var.to(x.dtype).reshape(shape), mean.to(x.dtype).reshape(shape)
+
+
+def _softmax(x: torch.Tensor, dim: int, half_to_float: bool, log: bool, op: str) -> torch.Tensor:
+    _require_float(x, op)
+    out_dtype = torch.float32 if half_to_float and x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    if x.dim() == 0:
+        return _softmax(x.reshape(1), 0, half_to_float, log, op).reshape(())
+    dim = _canonical_dims(x, [dim])[0]
+    xm = x.movedim(dim, -1)
+    r = xm.shape[-1]
+    rows = xm.numel() // r if r else 0
+    if xm.numel() == 0:
+        return torch.empty(x.shape, dtype=out_dtype, device=x.device)
+    xk = _kernel_operand(xm.reshape(rows, r))
+    out = torch.empty(rows, r, dtype=_kernel_out_dtype(out_dtype, x.device), device=x.device)
+    _launch_rows(_row_softmax_kernel, rows, r, xk.dtype, x.device, xk, out, r, LOG=log, ACC=_acc_dtype(x.dtype))
+    return out.to(out_dtype).reshape(xm.shape).movedim(-1, dim).contiguous()
+
+
+def invariant_softmax(x: torch.Tensor, dim: int, half_to_float: bool = False) -> torch.Tensor:
+    """aten._softmax: exp(x - max) / sum, fp32 inside, output in x.dtype (fp32 if half_to_float)."""
+    return _softmax(x, dim, half_to_float, log=False, op="invariant_softmax")
+
+
+def invariant_log_softmax(x: torch.Tensor, dim: int, half_to_float: bool = False) -> torch.Tensor:
+    """aten._log_softmax: x - max - log(sum exp(x - max)), fp32 inside, output in x.dtype."""
+    return _softmax(x, dim, half_to_float, log=True, op="invariant_log_softmax")
+
+
+def invariant_rms_norm(x: torch.Tensor, normalized_ndim, weight: torch.Tensor | None = None, eps: float | None = None):
+    """torch.nn.functional.rms_norm over the last ``normalized_ndim`` dims (an int, or aten's
+    normalized_shape). x * rsqrt(mean(x^2) + eps) * weight in fp32 (fp64 for float64), rounded
+    once to x.dtype. eps None -> machine epsilon of the *compute* dtype (fp32 for fp16/bf16),
+    which is what torch does (aten uses opmath's epsilon, not torch.finfo(x.dtype).eps)."""
+    _require_float(x, "invariant_rms_norm")
+    r = _normalized_extent(x, normalized_ndim, [weight])
+    if eps is None:
+        eps = torch.finfo(torch.float64 if x.dtype == torch.float64 else torch.float32).eps
+    if x.numel() == 0:
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    rows = x.numel() // r
+    xk = _kernel_operand(x.reshape(rows, r))
+    wk = _kernel_operand(weight.reshape(r)) if weight is not None else xk
+    out = torch.empty(rows, r, dtype=_kernel_out_dtype(x.dtype, x.device), device=x.device)
+    acc = _acc_dtype(x.dtype)
+    _launch_rows(
+        _row_rms_norm_kernel, rows, r, xk.dtype, x.device, xk, wk, out, r, float(eps),
+        HAS_WEIGHT=weight is not None, ACC=acc,
+    )  # fmt: skip
+    return out.to(x.dtype).reshape(x.shape)
+
+
+def layer_norm_stats_dtype(x_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """dtype of native_layer_norm's mean/rstd as torch's meta/fake kernel reports it: fp32 for
+    fp16/bf16 on CUDA, the input dtype on CPU."""
+    if device.type == "cuda" and x_dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    return x_dtype
+
+
+def invariant_layer_norm(
+    x: torch.Tensor,
+    normalized_ndim,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+):
+    """aten.native_layer_norm -> (out, mean, rstd); mean/rstd have x's shape with the normalized
+    dims kept as 1 (dtype: ``layer_norm_stats_dtype``). Biased variance from deviations, fp32 inside."""
+    _require_float(x, "invariant_layer_norm")
+    r = _normalized_extent(x, normalized_ndim, [weight, bias])
+    n = normalized_ndim if isinstance(normalized_ndim, int) else len(tuple(normalized_ndim))
+    stats_shape = list(x.shape[: x.dim() - n]) + [1] * n
+    stats_dtype = layer_norm_stats_dtype(x.dtype, x.device)
+    rows = math.prod(x.shape[: x.dim() - n])
+    if rows == 0 or r == 0:
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        # Empty normalized dims: mean 0, rstd nan, as aten on CPU.
+        mean = torch.zeros(stats_shape, dtype=stats_dtype, device=x.device)
+        rstd = torch.full(stats_shape, math.nan, dtype=stats_dtype, device=x.device)
+        return out, mean, rstd
+    xk = _kernel_operand(x.reshape(rows, r))
+    wk = _kernel_operand(weight.reshape(r)) if weight is not None else xk
+    bk = _kernel_operand(bias.reshape(r)) if bias is not None else xk
+    out = torch.empty(rows, r, dtype=_kernel_out_dtype(x.dtype, x.device), device=x.device)
+    mean = torch.empty(rows, dtype=_kernel_out_dtype(stats_dtype, x.device), device=x.device)
+    rstd = torch.empty(rows, dtype=_kernel_out_dtype(stats_dtype, x.device), device=x.device)
+    acc = _acc_dtype(x.dtype)
+    _launch_rows(
+        _row_layer_norm_kernel, rows, r, xk.dtype, x.device, xk, wk, bk, out, mean, rstd, r, float(eps),
+        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ACC=acc,
+    )  # fmt: skip
+    return (
+        out.to(x.dtype).reshape(x.shape),
+        mean.to(stats_dtype).reshape(stats_shape),
+        rstd.to(stats_dtype).reshape(stats_shape),
+    )

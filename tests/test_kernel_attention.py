@@ -1,0 +1,327 @@
+"""fixed_split_attention on CPU (Triton interpreter): accuracy, and the invariance properties.
+
+Shapes are small (the interpreter runs each program in numpy) but cross several key blocks and
+several fixed KV splits (16 keys per block, 32 per split on the interpreter), so the split and
+merge logic is exercised. Every invariance check is ``torch.equal``, never allclose.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from inductor_bi.kernels import configs
+from inductor_bi.kernels.attention import fixed_split_attention, fixed_split_attention_with_lse
+
+warnings.filterwarnings("ignore", message="inductor_bi: running batch-invariant Triton kernels")
+
+SPLIT = configs.ATTENTION_INTERPRETER.kv_split
+DTYPES = [torch.float32, torch.float16]
+# Output tolerance against a float64 reference, per dtype (fp16: p is rounded to fp16 before
+# the P@V product and the output to fp16; fp32: fp32 accumulation and exp2).
+TOL = {torch.float32: dict(atol=2e-5, rtol=2e-5), torch.float16: dict(atol=4e-3, rtol=4e-3)}
+FAST = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def randn(*shape, dtype=torch.float32, gen=None):
+    return torch.randn(*shape, generator=gen, dtype=torch.float32).to(dtype)
+
+
+def reference(q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
+    """torch's math SDPA in float64 (rows that see no key give 0, like the kernel)."""
+    m = attn_mask
+    if m is not None and m.dtype != torch.bool:
+        m = m.double()
+    return F.scaled_dot_product_attention(
+        q.double(), k.double(), v.double(), attn_mask=m, is_causal=is_causal, scale=scale, enable_gqa=enable_gqa
+    )
+
+
+def causal_cache_mask(q_pos: torch.Tensor, cache_len: int) -> torch.Tensor:
+    """Bool [Lq, cache_len]: query at absolute position p sees cache slots 0..p."""
+    return torch.arange(cache_len)[None, :] <= q_pos[:, None]
+
+
+# ----------------------------------------------------------------------------------------------
+# Accuracy
+# ----------------------------------------------------------------------------------------------
+
+
+@st.composite
+def attention_case(draw):
+    seed = draw(st.integers(0, 2**31 - 1))
+    gen = torch.Generator().manual_seed(seed)
+    dtype = draw(st.sampled_from(DTYPES))
+    b = draw(st.integers(1, 2))
+    hkv = draw(st.integers(1, 2))
+    group = draw(st.sampled_from([1, 2]))
+    lq = draw(st.integers(1, 40))
+    lk = draw(st.integers(1, 72))
+    d = draw(st.sampled_from([8, 16, 24, 32]))
+    dv = draw(st.sampled_from([d, 16]))
+    is_causal = draw(st.booleans())
+    mask_kind = draw(st.sampled_from(["none", "bool", "float"]))
+    mask_shape = draw(st.sampled_from(["2d", "per_batch", "full"]))
+    scale = draw(st.sampled_from([None, 0.3]))
+    hq = hkv * group
+    q = randn(b, hq, lq, d, dtype=dtype, gen=gen)
+    k = randn(b, hkv, lk, d, dtype=dtype, gen=gen)
+    v = randn(b, hkv, lk, dv, dtype=dtype, gen=gen)
+    shape = {"2d": (lq, lk), "per_batch": (b, 1, lq, lk), "full": (b, hq, lq, lk)}[mask_shape]
+    mask = None
+    if mask_kind == "bool":
+        mask = torch.rand(shape, generator=gen) > 0.3
+    elif mask_kind == "float":
+        mask = torch.randn(shape, generator=gen)
+        mask[torch.rand(shape, generator=gen) < 0.2] = float("-inf")
+        mask = mask.to(dtype)
+    kwargs = dict(attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=group > 1)
+    return q, k, v, kwargs
+
+
+@FAST
+@given(attention_case())
+def test_matches_float64_reference(case):
+    q, k, v, kwargs = case
+    out = fixed_split_attention(q, k, v, **kwargs)
+    assert out.dtype == q.dtype and out.shape == (*q.shape[:-1], v.shape[-1])
+    torch.testing.assert_close(out.double(), reference(q, k, v, **kwargs), **TOL[q.dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lse_matches_float64_reference(dtype):
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = randn(2, 2, 20, 16, dtype=dtype, gen=gen), randn(2, 2, 50, 16, dtype=dtype, gen=gen), randn(2, 2, 50, 16, dtype=dtype, gen=gen)
+    mask = torch.rand(20, 50, generator=gen) > 0.5
+    mask[3] = False  # a row that sees no key: lse = -inf, output 0 (torch gives 0 too)
+    out, lse = fixed_split_attention_with_lse(q, k, v, attn_mask=mask)
+    scores = (q.double() @ k.double().transpose(-1, -2)) / 4.0
+    expected = torch.logsumexp(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    assert lse.dtype == torch.float32 and lse.shape == (2, 2, 20)
+    torch.testing.assert_close(lse.double(), expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(out[:, :, 3], torch.zeros_like(out[:, :, 3]))
+    torch.testing.assert_close(out.double(), reference(q, k, v, attn_mask=mask), **TOL[dtype])
+
+
+def test_causal_with_lq_not_lk_is_top_left_like_torch():
+    gen = torch.Generator().manual_seed(2)
+    for lq, lk in [(10, 40), (40, 10)]:
+        q, k, v = randn(1, 2, lq, 16, gen=gen), randn(1, 2, lk, 16, gen=gen), randn(1, 2, lk, 16, gen=gen)
+        out = fixed_split_attention(q, k, v, is_causal=True)
+        torch.testing.assert_close(out.double(), reference(q, k, v, is_causal=True), **TOL[torch.float32])
+
+
+def test_bf16_runs_upcast_on_cpu():
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (randn(1, 2, 20, 16, dtype=torch.bfloat16, gen=gen) for _ in range(3))
+    out = fixed_split_attention(q, k, v, is_causal=True)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.double(), reference(q, k, v, is_causal=True), atol=2e-2, rtol=2e-2)
+
+
+def test_non_contiguous_inputs_give_same_bits():
+    """q/k/v as transposed views of [B, L, H, D] buffers (the usual projection layout)."""
+    gen = torch.Generator().manual_seed(4)
+    q = randn(2, 30, 4, 16, gen=gen).transpose(1, 2)
+    k = randn(2, 45, 2, 16, gen=gen).transpose(1, 2)
+    v = randn(2, 45, 2, 32, gen=gen)[..., ::2].transpose(1, 2)  # strided last dim too
+    out = fixed_split_attention(q, k, v, is_causal=True, enable_gqa=True)
+    contiguous = fixed_split_attention(q.contiguous(), k.contiguous(), v.contiguous(), is_causal=True, enable_gqa=True)
+    assert torch.equal(out, contiguous)
+    torch.testing.assert_close(out.double(), reference(q, k, v, is_causal=True, enable_gqa=True), **TOL[torch.float32])
+
+
+def test_3d_inputs_and_broadcast_batch_like_torch():
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = randn(3, 12, 16, gen=gen), randn(3, 20, 16, gen=gen), randn(3, 20, 8, gen=gen)
+    torch.testing.assert_close(fixed_split_attention(q, k, v).double(), reference(q, k, v), **TOL[torch.float32])
+    q4, k4, v4 = randn(2, 3, 12, 16, gen=gen), randn(1, 3, 20, 16, gen=gen), randn(1, 3, 20, 16, gen=gen)
+    torch.testing.assert_close(fixed_split_attention(q4, k4, v4).double(), reference(q4, k4, v4), **TOL[torch.float32])
+
+
+# ----------------------------------------------------------------------------------------------
+# Invariance
+# ----------------------------------------------------------------------------------------------
+
+
+@FAST
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    dtype=st.sampled_from(DTYPES),
+    batch=st.integers(2, 5),
+    length=st.integers(1, 70),
+    is_causal=st.booleans(),
+    mask_kind=st.sampled_from(["none", "bool", "float"]),
+    path=st.sampled_from([None, "sequential", "split"]),
+)
+def test_row_equals_alone_for_any_batch(seed, dtype, batch, length, is_causal, mask_kind, path):
+    gen = torch.Generator().manual_seed(seed)
+    pos = int(torch.randint(batch, (1,), generator=gen))
+    q = randn(batch, 4, length, 16, dtype=dtype, gen=gen)
+    k = randn(batch, 2, length, 16, dtype=dtype, gen=gen)
+    v = randn(batch, 2, length, 16, dtype=dtype, gen=gen)
+    mask = None
+    if mask_kind == "bool":
+        mask = torch.rand(batch, 1, length, length, generator=gen) > 0.3
+    elif mask_kind == "float":
+        mask = torch.randn(batch, 1, length, length, generator=gen).to(dtype)
+    kw = dict(is_causal=is_causal, enable_gqa=True)
+    in_batch = fixed_split_attention(q, k, v, attn_mask=mask, path=path, **kw)
+    alone_mask = None if mask is None else mask[pos : pos + 1]
+    alone = fixed_split_attention(q[pos : pos + 1], k[pos : pos + 1], v[pos : pos + 1], attn_mask=alone_mask, **kw)
+    assert torch.equal(in_batch[pos : pos + 1], alone)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_head_equals_alone_for_any_head_count(dtype):
+    gen = torch.Generator().manual_seed(6)
+    q, k, v = randn(1, 6, 40, 16, dtype=dtype, gen=gen), randn(1, 2, 40, 16, dtype=dtype, gen=gen), randn(1, 2, 40, 16, dtype=dtype, gen=gen)
+    all_heads = fixed_split_attention(q, k, v, is_causal=True, enable_gqa=True)
+    for h in range(6):
+        kv = h // 3
+        alone = fixed_split_attention(q[:, h : h + 1], k[:, kv : kv + 1], v[:, kv : kv + 1], is_causal=True)
+        assert torch.equal(all_heads[:, h : h + 1], alone), h
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    dtype=st.sampled_from(DTYPES),
+    total=st.integers(2, 80),
+    heads=st.sampled_from([(1, 1), (2, 1), (4, 2)]),
+    d=st.sampled_from([16, 32]),
+)
+def test_decode_equals_prefill_bitwise(seed, dtype, total, heads, d):
+    """Token t gets the same bits in (i) a causal prefill of all tokens, (ii) a one-query decode
+    against a cache of exactly t+1 keys or a longer preallocated cache behind a mask, on either
+    path, and (iii) a chunked prefill of queries at an offset into the cache."""
+    gen = torch.Generator().manual_seed(seed)
+    hq, hkv = heads
+    capacity = total + 23  # preallocated cache slots past the last token: filled, finite, hidden
+    q = randn(1, hq, total, d, dtype=dtype, gen=gen)
+    k_cache = randn(1, hkv, capacity, d, dtype=dtype, gen=gen)
+    v_cache = randn(1, hkv, capacity, d, dtype=dtype, gen=gen)
+    k, v = k_cache[:, :, :total], v_cache[:, :, :total]
+    gqa = hq != hkv
+    prefill = fixed_split_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+
+    # Positions around block and split boundaries, plus a few random ones.
+    picks = {0, total - 1, SPLIT - 1, SPLIT, SPLIT + 1, 2 * SPLIT}
+    picks |= set(torch.randint(total, (3,), generator=gen).tolist())
+    for t in sorted(p for p in picks if p < total):
+        want = prefill[:, :, t : t + 1]
+        qt = q[:, :, t : t + 1]
+        for path in ("sequential", "split"):
+            exact = fixed_split_attention(qt, k[:, :, : t + 1], v[:, :, : t + 1], enable_gqa=gqa, path=path)
+            assert torch.equal(exact, want), (t, path, "cache of t+1 keys")
+        hidden = causal_cache_mask(torch.tensor([t]), capacity)
+        masked = fixed_split_attention(qt, k_cache, v_cache, attn_mask=hidden, enable_gqa=gqa)
+        assert torch.equal(masked, want), (t, "preallocated cache, bool mask")
+        additive = torch.zeros(1, capacity, dtype=dtype).masked_fill(~hidden, float("-inf"))
+        masked = fixed_split_attention(qt, k_cache, v_cache, attn_mask=additive, enable_gqa=gqa, path="split")
+        assert torch.equal(masked, want), (t, "preallocated cache, additive mask")
+
+        # Chunked prefill: the chunk [c0, c1) holding t, queries at offset c0 into the cache.
+        c0 = int(torch.randint(t + 1, (1,), generator=gen))
+        c1 = int(torch.randint(t + 1, total + 1, (1,), generator=gen))
+        chunk_mask = causal_cache_mask(torch.arange(c0, c1), c1)
+        chunk = fixed_split_attention(q[:, :, c0:c1], k[:, :, :c1], v[:, :, :c1], attn_mask=chunk_mask, enable_gqa=gqa)
+        assert torch.equal(chunk[:, :, t - c0 : t - c0 + 1], want), (t, c0, c1, "chunked prefill")
+
+
+@FAST
+@given(attention_case())
+def test_sequential_and_split_paths_identical(case):
+    q, k, v, kwargs = case
+    out_seq, lse_seq = fixed_split_attention_with_lse(q, k, v, path="sequential", **kwargs)
+    out_split, lse_split = fixed_split_attention_with_lse(q, k, v, path="split", **kwargs)
+    assert torch.equal(out_seq, out_split)
+    assert torch.equal(lse_seq, lse_split)
+
+
+def test_explicit_causal_masks_equal_is_causal():
+    """A 0/-inf additive mask and a bool mask hide keys exactly like is_causal (x + 0 == x)."""
+    gen = torch.Generator().manual_seed(7)
+    q, k, v = (randn(2, 2, 50, 16, dtype=torch.float16, gen=gen) for _ in range(3))
+    causal = fixed_split_attention(q, k, v, is_causal=True)
+    tril = torch.ones(50, 50, dtype=torch.bool).tril()
+    additive = torch.zeros(50, 50, dtype=torch.float16).masked_fill(~tril, float("-inf"))
+    assert torch.equal(fixed_split_attention(q, k, v, attn_mask=tril), causal)
+    assert torch.equal(fixed_split_attention(q, k, v, attn_mask=additive), causal)
+    # is_causal together with a mask applies both (torch's CPU behaviour).
+    both = fixed_split_attention(q, k, v, attn_mask=torch.ones(50, 50, dtype=torch.bool), is_causal=True)
+    assert torch.equal(both, causal)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad and empty input
+# ----------------------------------------------------------------------------------------------
+
+
+def test_empty_batch_or_queries_give_empty_output():
+    q, k, v = torch.randn(0, 2, 5, 16), torch.randn(0, 2, 7, 16), torch.randn(0, 2, 7, 8)
+    assert fixed_split_attention(q, k, v).shape == (0, 2, 5, 8)
+    out, lse = fixed_split_attention_with_lse(torch.randn(1, 2, 0, 16), torch.randn(1, 2, 7, 16), torch.randn(1, 2, 7, 8))
+    assert out.shape == (1, 2, 0, 8) and lse.shape == (1, 2, 0)
+
+
+def test_no_keys_gives_zeros_like_torch():
+    q, k, v = torch.randn(1, 2, 5, 16), torch.randn(1, 2, 0, 16), torch.randn(1, 2, 0, 8)
+    out, lse = fixed_split_attention_with_lse(q, k, v)
+    assert torch.equal(out, F.scaled_dot_product_attention(q, k, v))
+    assert torch.equal(out, torch.zeros(1, 2, 5, 8)) and bool((lse == float("-inf")).all())
+
+
+def test_fully_masked_rows_give_zeros_like_torch():
+    q, k, v = torch.randn(1, 1, 4, 16), torch.randn(1, 1, 40, 16), torch.randn(1, 1, 40, 16)
+    mask = torch.ones(4, 40, dtype=torch.bool)
+    mask[1] = False
+    additive = torch.zeros(4, 40).masked_fill(~mask, float("-inf"))
+    for m in (mask, additive):
+        for path in ("sequential", "split"):
+            out = fixed_split_attention(q, k, v, attn_mask=m, path=path)
+            assert torch.equal(out[:, :, 1], torch.zeros(1, 1, 16))
+            torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=m), atol=2e-5, rtol=2e-5)
+
+
+def test_mismatched_dtypes_raise():
+    q, k = torch.randn(1, 1, 4, 16), torch.randn(1, 1, 4, 16)
+    with pytest.raises(RuntimeError, match="same dtype"):
+        fixed_split_attention(q, k.half(), k)
+
+
+def test_unsupported_dtype_raises():
+    x = torch.randn(1, 1, 4, 16, dtype=torch.float64)
+    with pytest.raises(TypeError, match="not supported"):
+        fixed_split_attention(x, x, x)
+
+
+def test_head_dim_over_limit_raises_not_implemented():
+    x = torch.randn(1, 1, 4, 264)
+    with pytest.raises(NotImplementedError, match="up to 256"):
+        fixed_split_attention(x, x, x)
+    with pytest.raises(NotImplementedError, match="up to 256"):
+        fixed_split_attention(x[..., :16], x[..., :16], x)
+
+
+def test_head_count_errors():
+    q, k = torch.randn(1, 4, 4, 16), torch.randn(1, 2, 4, 16)
+    with pytest.raises(RuntimeError, match="enable_gqa"):
+        fixed_split_attention(q, k, k)
+    with pytest.raises(RuntimeError, match="must divide"):
+        fixed_split_attention(q, torch.randn(1, 3, 4, 16), torch.randn(1, 3, 4, 16), enable_gqa=True)
+
+
+def test_bad_mask_and_path_raise():
+    x = torch.randn(1, 1, 4, 16)
+    with pytest.raises(RuntimeError, match="does not broadcast"):
+        fixed_split_attention(x, x, x, attn_mask=torch.ones(3, 4, dtype=torch.bool))
+    with pytest.raises(TypeError, match="bool or floating"):
+        fixed_split_attention(x, x, x, attn_mask=torch.ones(4, 4, dtype=torch.int32))
+    with pytest.raises(ValueError, match="path"):
+        fixed_split_attention(x, x, x, path="fast")

@@ -1,0 +1,315 @@
+"""Row reductions (sum, mean, var_mean, softmax, log_softmax, rms_norm, layer_norm) on CPU through
+Triton's interpreter: bitwise row invariance, accuracy against float64, and bad inputs.
+
+The interpreter's BLOCK_R cap is small (configs.REDUCTION_BLOCK_CAP_INTERPRETER), so extents of a
+few hundred already run the multi-step accumulation loop.
+"""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from inductor_bi.kernels.configs import reduction_config
+from inductor_bi.kernels.reduction import (
+    invariant_layer_norm,
+    invariant_log_softmax,
+    invariant_mean,
+    invariant_rms_norm,
+    invariant_softmax,
+    invariant_sum,
+    invariant_var_mean,
+    layer_norm_stats_dtype,
+)
+from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
+
+aten = torch.ops.aten
+DTYPES = [torch.float32, torch.float16]
+CPU = torch.device("cpu")
+MAX_R = 200  # > 3 x the interpreter cap: several loop steps plus a masked tail
+
+
+def _outputs(result):
+    return result if isinstance(result, tuple) else (result,)
+
+
+def _randn(shape, dtype, seed, scale=1.0, shift=0.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * scale + shift).to(dtype)
+
+
+def assert_row_equals_alone(fn, row, before, after, other):
+    """fn(row alone) == fn's output for that row inside two batches of other sizes, bitwise.
+
+    ``row`` is a batch of one along dim 0; the batches put it after ``before`` / ``other`` rows.
+    """
+    alone = _outputs(fn(row.clone()))
+    in_batch = _outputs(fn(torch.cat([before, row, after])))
+    in_other = _outputs(fn(torch.cat([other, row])))
+    p, q = before.shape[0], other.shape[0]
+    for i, (a, b, c) in enumerate(zip(alone, in_batch, in_other)):
+        assert_rows_equal(b[p : p + 1], a, f"output {i}, row at {p} of {b.shape[0]}")
+        assert_rows_equal(c[q : q + 1], a, f"output {i}, row at {q} of {c.shape[0]}")
+
+
+@st.composite
+def batches(draw, inner_ndim=1, max_r=MAX_R):
+    """(dtype, inner shape, row, before, after, other): random companions of random counts."""
+    dtype = draw(st.sampled_from(DTYPES))
+    if inner_ndim == 1:
+        inner = (draw(st.integers(1, max_r)),)
+    else:
+        a = draw(st.integers(1, 12))
+        inner = (a, draw(st.integers(1, max(1, max_r // a))))
+    seed = draw(st.integers(0, 2**31 - 1))
+    scale = draw(st.sampled_from([1.0, 8.0]))
+    shift = draw(st.sampled_from([0.0, 3.0]))  # a shifted row stresses var / layer_norm cancellation
+    counts = [draw(st.integers(0, 5)), draw(st.integers(0, 5)), draw(st.integers(1, 6))]
+    before, row, after, other = (
+        _randn((n, *inner), dtype, seed + i, scale, shift) for i, n in enumerate([counts[0], 1, counts[1], counts[2]])
+    )
+    return dtype, inner, row, before, after, other
+
+
+# ---------------------------------------------------------------------------------------------
+# Invariance: a row's bits do not depend on its batch
+# ---------------------------------------------------------------------------------------------
+
+
+def test_interpreter_block_cap_makes_test_rows_loop():
+    # The invariance tests below only exercise the multi-step loop if MAX_R exceeds BLOCK_R.
+    assert reduction_config(MAX_R, torch.float32, CPU).block_r * 3 < MAX_R
+
+
+@given(batches(inner_ndim=2), st.sampled_from([[1], [2], [-1], [1, 2], [-2, -1]]), st.booleans(), st.booleans())
+def test_sum_and_mean_row_equals_alone_for_any_batch(case, dims, keepdim, mean):
+    _, _, row, before, after, other = case
+    fn = invariant_mean if mean else invariant_sum
+    assert_row_equals_alone(lambda x: fn(x, dims, keepdim), row, before, after, other)
+
+
+@given(batches(inner_ndim=2), st.sampled_from([[1], [-1], [1, 2]]), st.sampled_from([0, 1]), st.booleans())
+def test_var_mean_row_equals_alone_for_any_batch(case, dims, correction, keepdim):
+    _, _, row, before, after, other = case
+    assert_row_equals_alone(lambda x: invariant_var_mean(x, dims, correction, keepdim), row, before, after, other)
+
+
+@given(batches(), st.booleans())
+def test_softmax_row_equals_alone_for_any_batch(case, log):
+    _, _, row, before, after, other = case
+    fn = invariant_log_softmax if log else invariant_softmax
+    assert_row_equals_alone(lambda x: fn(x, -1), row, before, after, other)
+
+
+@given(batches(), st.booleans())
+def test_rms_norm_row_equals_alone_for_any_batch(case, with_weight):
+    dtype, inner, row, before, after, other = case
+    w = _randn(inner, dtype, 7) if with_weight else None
+    assert_row_equals_alone(lambda x: invariant_rms_norm(x, 1, w), row, before, after, other)
+
+
+@given(batches(inner_ndim=2), st.booleans())
+def test_layer_norm_row_equals_alone_for_any_batch(case, affine):
+    dtype, inner, row, before, after, other = case
+    w, b = (_randn(inner, dtype, 7), _randn(inner, dtype, 8)) if affine else (None, None)
+    assert_row_equals_alone(lambda x: invariant_layer_norm(x, 2, w, b), row, before, after, other)
+
+
+def test_row_bits_do_not_depend_on_input_layout():
+    # Transposed, strided, offset (unaligned) views of the same values give the same bits.
+    x = _randn((6, 150), torch.float32, 1)
+    buf = torch.empty(6 * 150 + 1)
+    offset_view = buf[1:].view(6, 150)  # 4 bytes past an aligned pointer
+    offset_view.copy_(x)
+    transposed = x.t().contiguous().t()
+    strided = torch.stack([x, x], dim=-1)[..., 0]
+    for fn in (
+        lambda t: invariant_sum(t, [-1]),
+        lambda t: invariant_var_mean(t, [1]),
+        lambda t: invariant_softmax(t, 1),
+        lambda t: invariant_layer_norm(t, 1),
+    ):
+        ref = _outputs(fn(x))
+        for view in (offset_view, transposed, strided):
+            for a, b in zip(ref, _outputs(fn(view))):
+                assert_rows_equal(b, a, "layout")
+
+
+# ---------------------------------------------------------------------------------------------
+# Accuracy against float64
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES + [torch.bfloat16, torch.float64])
+def test_sum_mean_var_mean_close_to_float64(dtype):
+    x = _randn((3, 5, 70), dtype, 2, shift=2.0)
+    x64 = x.double()
+    for dims, keepdim in (([-1], False), ([0, 2], True), (None, False), ([], True)):
+        assert_close_to_reference(invariant_sum(x, dims, keepdim), x64.sum(dims or None, keepdim), dtype)
+        assert_close_to_reference(invariant_mean(x, dims, keepdim), x64.mean(dims or None, keepdim), dtype)
+        for correction in (0, 1, 2.5):
+            var, mean = invariant_var_mean(x, dims, correction, keepdim)
+            ref_var, ref_mean = torch.var_mean(x64, dims or None, correction=correction, keepdim=keepdim)
+            assert var.dtype == mean.dtype == dtype
+            assert var.shape == ref_var.shape and mean.shape == ref_mean.shape
+            assert_close_to_reference(var, ref_var, dtype)
+            assert_close_to_reference(mean, ref_mean, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sum_dtype_argument_sets_output_dtype(dtype):
+    x = _randn((4, 90), dtype, 3)
+    out = invariant_sum(x, [1], dtype=torch.float64)
+    assert out.dtype == torch.float64
+    assert torch.allclose(out, x.double().sum(1), rtol=1e-12, atol=1e-12)  # fp64 accumulation: exact-ish
+    assert invariant_mean(x, [1], dtype=torch.float32).dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", DTYPES + [torch.bfloat16])
+@pytest.mark.parametrize("dim", [-1, 0])
+def test_softmax_and_log_softmax_close_to_float64(dtype, dim):
+    x = _randn((7, 150), dtype, 4, scale=4.0)
+    for fn, ref in ((invariant_softmax, torch.softmax), (invariant_log_softmax, torch.log_softmax)):
+        out = fn(x, dim)
+        assert out.dtype == dtype and out.shape == x.shape and out.is_contiguous()
+        assert_close_to_reference(out, ref(x.double(), dim), dtype)
+
+
+def test_softmax_half_to_float_returns_fp32():
+    x = _randn((3, 40), torch.float16, 5)
+    out = invariant_softmax(x, -1, half_to_float=True)
+    assert out.dtype == torch.float32
+    assert_close_to_reference(out, torch.softmax(x.double(), -1), torch.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES + [torch.bfloat16])
+def test_rms_norm_close_to_float64(dtype):
+    x = _randn((5, 3, 50), dtype, 6, shift=1.0)
+    w = _randn((3, 50), dtype, 7)
+    for weight, eps in ((None, None), (w, 1e-6)):
+        out = invariant_rms_norm(x, 2, weight, eps)
+        ref = torch.nn.functional.rms_norm(x.double(), [3, 50], None if weight is None else weight.double(), eps)
+        assert out.dtype == dtype and out.shape == x.shape
+        assert_close_to_reference(out, ref, dtype)
+
+
+def test_rms_norm_default_eps_is_torchs():
+    # torch's default eps is the epsilon of the compute dtype (fp32 for fp16), not of fp16:
+    # it matters for rows of tiny values.
+    x = torch.full((2, 8), 1e-4, dtype=torch.float16)
+    assert_close_to_reference(invariant_rms_norm(x, 1), torch.nn.functional.rms_norm(x, [8]).double(), torch.float16)
+
+
+@pytest.mark.parametrize("dtype", DTYPES + [torch.bfloat16])
+def test_layer_norm_close_to_float64_with_aten_stats_dtypes(dtype):
+    x = _randn((4, 2, 90), dtype, 8, scale=3.0, shift=5.0)
+    w, b = _randn((2, 90), dtype, 9), _randn((2, 90), dtype, 10)
+    for weight, bias in ((None, None), (w, None), (w, b)):
+        out, mean, rstd = invariant_layer_norm(x, [2, 90], weight, bias, 1e-5)
+        ref = aten.native_layer_norm(
+            x.double(), [2, 90], None if weight is None else weight.double(), None if bias is None else bias.double(), 1e-5
+        )
+        aten_cpu = aten.native_layer_norm(x, [2, 90], weight, bias, 1e-5)
+        for got, want, dt in zip((out, mean, rstd), ref, (t.dtype for t in aten_cpu)):
+            assert got.dtype == dt and got.shape == want.shape
+            assert_close_to_reference(got, want, dtype)
+    assert layer_norm_stats_dtype(torch.bfloat16, torch.device("cuda")) == torch.float32
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad and edge inputs
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool, torch.uint8])
+def test_integer_and_bool_inputs_raise_type_error_pointing_to_aten(dtype):
+    x = torch.ones(2, 3, dtype=dtype)
+    for call in (
+        lambda: invariant_sum(x, [1]),
+        lambda: invariant_mean(x, [1]),
+        lambda: invariant_var_mean(x, [1]),
+        lambda: invariant_softmax(x, 1),
+        lambda: invariant_log_softmax(x, 1),
+        lambda: invariant_rms_norm(x, 1),
+        lambda: invariant_layer_norm(x, 1),
+    ):
+        with pytest.raises(TypeError, match="exact.*aten"):
+            call()
+
+
+def test_empty_reduced_extent_matches_torch():
+    x = torch.randn(3, 0)
+    assert torch.equal(invariant_sum(x, [1]), torch.zeros(3))
+    assert invariant_mean(x, [1]).isnan().all()
+    var, mean = invariant_var_mean(x, [1])
+    assert var.isnan().all() and mean.isnan().all() and var.shape == (3,)
+    assert invariant_softmax(x, 1).shape == (3, 0)
+    assert invariant_log_softmax(x, 1).shape == (3, 0)
+    assert invariant_rms_norm(x, 1).shape == (3, 0)
+    out, mean, rstd = invariant_layer_norm(x, 1)
+    ref = aten.native_layer_norm(x, [0], None, None, 1e-5)
+    assert out.shape == (3, 0) and torch.equal(mean, ref[1]) and rstd.isnan().all() and rstd.shape == ref[2].shape
+
+
+def test_zero_rows_give_empty_outputs():
+    x = torch.randn(0, 5, 7)
+    assert invariant_sum(x, [2]).shape == (0, 5)
+    assert invariant_mean(x, [1, 2], keepdim=True).shape == (0, 1, 1)
+    assert [t.shape for t in invariant_var_mean(x, [2])] == [(0, 5), (0, 5)]
+    assert invariant_softmax(x, -1).shape == (0, 5, 7)
+    assert invariant_rms_norm(x, 2).shape == (0, 5, 7)
+    assert [t.shape for t in invariant_layer_norm(x, 1)] == [(0, 5, 7), (0, 5, 1), (0, 5, 1)]
+
+
+def test_all_dims_and_scalar_inputs_match_torch():
+    x = torch.randn(3, 4)
+    for dims in (None, [], [0, 1], [-1, 0]):
+        assert invariant_sum(x, dims).shape == ()
+        assert torch.allclose(invariant_sum(x, dims), x.sum(), rtol=1e-6)
+    assert invariant_sum(x, None, keepdim=True).shape == (1, 1)
+    s = torch.tensor(3.0)
+    assert torch.equal(invariant_sum(s, [0]), s) and torch.equal(invariant_sum(s, []), s)
+    assert torch.equal(invariant_softmax(s, 0), torch.tensor(1.0))
+    var, mean = invariant_var_mean(s)
+    assert var.isnan() and mean == 3.0
+
+
+def test_bad_dims_raise_like_torch():
+    x = torch.randn(2, 3)
+    with pytest.raises(IndexError):
+        invariant_sum(x, [2])
+    with pytest.raises(RuntimeError, match="multiple times"):
+        invariant_sum(x, [1, -1])
+    with pytest.raises(RuntimeError, match="does not match"):
+        invariant_layer_norm(x, [4])
+
+
+def test_var_with_correction_at_or_past_extent_is_inf_or_nan_like_torch():
+    x = torch.tensor([[1.0, 2.0], [5.0, 5.0]])
+    for correction in (2, 3):
+        var, _ = invariant_var_mean(x, [1], correction)
+        ref, _ = torch.var_mean(x, 1, correction=correction)
+        assert var[0].isinf() and ref[0].isinf()
+        assert var[1].isnan() and ref[1].isnan()
+
+
+def test_softmax_handles_infinities_like_torch():
+    x = torch.tensor([[0.0, -math.inf, 1.0], [-math.inf, -math.inf, -math.inf], [math.inf, 0.0, 0.0]])
+    for fn, ref in ((invariant_softmax, torch.softmax), (invariant_log_softmax, torch.log_softmax)):
+        out, want = fn(x, 1), ref(x, 1)
+        assert torch.equal(out.isnan(), want.isnan())
+        finite = ~want.isnan()
+        assert torch.allclose(out[finite], want[finite])
+
+
+def test_non_contiguous_inputs_give_correct_results():
+    x = _randn((20, 6, 9), torch.float32, 11).permute(2, 0, 1)[:, ::2]  # (9, 10, 6), strided
+    assert not x.is_contiguous()
+    x64 = x.double()
+    assert_close_to_reference(invariant_sum(x, [0, 2]), x64.sum((0, 2)), torch.float32)
+    assert_close_to_reference(invariant_softmax(x, 1), torch.softmax(x64, 1), torch.float32)
+    assert_close_to_reference(invariant_rms_norm(x, 2), torch.nn.functional.rms_norm(x64, [10, 6]), torch.float32)
+    expanded = torch.randn(1, 40).expand(5, 40)
+    assert_close_to_reference(invariant_layer_norm(expanded, 1)[0], aten.native_layer_norm(expanded.double(), [40], None, None, 1e-5)[0])
