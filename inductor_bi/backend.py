@@ -18,7 +18,7 @@ from torch._inductor.decomposition import select_decomp_table
 
 from .inductor_config import pinned_config
 from .options import Options
-from .passes import OWNED_OPS, rewrite_graph
+from .passes import OWNED_OPS, check_graph, rewrite_graph
 from .passes.attention import rewrite_attention_calls
 from .passes.guard import report
 
@@ -63,6 +63,7 @@ def decompositions() -> dict:
 
 def _rewrite_then_compile(gm: torch.fx.GraphModule, example_inputs, *, options: Options, **kwargs):
     rewrite_graph(gm)
+    check_graph(gm, options.strict)
     return compile_fx_inner(gm, example_inputs, **kwargs)
 
 

@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from .kernels import reduction
 from .kernels.attention import fixed_split_attention as _fixed_split_attention_kernel
 from .kernels.matmul import invariant_matmul as _invariant_matmul_kernel
 
@@ -121,3 +122,81 @@ def _attention_backward(ctx, grad_out):
 
 
 fixed_split_attention.register_autograd(_attention_backward, setup_context=_attention_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reductions: sum, mean, var_mean, softmax, log_softmax, layer_norm
+# ---------------------------------------------------------------------------------------------
+# The fake implementations call the aten op itself on fake tensors: shapes and dtypes then match
+# aten's exactly (keepdim, dtype promotion, layer norm's stats dtype per device).
+
+
+@torch.library.custom_op(f"{LIBRARY}::invariant_sum", mutates_args=())
+def invariant_sum(x: torch.Tensor, dims: Optional[list[int]], keepdim: bool, dtype: Optional[torch.dtype]) -> torch.Tensor:
+    """aten.sum with a fixed per-row order."""
+    return reduction.invariant_sum(x, dims, keepdim, dtype)
+
+
+@invariant_sum.register_fake
+def _(x, dims, keepdim, dtype):
+    return torch.sum(x, dims or list(range(x.dim())), keepdim, dtype=dtype)
+
+
+@torch.library.custom_op(f"{LIBRARY}::invariant_mean", mutates_args=())
+def invariant_mean(x: torch.Tensor, dims: Optional[list[int]], keepdim: bool, dtype: Optional[torch.dtype]) -> torch.Tensor:
+    """aten.mean with a fixed per-row order."""
+    return reduction.invariant_mean(x, dims, keepdim, dtype)
+
+
+@invariant_mean.register_fake
+def _(x, dims, keepdim, dtype):
+    return torch.mean(x, dims or list(range(x.dim())), keepdim, dtype=dtype)
+
+
+@torch.library.custom_op(f"{LIBRARY}::invariant_var_mean", mutates_args=())
+def invariant_var_mean(
+    x: torch.Tensor, dims: Optional[list[int]], correction: float, keepdim: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """aten.var_mean (correction form) with a fixed two-pass per-row order."""
+    return reduction.invariant_var_mean(x, dims, correction, keepdim)
+
+
+@invariant_var_mean.register_fake
+def _(x, dims, correction, keepdim):
+    return torch.var_mean(x, dims or list(range(x.dim())), correction=correction, keepdim=keepdim)
+
+
+@torch.library.custom_op(f"{LIBRARY}::invariant_softmax", mutates_args=())
+def invariant_softmax(x: torch.Tensor, dim: int, half_to_float: bool) -> torch.Tensor:
+    """aten._softmax with a fixed per-row order."""
+    return reduction.invariant_softmax(x, dim, half_to_float)
+
+
+@invariant_softmax.register_fake
+def _(x, dim, half_to_float):
+    return torch.ops.aten._softmax(x, dim, half_to_float)
+
+
+@torch.library.custom_op(f"{LIBRARY}::invariant_log_softmax", mutates_args=())
+def invariant_log_softmax(x: torch.Tensor, dim: int, half_to_float: bool) -> torch.Tensor:
+    """aten._log_softmax with a fixed per-row order."""
+    return reduction.invariant_log_softmax(x, dim, half_to_float)
+
+
+@invariant_log_softmax.register_fake
+def _(x, dim, half_to_float):
+    return torch.ops.aten._log_softmax(x, dim, half_to_float)
+
+
+@torch.library.custom_op(f"{LIBRARY}::invariant_layer_norm", mutates_args=())
+def invariant_layer_norm(
+    x: torch.Tensor, normalized_shape: list[int], weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """aten.native_layer_norm -> (out, mean, rstd) with a fixed per-row order."""
+    out, mean, rstd = reduction.invariant_layer_norm(x, list(normalized_shape), weight, bias, eps)
+    return out, mean, rstd
+
+
+@invariant_layer_norm.register_fake
+def _(x, normalized_shape, weight, bias, eps):
+    return torch.ops.aten.native_layer_norm(x, normalized_shape, weight, bias, eps)

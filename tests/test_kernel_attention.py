@@ -7,18 +7,19 @@ merge logic is exercised. Every invariance check is ``torch.equal``, never allcl
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from inductor_bi.kernels import configs
 from inductor_bi.kernels.attention import fixed_split_attention, fixed_split_attention_with_lse
 
-warnings.filterwarnings("ignore", message="inductor_bi: running batch-invariant Triton kernels")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:inductor_bi. running batch-invariant Triton kernels"),
+    pytest.mark.filterwarnings("ignore:Conversion of an array with ndim:DeprecationWarning"),  # Triton's interpreter
+]
 
 SPLIT = configs.ATTENTION_INTERPRETER.kv_split
 DTYPES = [torch.float32, torch.float16]
@@ -188,7 +189,9 @@ def test_head_equals_alone_for_any_head_count(dtype):
         assert torch.equal(all_heads[:, h : h + 1], alone), h
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(seed=0, dtype=torch.float16, total=80, heads=(4, 2), d=32)  # crosses two split boundaries
+@example(seed=1, dtype=torch.float32, total=67, heads=(1, 1), d=16)
 @given(
     seed=st.integers(0, 2**31 - 1),
     dtype=st.sampled_from(DTYPES),
@@ -212,7 +215,7 @@ def test_decode_equals_prefill_bitwise(seed, dtype, total, heads, d):
 
     # Positions around block and split boundaries, plus a few random ones.
     picks = {0, total - 1, SPLIT - 1, SPLIT, SPLIT + 1, 2 * SPLIT}
-    picks |= set(torch.randint(total, (3,), generator=gen).tolist())
+    picks |= set(torch.randint(total, (2,), generator=gen).tolist())
     for t in sorted(p for p in picks if p < total):
         want = prefill[:, :, t : t + 1]
         qt = q[:, :, t : t + 1]

@@ -40,6 +40,14 @@ def _randn(shape, dtype, seed, scale=1.0, shift=0.0):
     return (torch.randn(shape, generator=g, dtype=torch.float64) * scale + shift).to(dtype)
 
 
+_SAME_WIDTH_INT = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32, torch.float64: torch.int64}
+
+
+def _bits(t):
+    """The raw bits, so that NaN == NaN and -0.0 != 0.0: invariance is about bits, not values."""
+    return t.view(_SAME_WIDTH_INT[t.dtype])
+
+
 def assert_row_equals_alone(fn, row, before, after, other):
     """fn(row alone) == fn's output for that row inside two batches of other sizes, bitwise.
 
@@ -50,8 +58,8 @@ def assert_row_equals_alone(fn, row, before, after, other):
     in_other = _outputs(fn(torch.cat([other, row])))
     p, q = before.shape[0], other.shape[0]
     for i, (a, b, c) in enumerate(zip(alone, in_batch, in_other)):
-        assert_rows_equal(b[p : p + 1], a, f"output {i}, row at {p} of {b.shape[0]}")
-        assert_rows_equal(c[q : q + 1], a, f"output {i}, row at {q} of {c.shape[0]}")
+        assert_rows_equal(_bits(b[p : p + 1]), _bits(a), f"output {i}, row at {p} of {b.shape[0]}")
+        assert_rows_equal(_bits(c[q : q + 1]), _bits(a), f"output {i}, row at {q} of {c.shape[0]}")
 
 
 @st.composite
@@ -170,7 +178,7 @@ def test_sum_dtype_argument_sets_output_dtype(dtype):
 @pytest.mark.parametrize("dtype", DTYPES + [torch.bfloat16])
 @pytest.mark.parametrize("dim", [-1, 0])
 def test_softmax_and_log_softmax_close_to_float64(dtype, dim):
-    x = _randn((7, 150), dtype, 4, scale=4.0)
+    x = _randn((7, 90), dtype, 4, scale=4.0)  # dim=0: 90 rows of 7
     for fn, ref in ((invariant_softmax, torch.softmax), (invariant_log_softmax, torch.log_softmax)):
         out = fn(x, dim)
         assert out.dtype == dtype and out.shape == x.shape and out.is_contiguous()

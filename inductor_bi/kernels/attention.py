@@ -61,9 +61,12 @@ def _fixed_split_attention_kernel(
 ):
     LOG2E: tl.constexpr = 1.4426950408889634
     LN2: tl.constexpr = 0.6931471805599453
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1).to(tl.int64)
-    pid_split = tl.program_id(2)  # SPLIT: the KV split this program owns; otherwise 0
+    # One flat grid axis (the batch*heads product can pass CUDA's 65535 limit on axis 1); the
+    # query blocks of one head are neighbours so they share its K/V in L2.
+    q_blocks = tl.cdiv(Lq, BLOCK_M)
+    pid_m = tl.program_id(0) % q_blocks
+    pid_bh = (tl.program_id(0) // q_blocks).to(tl.int64)
+    pid_split = tl.program_id(1)  # SPLIT: the KV split this program owns; otherwise 0
     b = pid_bh // HQ
     h = pid_bh % HQ
     h_kv = h // KV_GROUP  # GQA: query heads share a KV head; K/V are never repeated
@@ -344,7 +347,7 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path):
         # tl.dot needs every dim >= 16; padded columns are masked to 0 and change no sum.
         BLOCK_D=max(16, triton.next_power_of_2(d)),
         BLOCK_DV=max(16, triton.next_power_of_2(dv)),
-        KV_SPLIT=cfg.kv_split if lq > 1 else 2 * cfg.kv_split,
+        KV_SPLIT=cfg.kv_split,
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
         # No FMA contraction: the compiler may not fuse a*b+c differently in the SEQUENTIAL and
@@ -363,10 +366,10 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path):
         )
 
     if not split:
-        go((q_blocks, nb * hq, 1), _SEQUENTIAL, lse3, lse3, lse3)
+        go((q_blocks * nb * hq, 1), _SEQUENTIAL, lse3, lse3, lse3)
         return
     work_m = torch.empty((nb * hq, n_splits, lq), dtype=torch.float32, device=device)
     work_l = torch.empty_like(work_m)
     work_a = torch.empty((nb * hq, n_splits, lq, dv), dtype=torch.float32, device=device)
-    go((q_blocks, nb * hq, n_splits), _SPLIT, work_m, work_l, work_a)
-    go((q_blocks, nb * hq, 1), _MERGE, work_m, work_l, work_a)
+    go((q_blocks * nb * hq, n_splits), _SPLIT, work_m, work_l, work_a)
+    go((q_blocks * nb * hq, 1), _MERGE, work_m, work_l, work_a)

@@ -13,13 +13,15 @@ import logging
 import torch.fx
 
 from ._rewrite import Rewrite
+from .guard import check_graph
 from .matmul import MATMUL_OPS, rewrite_matmuls
+from .reductions import FUSED_OPS, rewrite_reductions
 
 log = logging.getLogger("inductor_bi")
 
-OWNED_OPS = frozenset(MATMUL_OPS)
+OWNED_OPS = frozenset(MATMUL_OPS) | frozenset(FUSED_OPS)
 
-PASSES = (rewrite_matmuls,)
+PASSES = (rewrite_matmuls, rewrite_reductions)
 
 
 def rewrite_graph(gm: torch.fx.GraphModule) -> list[Rewrite]:
@@ -33,4 +35,4 @@ def rewrite_graph(gm: torch.fx.GraphModule) -> list[Rewrite]:
     return rewrites
 
 
-__all__ = ["OWNED_OPS", "Rewrite", "rewrite_graph"]
+__all__ = ["OWNED_OPS", "Rewrite", "check_graph", "rewrite_graph"]

@@ -1,0 +1,116 @@
+"""Rewrite floating-point reductions into fixed-order custom ops.
+
+Inductor's own reduction code picks block sizes, persistent vs looped form and split reductions
+from the number of rows, so a row's reduction order would follow its batch. Every float sum,
+mean, var/var_mean, softmax, log_softmax and layer norm goes to a kernel that reduces one row per
+program in an order fixed by the reduced extent. The rest builds on these: RMSNorm (hand-written
+or F.rms_norm) decomposes to pow / mean / rsqrt; cross-entropy and nll_loss to log_softmax plus
+gather and sum / mean; logsumexp, std and vector norms to amax / sum / var; their backward
+graphs to sums. Exact reductions (max, min, argmax, integer sums...) are kept: see guard.py.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+
+from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
+from ..kernels import configs
+from ._rewrite import Rewrite, input_shapes, replace_node, user_source_line
+
+aten = torch.ops.aten
+bi = torch.ops.inductor_bi
+
+
+def _sum(x, dim=None, keepdim=False, *, dtype=None):
+    return bi.invariant_sum.default, (x, list(dim) if dim else None, keepdim, dtype)
+
+
+def _sum_all(x, *, dtype=None):
+    return bi.invariant_sum.default, (x, None, False, dtype)
+
+
+def _mean(x, dim=None, keepdim=False, *, dtype=None):
+    return bi.invariant_mean.default, (x, list(dim) if dim else None, keepdim, dtype)
+
+
+def _mean_all(x, *, dtype=None):
+    return bi.invariant_mean.default, (x, None, False, dtype)
+
+
+def _var_mean(x, dim=None, *, correction=None, keepdim=False):
+    return bi.invariant_var_mean.default, (x, list(dim) if dim else None, 1.0 if correction is None else float(correction), keepdim)
+
+
+def _softmax(x, dim, half_to_float):
+    return bi.invariant_softmax.default, (x, dim, half_to_float)
+
+
+def _log_softmax(x, dim, half_to_float):
+    return bi.invariant_log_softmax.default, (x, dim, half_to_float)
+
+
+def _layer_norm(x, normalized_shape, weight, bias, eps):
+    return bi.invariant_layer_norm.default, (x, list(normalized_shape), weight, bias, float(eps))
+
+
+# aten op -> (custom op, its arguments)
+REDUCTION_OPS = {
+    aten.sum.dim_IntList: _sum,
+    aten.sum.default: _sum_all,
+    aten.mean.dim: _mean,
+    aten.mean.default: _mean_all,
+    aten.var_mean.correction: _var_mean,
+    aten.var.correction: _var_mean,  # var = var_mean(...)[0]
+    aten._softmax.default: _softmax,
+    aten._log_softmax.default: _log_softmax,
+    aten.native_layer_norm.default: _layer_norm,
+}
+
+# Kept whole by the backend (out of Inductor's decomposition table) so the fused kernel serves
+# them; their backward ops still decompose into sums, which this pass rewrites too.
+FUSED_OPS = {aten._softmax.default, aten._log_softmax.default, aten.native_layer_norm.default}
+
+
+def rewrite_reductions(gm: torch.fx.GraphModule) -> list[Rewrite]:
+    rewrites = []
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target not in REDUCTION_OPS:
+            continue
+        x = node.args[0].meta.get("val")
+        if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+            continue  # integer / bool reductions are exact
+        target, args = REDUCTION_OPS[node.target](*node.args, **node.kwargs)
+        record = Rewrite(
+            original=str(node.target),
+            replacement=str(target),
+            shapes=input_shapes(node),
+            dtype=str(x.dtype),
+            source=user_source_line(node),
+            details=_config_details(x, node),
+        )
+        if node.target is aten.var.correction:
+            with gm.graph.inserting_before(node):
+                both = gm.graph.call_function(target, args)
+            both.meta = {k: v for k, v in node.meta.items() if k != "val"}
+            replace_node(node, operator.getitem, (both, 0))
+        else:
+            replace_node(node, target, args)
+        rewrites.append(record)
+    return rewrites
+
+
+def _config_details(x: torch.Tensor, node: torch.fx.Node) -> dict:
+    out = node.meta.get("val")
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    rows = out.numel() if isinstance(out, torch.Tensor) else None
+    try:
+        r = x.numel() // rows if rows else None
+        r = int(r) if r is not None else None
+    except Exception:  # symbolic extent: reported as such
+        r = None
+    if r is None:
+        return {"kernel": "one row per program", "block_r": "f(R) (R symbolic)"}
+    cfg = configs.reduction_config(r, x.dtype, x.device)
+    return {"kernel": "one row per program", "R": r, "block_r": cfg.block_r, "warps": cfg.num_warps}

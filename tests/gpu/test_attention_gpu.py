@@ -1,0 +1,174 @@
+"""fixed_split_attention on CUDA at real sizes: accuracy and the invariance properties in bf16.
+
+On the GPU the properties rest on more than the source order (which the CPU tests check): every
+row must go through the same compiled MMA instruction whatever its position in the query tile,
+and the SEQUENTIAL and SPLIT/MERGE kernels must compile the shared arithmetic identically. Only
+these tests can catch a break there. Every invariance check is ``torch.equal``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from inductor_bi.kernels import configs
+from inductor_bi.kernels.attention import fixed_split_attention, fixed_split_attention_with_lse
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+DEV = "cuda"
+BF16 = torch.bfloat16
+# bf16 output against a float64 reference: p and the output are rounded to bf16 (8 bits).
+TOL = {torch.bfloat16: dict(atol=2e-2, rtol=2e-2), torch.float16: dict(atol=4e-3, rtol=4e-3), torch.float32: dict(atol=1e-4, rtol=1e-4)}
+
+
+def rand(*shape, dtype=BF16, seed=0):
+    gen = torch.Generator(device=DEV).manual_seed(seed)
+    return torch.randn(*shape, generator=gen, device=DEV, dtype=torch.float32).to(dtype)
+
+
+def reference(q, k, v, attn_mask=None, is_causal=False, enable_gqa=False):
+    """softmax(q k^T * scale + mask) v in float64 (torch's math SDPA on CUDA doubles)."""
+    m = attn_mask
+    if m is not None and m.dtype != torch.bool:
+        m = m.double()
+    return F.scaled_dot_product_attention(
+        q.double(), k.double(), v.double(), attn_mask=m, is_causal=is_causal, enable_gqa=enable_gqa
+    )
+
+
+def causal_cache_mask(q_pos: torch.Tensor, cache_len: int) -> torch.Tensor:
+    """Bool [Lq, cache_len]: the query at absolute position p sees cache slots 0..p."""
+    return torch.arange(cache_len, device=DEV)[None, :] <= q_pos.to(DEV)[:, None]
+
+
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize(
+    "b, hq, hkv, lq, lk, is_causal, mask_kind",
+    [
+        (4, 8, 2, 1024, 1024, True, None),  # GQA causal prefill
+        (2, 8, 8, 1, 8192, False, None),  # decode, long cache
+        (2, 4, 4, 300, 777, False, "float"),  # ragged lengths, additive mask
+        (2, 4, 1, 200, 2100, True, "bool"),  # MQA, top-left causal with Lq != Lk, bool mask
+    ],
+)
+def test_matches_float64_reference_gpu(d, b, hq, hkv, lq, lk, is_causal, mask_kind):
+    q, k, v = rand(b, hq, lq, d, seed=1), rand(b, hkv, lk, d, seed=2), rand(b, hkv, lk, d, seed=3)
+    mask = None
+    if mask_kind == "bool":
+        mask = rand(b, 1, lq, lk, dtype=torch.float32, seed=4) > -1.0
+    elif mask_kind == "float":
+        mask = rand(1, hq, lq, lk, seed=4)
+    kw = dict(attn_mask=mask, is_causal=is_causal, enable_gqa=hq != hkv)
+    out, lse = fixed_split_attention_with_lse(q, k, v, **kw)
+    assert out.dtype == BF16 and lse.dtype == torch.float32
+    torch.testing.assert_close(out.double(), reference(q, k, v, **kw), **TOL[BF16])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("d", [64, 96, 128, 256])
+def test_every_config_compiles_accurate_and_paths_agree_gpu(dtype, d):
+    """Each pinned CUDA config (per padded head dim and dtype) at a modest size."""
+    q, k, v = rand(2, 4, 130, d, dtype=dtype, seed=5), rand(2, 2, 600, d, dtype=dtype, seed=6), rand(2, 2, 600, d, dtype=dtype, seed=7)
+    kw = dict(is_causal=False, enable_gqa=True)
+    seq = fixed_split_attention(q, k, v, path="sequential", **kw)
+    split = fixed_split_attention(q, k, v, path="split", **kw)
+    assert torch.equal(seq, split)
+    torch.testing.assert_close(seq.double(), reference(q, k, v, **kw), **TOL[dtype])
+
+
+@pytest.mark.parametrize("d", [64, 128])
+def test_row_equals_alone_for_any_batch_gpu(d):
+    hq, hkv = 8, 2
+    # Prefill: 64 causal sequences of 1024 tokens.
+    q, k, v = rand(64, hq, 1024, d, seed=10), rand(64, hkv, 1024, d, seed=11), rand(64, hkv, 1024, d, seed=12)
+    batch = fixed_split_attention(q, k, v, is_causal=True, enable_gqa=True)
+    for pos in (0, 17, 63):
+        alone = fixed_split_attention(q[pos : pos + 1], k[pos : pos + 1], v[pos : pos + 1], is_causal=True, enable_gqa=True)
+        assert torch.equal(batch[pos : pos + 1], alone), pos
+    # Decode: 64 single queries against 4096-key caches. The batch fills the GPU on the
+    # sequential path, one sequence alone takes the split path: the bits must not care.
+    q, k, v = rand(64, hq, 1, d, seed=13), rand(64, hkv, 4096, d, seed=14), rand(64, hkv, 4096, d, seed=15)
+    batch = fixed_split_attention(q, k, v, enable_gqa=True)
+    for pos in (0, 31, 63):
+        alone = fixed_split_attention(q[pos : pos + 1], k[pos : pos + 1], v[pos : pos + 1], enable_gqa=True)
+        assert torch.equal(batch[pos : pos + 1], alone), pos
+        for path in ("sequential", "split"):
+            forced = fixed_split_attention(q[pos : pos + 1], k[pos : pos + 1], v[pos : pos + 1], enable_gqa=True, path=path)
+            assert torch.equal(batch[pos : pos + 1], forced), (pos, path)
+
+
+def test_head_equals_alone_for_any_head_count_gpu():
+    q, k, v = rand(2, 32, 512, 128, seed=20), rand(2, 8, 512, 128, seed=21), rand(2, 8, 512, 128, seed=22)
+    all_heads = fixed_split_attention(q, k, v, is_causal=True, enable_gqa=True)
+    for h in (0, 5, 31):
+        kv = h // 4
+        alone = fixed_split_attention(q[:, h : h + 1], k[:, kv : kv + 1], v[:, kv : kv + 1], is_causal=True)
+        assert torch.equal(all_heads[:, h : h + 1], alone), h
+
+
+@pytest.mark.parametrize("d, heads", [(64, (8, 8)), (128, (32, 8))])
+def test_decode_equals_prefill_bitwise_gpu(d, heads):
+    """Token t gets the same bits in (i) a causal prefill, (ii) a one-query decode against a
+    cache of exactly t+1 keys (either path) or a preallocated 8192-slot cache behind a bool or an
+    additive mask, and (iii) a chunked prefill of 512 queries at an offset into the cache."""
+    hq, hkv = heads
+    total, capacity, chunk = 4133, 8192, 512
+    gqa = hq != hkv
+    q = rand(2, hq, total, d, seed=30)
+    k_cache, v_cache = rand(2, hkv, capacity, d, seed=31), rand(2, hkv, capacity, d, seed=32)
+    k, v = k_cache[:, :, :total], v_cache[:, :, :total]
+    prefill = fixed_split_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+
+    split = configs.attention_config(d, BF16, interpreted=False).kv_split
+    picks = {0, 1, 63, 64, split - 1, split, split + 1, 1000, 2047, 2048, total - 1}
+    picks |= set(torch.randint(total, (5,), generator=torch.Generator().manual_seed(33)).tolist())
+    for t in sorted(picks):
+        want = prefill[:, :, t : t + 1]
+        qt = q[:, :, t : t + 1]
+        for path in (None, "sequential", "split"):
+            got = fixed_split_attention(qt, k[:, :, : t + 1], v[:, :, : t + 1], enable_gqa=gqa, path=path)
+            assert torch.equal(got, want), (t, path, "cache of t+1 keys")
+        hidden = causal_cache_mask(torch.tensor([t]), capacity)
+        got = fixed_split_attention(qt, k_cache, v_cache, attn_mask=hidden, enable_gqa=gqa)
+        assert torch.equal(got, want), (t, "preallocated cache, bool mask")
+        additive = torch.zeros(1, capacity, device=DEV, dtype=BF16).masked_fill(~hidden, float("-inf"))
+        got = fixed_split_attention(qt, k_cache, v_cache, attn_mask=additive, enable_gqa=gqa)
+        assert torch.equal(got, want), (t, "preallocated cache, additive mask")
+        c0 = (t // chunk) * chunk
+        c1 = min(c0 + chunk, total)
+        chunk_mask = causal_cache_mask(torch.arange(c0, c1), capacity)
+        got = fixed_split_attention(q[:, :, c0:c1], k_cache, v_cache, attn_mask=chunk_mask, enable_gqa=gqa)
+        assert torch.equal(got[:, :, t - c0 : t - c0 + 1], want), (t, c0, "chunked prefill")
+    # Whole chunked prefill against the growing cache, chunk by chunk (each chunk at offset c0
+    # sees keys [0, c1)), reassembled: identical to the one-shot prefill.
+    pieces = []
+    for c0 in range(0, total, chunk):
+        c1 = min(c0 + chunk, total)
+        mask = causal_cache_mask(torch.arange(c0, c1), c1)
+        pieces.append(fixed_split_attention(q[:, :, c0:c1], k[:, :, :c1], v[:, :, :c1], attn_mask=mask, enable_gqa=gqa))
+    assert torch.equal(torch.cat(pieces, dim=2), prefill)
+
+
+@pytest.mark.parametrize("lk", [1, 255, 256, 257, 8192])
+@pytest.mark.parametrize("lq", [1, 5, 64, 65, 300])
+def test_sequential_and_split_paths_identical_gpu(lq, lk):
+    q, k, v = rand(2, 8, lq, 128, seed=40), rand(2, 2, lk, 128, seed=41), rand(2, 2, lk, 128, seed=42)
+    mask = rand(2, 1, lq, lk, dtype=torch.float32, seed=43) > -1.5
+    for kw in (dict(is_causal=True), dict(attn_mask=mask), dict(attn_mask=mask.to(BF16))):
+        seq_out, seq_lse = fixed_split_attention_with_lse(q, k, v, enable_gqa=True, path="sequential", **kw)
+        split_out, split_lse = fixed_split_attention_with_lse(q, k, v, enable_gqa=True, path="split", **kw)
+        assert torch.equal(seq_out, split_out)
+        assert torch.equal(seq_lse, split_lse)
+
+
+def test_strided_layout_gives_same_bits_gpu():
+    """q/k/v as transposed views of [B, L, H, D] projections (no copy) vs contiguous copies."""
+    q = rand(4, 700, 16, 128, seed=50).transpose(1, 2)
+    k = rand(4, 700, 4, 128, seed=51).transpose(1, 2)
+    v = rand(4, 700, 4, 128, seed=52).transpose(1, 2)
+    out = fixed_split_attention(q, k, v, is_causal=True, enable_gqa=True)
+    contiguous = fixed_split_attention(q.contiguous(), k.contiguous(), v.contiguous(), is_causal=True, enable_gqa=True)
+    assert torch.equal(out, contiguous)
+    torch.testing.assert_close(out.double(), reference(q, k, v, is_causal=True, enable_gqa=True), **TOL[BF16])

@@ -1,0 +1,178 @@
+"""Norms, softmax, sums and losses through the backend: row invariance end to end, and the guard."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import inductor_bi
+import inductor_bi.backend as backend
+from inductor_bi.passes.guard import find_violations
+from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
+
+
+class RMSNorm(nn.Module):
+    """Written by hand, as HF models do: pow / mean / rsqrt."""
+
+    def __init__(self, d, eps=1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d) + 0.1 * torch.randn(d))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class Block(nn.Module):
+    def __init__(self, d=32, heads=4, norm="rms"):
+        super().__init__()
+        make_norm = (lambda: RMSNorm(d)) if norm == "rms" else (lambda: nn.LayerNorm(d))
+        self.norm1, self.norm2 = make_norm(), make_norm()
+        self.qkv, self.o = nn.Linear(d, 3 * d, bias=False), nn.Linear(d, d, bias=False)
+        self.gate, self.up, self.down = nn.Linear(d, 2 * d), nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
+        self.heads = heads
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        h = x + self.o(F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, n, d))
+        y = self.norm2(h)
+        return h + self.down(F.silu(self.gate(y)) * self.up(y))
+
+
+@pytest.fixture
+def graphs(monkeypatch):
+    seen = []
+    real = backend.rewrite_graph
+
+    def recording(gm):
+        rewrites = real(gm)
+        seen.append((gm, rewrites))
+        return rewrites
+
+    monkeypatch.setattr(backend, "rewrite_graph", recording)
+    return seen
+
+
+@pytest.fixture(scope="module", params=["rms", "layer"])
+def compiled_block(request):
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    block = Block(norm=request.param)
+    return copy.deepcopy(block).double(), torch.compile(block, backend="batch_invariant", dynamic=True)
+
+
+@given(batch=st.integers(2, 9), data=st.data())
+@settings(max_examples=4)
+def test_transformer_block_row_equals_alone_for_any_batch(compiled_block, batch, data):
+    reference, compiled = compiled_block
+    row = data.draw(st.integers(0, batch - 1), label="row position")
+    x = torch.randn(batch, 12, 32)
+    with torch.no_grad():
+        batched = compiled(x)
+        alone = compiled(x[row : row + 1])
+    assert_rows_equal(batched[row : row + 1], alone)
+    assert_close_to_reference(batched, reference(x.double()), dtype=torch.float32, tol_scale=10)
+
+
+def test_no_float_reduction_is_left_to_inductor(graphs):
+    torch._dynamo.reset()
+    block = Block(norm="layer")
+    x = torch.randn(3, 8, 32, requires_grad=True)
+    torch.compile(block, backend="batch_invariant")(x).sum().backward()
+    assert len(graphs) == 2  # forward and backward
+    for gm, rewrites in graphs:
+        assert find_violations(gm) == []
+        assert rewrites
+    forward_ops = {r.replacement for r in graphs[0][1]}
+    assert {"inductor_bi.invariant_layer_norm.default", "inductor_bi.invariant_matmul.default"} <= forward_ops
+
+
+def test_training_gradients_match_reference():
+    torch._dynamo.reset()
+    block = Block(norm="rms")
+    x = torch.randn(3, 8, 32, requires_grad=True)
+    torch.compile(block, backend="batch_invariant")(x).square().sum().backward()
+    got = [x.grad.clone()] + [p.grad.clone() for p in block.parameters()]
+    ref_block = copy.deepcopy(block).double()
+    ref_block.zero_grad()
+    x64 = x.detach().double().requires_grad_(True)
+    ref_block(x64).square().sum().backward()
+    want = [x64.grad] + [p.grad for p in ref_block.parameters()]
+    for g, w in zip(got, want):
+        assert_close_to_reference(g, w, dtype=torch.float32, tol_scale=50)
+
+
+def test_per_row_cross_entropy_equals_alone():
+    torch._dynamo.reset()
+    loss = torch.compile(lambda z, t: F.cross_entropy(z, t, reduction="none"), backend="batch_invariant", dynamic=True)
+    logits, target = torch.randn(7, 50), torch.randint(0, 50, (7,))
+    batched = loss(logits, target)
+    for row in (0, 4):
+        assert_rows_equal(batched[row : row + 1], loss(logits[row : row + 1], target[row : row + 1]))
+    assert_close_to_reference(batched, F.cross_entropy(logits.double(), target, reduction="none"))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_reduced_cross_entropy_matches_reference(reduction):
+    torch._dynamo.reset()
+    logits, target = torch.randn(6, 40), torch.randint(0, 40, (6,))
+    out = torch.compile(lambda z, t: F.cross_entropy(z, t, reduction=reduction), backend="batch_invariant")(logits, target)
+    assert_close_to_reference(out, F.cross_entropy(logits.double(), target, reduction=reduction))
+
+
+def _cumsum_model(x):
+    return x.cumsum(-1) * 2  # the guard must name this line
+
+
+def _index_add_model(x, idx):
+    return torch.zeros(4, x.shape[1]).index_add(0, idx, x)  # the guard must name this line
+
+
+def test_guard_rejects_cumsum_naming_the_source_line():
+    torch._dynamo.reset()
+    with pytest.raises(Exception) as info:
+        torch.compile(_cumsum_model, backend="batch_invariant")(torch.randn(3, 5))
+    text = _error_text(info.value)
+    assert "BatchInvarianceError" in text and "aten.cumsum" in text
+    assert "return x.cumsum(-1) * 2" in text and "test_reductions_backend.py" in text
+
+
+def test_guard_rejects_index_add_naming_the_source_line():
+    torch._dynamo.reset()
+    with pytest.raises(Exception) as info:
+        torch.compile(_index_add_model, backend="batch_invariant")(torch.randn(6, 5), torch.tensor([0, 1, 1, 2, 3, 3]))
+    text = _error_text(info.value)
+    assert "index_add" in text and "torch.zeros(4, x.shape[1]).index_add(0, idx, x)" in text
+
+
+def test_non_strict_warns_and_compiles():
+    torch._dynamo.reset()
+    x = torch.randn(3, 5)
+    with pytest.warns(UserWarning, match="(?s)strict=False.*cumsum"):
+        out = torch.compile(_cumsum_model, backend="batch_invariant", options={"strict": False})(x)
+    assert torch.allclose(out, _cumsum_model(x))
+
+
+def test_attention_dropout_is_rejected_in_strict_mode():
+    torch._dynamo.reset()
+    q = torch.randn(1, 2, 4, 8)
+    with pytest.raises(Exception) as info:
+        torch.compile(lambda q: F.scaled_dot_product_attention(q, q, q, dropout_p=0.1), backend="batch_invariant")(q)
+    assert "dropout_p=0.1" in _error_text(info.value)
+
+
+def _error_text(err: BaseException) -> str:
+    parts = []
+    while err is not None:
+        parts.append(f"{type(err).__name__}: {err}")
+        err = err.__cause__ or err.__context__
+    return "\n".join(parts)
+
+
+def test_batch_invariance_error_is_public():
+    assert issubclass(inductor_bi.BatchInvarianceError, RuntimeError)
