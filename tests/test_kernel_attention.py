@@ -26,7 +26,7 @@ DTYPES = [torch.float32, torch.float16]
 # Output tolerance against a float64 reference, per dtype (fp16: p is rounded to fp16 before
 # the P@V product and the output to fp16; fp32: fp32 accumulation and exp2).
 TOL = {torch.float32: dict(atol=2e-5, rtol=2e-5), torch.float16: dict(atol=4e-3, rtol=4e-3)}
-FAST = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def randn(*shape, dtype=torch.float32, gen=None):

@@ -14,6 +14,7 @@ import torch.fx
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
 from ..kernels import configs
+from ..kernels.attention import SUPPORTED_DTYPES
 from ._rewrite import Rewrite, replace_node, user_source_line
 from .guard import Violation
 
@@ -55,6 +56,10 @@ def rewrite_attention_calls(gm: torch.fx.GraphModule) -> tuple[list[Rewrite], li
             )
             continue
         val = node.meta.get("example_value")
+        if isinstance(val, torch.Tensor) and val.dtype not in SUPPORTED_DTYPES:
+            # fp64 SDPA runs aten's math path (matmuls + softmax), which the aten-level passes
+            # rewrite; any fused variant left is caught by the guard.
+            continue
         replace_node(
             node,
             torch.ops.inductor_bi.fixed_split_attention.default,
