@@ -9,8 +9,9 @@ accumulation order depends on the reduced extent and dtype only, never on the ba
 from . import ops  # noqa: F401  (registers torch.ops.inductor_bi.*)
 from .backend import batch_invariant, register_backend_name
 from .errors import BatchInvarianceError
+from .explain import ExplainReport, explain
 from .options import Options
 
 register_backend_name()
 
-__all__ = ["BatchInvarianceError", "Options", "batch_invariant"]
+__all__ = ["BatchInvarianceError", "ExplainReport", "Options", "batch_invariant", "explain"]

@@ -81,10 +81,13 @@ def rewrite_attention_calls(gm: torch.fx.GraphModule) -> tuple[list[Rewrite], li
     return rewrites, refusals
 
 
-def _config_details(val) -> dict:
+def _config_details(val, device: torch.device | None = None) -> dict:
+    """The pinned config the kernel will use; ``device`` overrides the traced one (``explain``
+    traces on the CPU and reports the CUDA configs)."""
     if not isinstance(val, torch.Tensor):
         return {"kernel": "fixed_split_attention"}
-    cfg = configs.attention_config(val.shape[-1], val.dtype, interpreted=val.device.type != "cuda")
+    device = device or val.device
+    cfg = configs.attention_config(val.shape[-1], val.dtype, interpreted=device.type != "cuda")
     return {
         "kernel": "fixed_split_attention",
         "tile": f"{cfg.block_m}x{cfg.block_n}",

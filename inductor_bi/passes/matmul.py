@@ -55,10 +55,13 @@ def rewrite_matmuls(gm: torch.fx.GraphModule) -> list[Rewrite]:
     return rewrites
 
 
-def _config_details(val: torch.Tensor) -> dict:
+def _config_details(val: torch.Tensor, device: torch.device | None = None) -> dict:
+    """The pinned config the kernel will use; ``device`` overrides the traced one (``explain``
+    traces on the CPU and reports the CUDA configs)."""
     if val.dtype not in configs.MATMUL_CUDA:
         return {}
-    cfg = configs.matmul_config(val.dtype, val.device, interpreted=val.device.type != "cuda")
+    device = device or val.device
+    cfg = configs.matmul_config(val.dtype, device, interpreted=device.type != "cuda")
     return {
         "kernel": "invariant_matmul",
         "tile": f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k}",

@@ -11,6 +11,7 @@ graphs to sums. Exact reductions (max, min, argmax, integer sums...) are kept: s
 
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -101,16 +102,33 @@ def rewrite_reductions(gm: torch.fx.GraphModule) -> list[Rewrite]:
     return rewrites
 
 
-def _config_details(x: torch.Tensor, node: torch.fx.Node) -> dict:
-    out = node.meta.get("val")
-    out = out[0] if isinstance(out, (tuple, list)) else out
-    rows = out.numel() if isinstance(out, torch.Tensor) else None
-    try:
-        r = x.numel() // rows if rows else None
-        r = int(r) if r is not None else None
-    except Exception:  # symbolic extent: reported as such
-        r = None
+def _config_details(x: torch.Tensor, node: torch.fx.Node, device: torch.device | None = None) -> dict:
+    """The pinned config the kernel will use for this row extent; ``device`` overrides the traced
+    one (``explain`` traces on the CPU and reports the CUDA configs). Never guards on a symbolic
+    extent: a guard here would specialize the compiled graph to one batch size."""
+    r = _static_int(_reduced_extent(x, node))
     if r is None:
         return {"kernel": "one row per program", "block_r": "f(R) (R symbolic)"}
-    cfg = configs.reduction_config(r, x.dtype, x.device)
+    cfg = configs.reduction_config(r, x.dtype, device or x.device)
     return {"kernel": "one row per program", "R": r, "block_r": cfg.block_r, "warps": cfg.num_warps}
+
+
+def _reduced_extent(x: torch.Tensor, node: torch.fx.Node):
+    """R, the number of elements reduced into one output (an int or a SymInt), or None."""
+    if node.target in (aten._softmax.default, aten._log_softmax.default):
+        return x.shape[node.args[1]]
+    if node.target is aten.native_layer_norm.default:
+        return math.prod(node.args[1])
+    out = node.meta.get("val")
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    if not isinstance(out, torch.Tensor):
+        return None
+    return x.numel() // torch.sym_max(out.numel(), 1)
+
+
+def _static_int(n) -> int | None:
+    """``n`` as an int when it is one (or a SymInt known to be constant); None otherwise.
+    ``int(symint)`` would install a guard instead."""
+    if isinstance(n, torch.SymInt):
+        return n.node.maybe_as_int()
+    return n if isinstance(n, int) else None

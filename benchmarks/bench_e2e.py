@@ -1,0 +1,74 @@
+"""End to end: the Llama-style model of examples/llm.py, stock torch.compile vs the backend, bf16.
+
+Prefill (forward over B x L tokens, causal) and one decode step (step() with B tokens against a
+KV cache), at batch 1, 8, 64; compile times; number of compilations. Side by side in one run.
+
+    python benchmarks/bench_e2e.py --preset llama-1b --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+from common import environment, median_ms, write_json
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+from llm import PRESETS, build_model  # noqa: E402
+
+MODES = {
+    "stock": lambda fn: torch.compile(fn, dynamic=True),
+    "batch_invariant": lambda fn: torch.compile(fn, backend="batch_invariant", dynamic=True),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="llama-1b")
+    ap.add_argument("--prefill-len", type=int, default=256)
+    ap.add_argument("--kv-len", type=int, default=384)
+    ap.add_argument("--batches", default="1,8,64")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = ap.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    margs = PRESETS[args.preset]
+    model = build_model(margs, "cuda", torch.bfloat16)
+    rows, compile_s = [], {}
+    for mode, compile_fn in MODES.items():
+        torch._dynamo.reset()
+        model.setup_kv_cache()
+        prefill, step = compile_fn(model), compile_fn(model.step)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for b in batches:  # first calls: compilation (dynamic=True: one graph for b > 1)
+                prefill(torch.randint(0, margs.vocab_size, (b, args.prefill_len), device="cuda"))
+                step(torch.zeros(b, dtype=torch.long, device="cuda"), torch.arange(b, device="cuda") % margs.max_batch,
+                     torch.full((b,), args.kv_len - 1, device="cuda"), args.kv_len)
+        torch.cuda.synchronize()
+        compile_s[mode] = time.perf_counter() - t0
+        with torch.no_grad():
+            for b in batches:
+                tokens = torch.randint(0, margs.vocab_size, (b, args.prefill_len), device="cuda")
+                t_prefill = median_ms(lambda: prefill(tokens))
+                dec = (torch.randint(0, margs.vocab_size, (b,), device="cuda"), torch.arange(b, device="cuda") % margs.max_batch,
+                       torch.full((b,), args.kv_len - 1, device="cuda"))
+                t_decode = median_ms(lambda: step(*dec, args.kv_len))
+                rows.append(dict(mode=mode, batch=b, prefill_ms=t_prefill, decode_ms=t_decode))
+                print(f"{mode:16s} B={b:3d}  prefill {t_prefill:8.2f} ms  decode step {t_decode:7.3f} ms", flush=True)
+    summary = []
+    for b in batches:
+        s = next(r for r in rows if r["mode"] == "stock" and r["batch"] == b)
+        o = next(r for r in rows if r["mode"] == "batch_invariant" and r["batch"] == b)
+        summary.append(dict(batch=b, prefill_ratio=s["prefill_ms"] / o["prefill_ms"], decode_ratio=s["decode_ms"] / o["decode_ms"]))
+        print(f"B={b:3d}  speed vs stock torch.compile: prefill {summary[-1]['prefill_ratio']:.2f}x  decode {summary[-1]['decode_ratio']:.2f}x")
+    print(f"compile (first calls, all batch sizes): stock {compile_s['stock']:.1f} s, batch_invariant {compile_s['batch_invariant']:.1f} s")
+    write_json(os.path.join(args.out, "e2e.json"), {"environment": environment(), "preset": args.preset, "dtype": "bfloat16",
+               "prefill_len": args.prefill_len, "kv_len": args.kv_len, "rows": rows, "summary": summary, "compile_s": compile_s})
+
+
+if __name__ == "__main__":
+    main()

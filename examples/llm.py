@@ -1,0 +1,617 @@
+"""A Llama-style decoder served with dynamic batching: is a request's output its own?
+
+The experiment: one prompt is submitted N times to a small serving engine, each time arriving at a
+random step among random companion requests. Every engine step batches whatever is running
+(prefill chunks of new requests mixed with decode tokens of old ones), so each submission's tokens
+are computed in different batch compositions. Greedy decoding should then give N identical
+completions -- and, on the stricter measure, N bitwise identical logits sequences. With stock
+torch.compile the logits change with the batch; with ``backend="batch_invariant"`` they cannot.
+The same run checks that the serving log-probs are exactly the ones a trainer computes in one
+forward over the full sequences (``inductor_bi.onpolicy``).
+
+    python examples/llm.py                                   # tiny model on CPU, a few minutes
+    python examples/llm.py --device cuda --preset llama-1b --requests 500 --out results.json
+
+One file, gpt-fast style: the model (RMSNorm, rotary embeddings, GQA attention through
+F.scaled_dot_product_attention, SwiGLU MLP, a static KV cache), the engine, and the experiment.
+Parameter names follow Hugging Face's Llama, so ``--checkpoint`` can load a LlamaForCausalLM state
+dict whose config matches the flags (Llama 3's rope scaling is not implemented).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+try:
+    import inductor_bi  # noqa: F401  (registers the backend when run from a source tree)
+except ImportError:  # run from the repository root without installing
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import inductor_bi  # noqa: F401
+from inductor_bi.onpolicy import sampler_trainer_mismatch, token_logprobs
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelArgs:
+    vocab_size: int = 256
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    ffn_dim: int = 172
+    max_seq_len: int = 64  # KV cache length per request (prompt + generated tokens)
+    max_batch: int = 8  # KV cache slots: requests that can run at once
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+
+PRESETS = {
+    # Small enough for Triton's interpreter on a CPU (the backend's CPU reference mode).
+    "tiny": ModelArgs(),
+    # Llama-3.2-1B's shapes (hidden 2048, 16 layers, 32 heads, 8 KV heads), a 32k vocabulary.
+    "llama-1b": ModelArgs(
+        vocab_size=32000, dim=2048, n_layers=16, n_heads=32, n_kv_heads=8, ffn_dim=8192,
+        max_seq_len=512, max_batch=64, rope_base=500000.0,
+    ),
+}
+
+
+class RMSNorm(nn.Module):
+    """Written by hand as Hugging Face does (pow / mean / rsqrt), statistics in fp32."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [b, l, heads, head_dim]; cos/sin [b, l, head_dim] at each token's own position."""
+    cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
+    xf = x.float()
+    return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
+
+
+class KVCache(nn.Module):
+    """A static cache: one slot per running request, ``max_seq_len`` positions per slot.
+
+    Slots are reused by later requests without being cleared: positions a token cannot see are
+    hidden by the attention mask, and hold finite values (the previous request's keys, or zeros).
+    """
+
+    def __init__(self, args: ModelArgs, dtype: torch.dtype):
+        super().__init__()
+        shape = (args.max_batch, args.n_kv_heads, args.max_seq_len, args.head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype), persistent=False)
+
+    def update(self, slots, positions, k_new, v_new, kv_len: int):
+        """Write each token's key/value at (its slot, its position), then return every token's own
+        slot, positions [0, kv_len): [T, n_kv_heads, kv_len, head_dim]. The writes come first, so
+        a token sees the tokens of its request computed in the same step (chunked prefill)."""
+        self.k[slots, :, positions] = k_new[:, :, 0]  # each (slot, position) is written once
+        self.v[slots, :, positions] = v_new[:, :, 0]
+        return self.k[slots, :, :kv_len], self.v[slots, :, :kv_len]
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
+        self.q_proj = nn.Linear(args.dim, args.n_heads * args.head_dim, bias=False)
+        self.k_proj = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
+        self.v_proj = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
+        self.o_proj = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
+        self.kv_cache: KVCache | None = None
+
+    def forward(self, x, cos, sin, serving: tuple | None = None):
+        """Training: x [B, L, dim] whole sequences, causal. Serving: x [T, 1, dim], one token per
+        row, ``serving = (slots, positions, kv_len, mask)``: attention over the row's cache slot."""
+        b, l, _ = x.shape
+        q = apply_rotary(self.q_proj(x).view(b, l, self.n_heads, self.head_dim), cos, sin)
+        k = apply_rotary(self.k_proj(x).view(b, l, self.n_kv_heads, self.head_dim), cos, sin)
+        v = self.v_proj(x).view(b, l, self.n_kv_heads, self.head_dim)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [b, heads, l, head_dim]
+        if serving is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        else:
+            slots, positions, kv_len, mask = serving
+            k, v = self.kv_cache.update(slots, positions, k, v, kv_len)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        return self.o_proj(y.transpose(1, 2).reshape(b, l, -1))
+
+
+class MLP(nn.Module):
+    """SwiGLU."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.gate_proj = nn.Linear(args.dim, args.ffn_dim, bias=False)
+        self.up_proj = nn.Linear(args.dim, args.ffn_dim, bias=False)
+        self.down_proj = nn.Linear(args.ffn_dim, args.dim, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.input_layernorm = RMSNorm(args.dim, args.norm_eps)
+        self.self_attn = Attention(args)
+        self.post_attention_layernorm = RMSNorm(args.dim, args.norm_eps)
+        self.mlp = MLP(args)
+
+    def forward(self, x, cos, sin, serving=None):
+        h = x + self.self_attn(self.input_layernorm(x), cos, sin, serving)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class Transformer(nn.Module):
+    """Two entry points, one set of weights:
+
+    * ``forward(tokens [B, L]) -> logits [B, L, vocab]``: the trainer's view, whole (right-padded)
+      sequences, causal attention, no cache.
+    * ``step(tokens [T], slots [T], positions [T], kv_len) -> logits [T, vocab]``: the serving
+      engine's view. Any mix of prefill and decode tokens of any requests, flattened to T rows;
+      each row is a one-query attention over its request's cache slot, masked to the positions up
+      to its own. A fully hidden key changes nothing in ``fixed_split_attention``, so under the
+      backend a token's bits equal those of the same token in ``forward``.
+    """
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.embed_tokens = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(DecoderLayer(args) for _ in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.lm_head = nn.Linear(args.dim, args.vocab_size, bias=False)
+        inv_freq = 1.0 / args.rope_base ** (torch.arange(0, args.head_dim, 2).float() / args.head_dim)
+        angles = torch.outer(torch.arange(args.max_seq_len).float(), inv_freq)
+        angles = torch.cat((angles, angles), dim=-1)
+        self.register_buffer("rope_cos", angles.cos(), persistent=False)
+        self.register_buffer("rope_sin", angles.sin(), persistent=False)
+
+    def setup_kv_cache(self, dtype: torch.dtype | None = None) -> None:
+        dtype = dtype or self.lm_head.weight.dtype
+        device = self.lm_head.weight.device
+        for layer in self.layers:
+            layer.self_attn.kv_cache = KVCache(self.args, dtype).to(device)
+
+    def _decode(self, tokens, positions, serving=None):
+        x = self.embed_tokens(tokens)
+        cos, sin = self.rope_cos[positions], self.rope_sin[positions]
+        for layer in self.layers:
+            x = layer(x, cos, sin, serving)
+        return self.lm_head(self.norm(x)).float()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0)
+        return self._decode(tokens, positions)
+
+    def step(self, tokens, slots, positions, kv_len: int) -> torch.Tensor:
+        # Row t may see keys 0..positions[t] of its own slot; the rest of the slot is hidden.
+        visible = torch.arange(kv_len, device=tokens.device) <= positions[:, None]  # [T, kv_len]
+        serving = (slots, positions, kv_len, visible[:, None, None, :])  # [T, heads=1, q=1, kv_len]
+        return self._decode(tokens[:, None], positions[:, None], serving).squeeze(1)
+
+
+def build_model(args: ModelArgs, device, dtype, seed: int = 0, checkpoint: str | None = None) -> Transformer:
+    """Random weights from ``seed`` (the same weights for every mode), or a state dict."""
+    torch.manual_seed(seed)
+    model = Transformer(args)
+    if checkpoint:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = {k.removeprefix("model."): v for k, v in state.items()}  # HF LlamaForCausalLM
+        model.load_state_dict(state, strict=False)
+    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    model.setup_kv_cache()
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Serving engine: dynamic batching, chunked prefill, greedy decoding
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    rid: int
+    prompt: list[int]
+    max_new_tokens: int
+    arrival: int  # the engine step at which the request arrives
+    is_target: bool = False
+    record_logits: bool = False
+    # Filled in by the engine.
+    slot: int = -1
+    prefilled: int = 0  # prompt tokens whose keys/values are in the cache
+    generated: list[int] = field(default_factory=list)
+    logprobs: list[torch.Tensor] = field(default_factory=list)  # fp32, one per generated token
+    logits: list[torch.Tensor] = field(default_factory=list)  # the row each token was picked from
+    step_sizes: list[int] = field(default_factory=list)  # T of every step this request was in
+    prefill_chunks: list[int] = field(default_factory=list)  # how its prompt was cut
+
+    @property
+    def done(self) -> bool:
+        return len(self.generated) >= self.max_new_tokens
+
+    @property
+    def sequence(self) -> list[int]:
+        return self.prompt + self.generated
+
+
+@dataclass
+class EngineConfig:
+    max_tokens_per_step: int = 24  # token budget of one forward (decode tokens + prefill chunks)
+    max_prefill_chunk: int = 12  # a prompt longer than its chunk is prefilled over several steps
+    kv_len_multiple: int = 16  # attend over cache positions [0, kv_len), kv_len rounded up to this
+    seed: int = 0  # chunk sizes are drawn at random, so one prompt is chunked differently each time
+
+
+class Engine:
+    """Each step: admit arrived requests into free cache slots, then batch one decode token per
+    running request plus prefill chunks (random sizes, within the token budget), run one forward
+    over the T flattened tokens, and pick the next token greedily for every row that ends its
+    request's known tokens."""
+
+    def __init__(self, step_fn, logprobs_fn, args: ModelArgs, device, config: EngineConfig):
+        self.step_fn, self.logprobs_fn = step_fn, logprobs_fn
+        self.args, self.device, self.config = args, torch.device(device), config
+        self.rng = random.Random(config.seed)
+        self.stats = {"steps": 0, "tokens": 0, "mixed_steps": 0, "step_sizes": []}
+
+    def run(self, requests: list[Request]) -> list[Request]:
+        waiting = sorted(requests, key=lambda r: (r.arrival, r.rid))
+        for r in waiting:
+            if len(r.prompt) + r.max_new_tokens - 1 > self.args.max_seq_len:
+                raise ValueError(f"request {r.rid} needs more than max_seq_len={self.args.max_seq_len} positions")
+        running: list[Request] = []
+        free_slots = list(range(self.args.max_batch))
+        now = 0
+        while waiting or running:
+            if not running and waiting[0].arrival > now:
+                now = waiting[0].arrival  # idle until the next request arrives
+            while waiting and waiting[0].arrival <= now and free_slots:
+                request = waiting.pop(0)
+                request.slot = free_slots.pop(0)
+                running.append(request)
+            self._step(running)
+            for request in [r for r in running if r.done]:
+                running.remove(request)
+                free_slots.append(request.slot)
+            now += 1
+        return requests
+
+    def _schedule(self, running: list[Request]) -> list[tuple[Request, list[int], int]]:
+        """(request, tokens, first position) per request in this step: decode tokens first (one
+        per request past its prompt), then prefill chunks while the token budget lasts."""
+        budget = self.config.max_tokens_per_step
+        work = []
+        for r in running:
+            if r.prefilled == len(r.prompt) and budget > 0:
+                work.append((r, [r.generated[-1]], len(r.sequence) - 1))
+                budget -= 1
+        for r in running:
+            remaining = len(r.prompt) - r.prefilled
+            if remaining > 0 and budget > 0:
+                chunk = min(remaining, budget, self.rng.randint(1, self.config.max_prefill_chunk))
+                work.append((r, r.prompt[r.prefilled : r.prefilled + chunk], r.prefilled))
+                budget -= chunk
+        return work
+
+    @torch.no_grad()
+    def _step(self, running: list[Request]) -> None:
+        work = self._schedule(running)
+        tokens, slots, positions = [], [], []
+        for r, toks, start in work:
+            tokens += toks
+            slots += [r.slot] * len(toks)
+            positions += range(start, start + len(toks))
+        n = len(tokens)
+        multiple = self.config.kv_len_multiple
+        kv_len = min(self.args.max_seq_len, -(-(max(positions) + 1) // multiple) * multiple)
+        as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=self.device)  # noqa: E731
+        logits = self.step_fn(as_tensor(tokens), as_tensor(slots), as_tensor(positions), kv_len)
+        next_tokens = logits.argmax(-1)  # greedy (temperature 0); ties pick the lowest id
+        logprobs = self.logprobs_fn(logits, next_tokens)
+        next_tokens_host = next_tokens.tolist()
+
+        self.stats["steps"] += 1
+        self.stats["tokens"] += n
+        self.stats["step_sizes"].append(n)
+        self.stats["mixed_steps"] += any(r.prefilled == len(r.prompt) for r, _, _ in work) and any(
+            r.prefilled < len(r.prompt) for r, _, _ in work
+        )
+        row = 0
+        for r, toks, start in work:
+            row += len(toks)
+            r.step_sizes.append(n)
+            if r.prefilled < len(r.prompt):
+                r.prefilled += len(toks)
+                r.prefill_chunks.append(len(toks))
+                if r.prefilled < len(r.prompt):
+                    continue  # mid-prompt chunk: no token to pick yet
+            last = row - 1  # the row of this request's newest token predicts its next one
+            r.generated.append(next_tokens_host[last])
+            r.logprobs.append(logprobs[last].clone())
+            if r.record_logits:
+                r.logits.append(logits[last].clone())
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    runs: int = 8  # submissions of the target prompt
+    requests: int = 8  # random companion requests
+    target_prompt_len: int = 16
+    prompt_len: tuple[int, int] = (4, 20)  # companions' prompt lengths (inclusive range)
+    max_new_tokens: tuple[int, int] = (4, 10)  # companions' generation lengths
+    target_new_tokens: int = 8
+    seed: int = 0
+
+    def build(self, vocab_size: int, max_batch: int) -> list[Request]:
+        """The target prompt ``runs`` times among ``requests`` random companions, all arriving at
+        random steps over a window sized so the engine stays about full."""
+        rng = random.Random(self.seed)
+        target = [rng.randrange(vocab_size) for _ in range(self.target_prompt_len)]
+        total = self.runs + self.requests
+        mean_new = (self.max_new_tokens[0] + self.max_new_tokens[1]) / 2
+        window = max(1, int(total * mean_new / max_batch))
+        out = []
+        for i in range(total):
+            is_target = i < self.runs
+            if is_target:
+                prompt, new = list(target), self.target_new_tokens
+            else:
+                prompt = [rng.randrange(vocab_size) for _ in range(rng.randint(*self.prompt_len))]
+                new = rng.randint(*self.max_new_tokens)
+            out.append(Request(i, prompt, new, rng.randint(0, window), is_target, record_logits=is_target))
+        return out
+
+
+MODES = ("stock", "batch_invariant")
+
+
+def compile_for(mode: str, fn):
+    if mode == "eager":
+        return fn
+    if mode == "stock":
+        return torch.compile(fn, dynamic=True)
+    if mode == "batch_invariant":
+        return torch.compile(fn, backend="batch_invariant", dynamic=True)
+    raise ValueError(f"unknown mode {mode!r}; expected one of {('eager',) + MODES}")
+
+
+@dataclass
+class CompiledModel:
+    """The three functions the experiment runs, compiled for one mode."""
+
+    mode: str
+    step: Callable  # the engine's forward: Transformer.step
+    forward: Callable  # the trainer's forward: Transformer.forward
+    logprobs: Callable  # (logits, tokens) -> log-probs, on both sides
+
+
+def compile_model(mode: str, model: Transformer) -> CompiledModel:
+    return CompiledModel(mode, compile_for(mode, model.step), compile_for(mode, model), compile_for(mode, token_logprobs))
+
+
+def serve(compiled: CompiledModel, model: Transformer, workload: Workload, engine_config: EngineConfig, device):
+    """Run the workload through a fresh engine (and a clean cache); returns (requests, engine)."""
+    model.setup_kv_cache()
+    engine = Engine(compiled.step, compiled.logprobs, model.args, device, engine_config)
+    requests = workload.build(model.args.vocab_size, model.args.max_batch)
+    engine.run(requests)
+    return requests, engine
+
+
+def compare_target_runs(requests: list[Request]) -> dict:
+    """Unique completions of the target prompt, and the runs whose logits differ from run 0's at
+    any generated step (random weights give wide margins, so tokens rarely flip: logits cannot
+    hide a difference)."""
+    targets = [r for r in requests if r.is_target]
+    completions = [tuple(r.generated) for r in targets]
+    first_diff_step = []  # per run: the first generated step whose logits differ from run 0's
+    for r in targets:
+        diff = [i for i, (a, b) in enumerate(zip(targets[0].logits, r.logits)) if not torch.equal(a, b)]
+        first_diff_step.append(diff[0] if diff else None)
+    return {
+        "runs": len(targets),
+        "unique_completions": len(set(completions)),
+        "logits_differing_runs": sum(step is not None for step in first_diff_step),
+        "first_differing_step_per_run": first_diff_step,
+        "distinct_batch_histories": len({tuple(r.step_sizes) for r in targets}),
+        "completion_0": list(completions[0]),
+    }
+
+
+def check_onpolicy(compiled: CompiledModel, requests: list[Request], device):
+    """The trainer scores every served sequence in one forward per batch of 4 (shuffled), so no
+    sequence shares a batch with the requests it was served with."""
+    return sampler_trainer_mismatch(
+        compiled.forward,
+        [torch.tensor(r.sequence, device=device) for r in requests],
+        [torch.stack(r.logprobs) for r in requests],
+        batch_size=4,
+        shuffle_seed=1,
+        logprobs_fn=compiled.logprobs,
+    )
+
+
+def run_mode(mode: str, model: Transformer, workload: Workload, engine_config: EngineConfig, device) -> dict:
+    """Compile for ``mode``, serve the workload, compare the target's runs, check on-policy."""
+    torch._dynamo.reset()
+    compiled = compile_model(mode, model)
+    t0 = time.perf_counter()
+    requests, engine = serve(compiled, model, workload, engine_config, device)
+    serve_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    report = check_onpolicy(compiled, requests, device)
+    check_s = time.perf_counter() - t0
+    sizes = engine.stats["step_sizes"]
+    return {
+        "mode": mode,
+        **compare_target_runs(requests),
+        "onpolicy": report.as_dict(),
+        "engine": {
+            "requests": len(requests),
+            "steps": engine.stats["steps"],
+            "tokens": engine.stats["tokens"],
+            "mixed_prefill_decode_steps": engine.stats["mixed_steps"],
+            "step_size_min": min(sizes),
+            "step_size_mean": round(sum(sizes) / len(sizes), 2),
+            "step_size_max": max(sizes),
+            "chunked_prompts": sum(len(r.prefill_chunks) > 1 for r in requests),
+        },
+        "serve_seconds": round(serve_s, 2),
+        "onpolicy_seconds": round(check_s, 2),
+    }
+
+
+def print_table(results: list[dict]) -> None:
+    header = f"{'mode':18s}{'runs':>6s}{'unique completions':>20s}{'runs w/ differing logits':>26s}{'on-policy tokens differing':>28s}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        op = r["onpolicy"]
+        print(
+            f"{r['mode']:18s}{r['runs']:6d}{r['unique_completions']:20d}{r['logits_differing_runs']:26d}"
+            f"{op['num_differing']:>14d} / {op['num_tokens']:<11d}"
+        )
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--preset", default=None, choices=sorted(PRESETS), help="model shape (default: tiny on CPU, llama-1b on CUDA)")
+    ap.add_argument("--dim", type=int)
+    ap.add_argument("--layers", type=int)
+    ap.add_argument("--heads", type=int)
+    ap.add_argument("--kv-heads", type=int)
+    ap.add_argument("--ffn-dim", type=int)
+    ap.add_argument("--vocab", type=int)
+    ap.add_argument("--max-seq-len", type=int)
+    ap.add_argument("--slots", type=int, help="KV cache slots (requests running at once)")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: float32 on CPU, bfloat16 on CUDA")
+    ap.add_argument("--checkpoint", help="a state dict for the model (HF Llama names accepted)")
+    ap.add_argument("--runs", type=int, default=8, help="submissions of the target prompt")
+    ap.add_argument("--requests", type=int, default=None, help="random companion requests")
+    ap.add_argument("--max-tokens-per-step", type=int)
+    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated: stock, batch_invariant, eager")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", help="write the results as JSON here")
+    return ap.parse_args(argv)
+
+
+def config_from_args(a):
+    """(ModelArgs, Workload, EngineConfig, dtype) from the command line."""
+    preset = a.preset or ("tiny" if a.device == "cpu" else "llama-1b")
+    args = ModelArgs(**asdict(PRESETS[preset]))
+    for flag, name in [("dim", "dim"), ("layers", "n_layers"), ("heads", "n_heads"), ("kv_heads", "n_kv_heads"),
+                       ("ffn_dim", "ffn_dim"), ("vocab", "vocab_size"), ("max_seq_len", "max_seq_len"), ("slots", "max_batch")]:
+        if getattr(a, flag) is not None:
+            setattr(args, name, getattr(a, flag))
+    dtype = getattr(torch, a.dtype or ("float32" if a.device == "cpu" else "bfloat16"))
+    if preset == "tiny":
+        workload = Workload(runs=a.runs, requests=8 if a.requests is None else a.requests, seed=a.seed)
+        engine = EngineConfig(seed=a.seed)
+    else:  # long prompts, chunked prefill over several steps, many requests at once
+        workload = Workload(
+            runs=a.runs, requests=500 if a.requests is None else a.requests, target_prompt_len=200,
+            prompt_len=(16, 300), max_new_tokens=(16, 96), target_new_tokens=64, seed=a.seed,
+        )
+        engine = EngineConfig(max_tokens_per_step=512, max_prefill_chunk=256, kv_len_multiple=64, seed=a.seed)
+    if a.max_tokens_per_step:
+        engine.max_tokens_per_step = a.max_tokens_per_step
+    return args, workload, engine, dtype
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    warnings.filterwarnings("ignore", message="inductor_bi: running batch-invariant Triton kernels on the CPU")
+    args, workload, engine_config, dtype = config_from_args(a)
+    device = torch.device(a.device)
+    model = build_model(args, device, dtype, seed=a.seed, checkpoint=a.checkpoint)
+    print(f"model {args}, {dtype}, {device}; torch {torch.__version__}")
+    print(f"workload: one prompt ({workload.target_prompt_len} tokens, {workload.target_new_tokens} new) submitted "
+          f"{workload.runs} times among {workload.requests} random requests; engine {engine_config}")
+
+    results = []
+    t_all = time.perf_counter()
+    for mode in a.modes.split(","):
+        t0 = time.perf_counter()
+        res = run_mode(mode, model, workload, engine_config, device)
+        res["total_seconds"] = round(time.perf_counter() - t0, 2)
+        results.append(res)
+        e = res["engine"]
+        print(f"[{mode}] {e['requests']} requests in {e['steps']} steps, tokens per step {e['step_size_min']}.."
+              f"{e['step_size_max']} (mean {e['step_size_mean']}), {e['mixed_prefill_decode_steps']} steps mixed "
+              f"prefill and decode, {e['chunked_prompts']} prompts prefilled in several chunks; target runs saw {res['distinct_batch_histories']} distinct batch histories; "
+              f"{res['total_seconds']} s (compile included)")
+    print()
+    print_table(results)
+    print()
+    for r in results:
+        steps = r["first_differing_step_per_run"]
+        if r["logits_differing_runs"]:
+            print(f"{r['mode']}: first generated step whose logits differ from run 0, per run: {steps}")
+        else:
+            print(f"{r['mode']}: every run's logits are bitwise identical to run 0's at every step")
+        first = r["onpolicy"]["first_difference"]
+        if first:
+            print(f"{r['mode']}: first sampler/trainer log-prob mismatch: {first}")
+    by_mode = {r["mode"]: r for r in results}
+    if "stock" in by_mode and by_mode["stock"]["logits_differing_runs"] == 0:
+        print("\nNote: stock torch.compile gave bitwise identical logits in every run of this workload on this "
+              "machine (its kernels' orders happened not to depend on these batch shapes); try a larger model, "
+              "more requests or a GPU.")
+    bi = by_mode.get("batch_invariant")
+    failed = bi is not None and (
+        bi["unique_completions"] != 1 or bi["logits_differing_runs"] != 0 or bi["onpolicy"]["num_differing"] != 0
+    )
+    print(f"\ntotal {time.perf_counter() - t_all:.1f} s")
+    if a.out:
+        Path(a.out).write_text(json.dumps({"model": asdict(args), "dtype": str(dtype), "device": str(device),
+                                           "torch": torch.__version__, "workload": asdict(workload),
+                                           "engine": asdict(engine_config), "results": results}, indent=2))
+        print(f"wrote {a.out}")
+    if failed:
+        print("batch_invariant: NOT invariant (a bug: please report it with this output)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""examples/llm.py on CPU: a served prompt's logits do not depend on its batch, the sampler's
+log-probs are the trainer's, and assert_batch_invariant passes / names the diverging layer.
+
+Tiny model, small workload: the backend's kernels run in Triton's interpreter here. Stock
+torch.compile's behaviour is not asserted (it depends on the platform); the example prints it.
+"""
+
+import importlib.util
+import math
+import pathlib
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inductor_bi.onpolicy import assert_on_policy, sampler_trainer_mismatch
+from inductor_bi.testing import ModuleDivergence, assert_batch_invariant, find_first_diverging_module, row_positions, sub_batches
+
+
+def _load_example():
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "llm.py"
+    spec = importlib.util.spec_from_file_location("llm_example", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+llm = _load_example()
+
+# Three submissions of one 12-token prompt (prefilled in chunks of up to 5) among three companions.
+WORKLOAD = llm.Workload(runs=3, requests=3, target_prompt_len=12, prompt_len=(3, 8), max_new_tokens=(2, 4), target_new_tokens=3, seed=3)
+ENGINE = llm.EngineConfig(max_tokens_per_step=12, max_prefill_chunk=5, seed=3)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return llm.build_model(llm.ModelArgs(), "cpu", torch.float32, seed=0)
+
+
+@pytest.fixture(scope="module")
+def compiled(model):
+    torch._dynamo.reset()
+    return llm.compile_model("batch_invariant", model)
+
+
+@pytest.fixture(scope="module")
+def served(model, compiled):
+    requests, engine = llm.serve(compiled, model, WORKLOAD, ENGINE, "cpu")
+    return requests, engine
+
+
+def test_served_prompt_has_one_completion_and_identical_logits(served):
+    requests, engine = served
+    runs = llm.compare_target_runs(requests)
+    # The experiment is not vacuous: the runs were batched differently, prefill mixed with decode.
+    assert runs["distinct_batch_histories"] == WORKLOAD.runs
+    assert engine.stats["mixed_steps"] > 0
+    assert len(set(engine.stats["step_sizes"])) > 2
+    assert all(len(r.prefill_chunks) > 1 for r in requests if r.is_target)  # chunked prefill
+    assert runs["unique_completions"] == 1
+    assert runs["logits_differing_runs"] == 0, runs["first_differing_step_per_run"]
+
+
+def test_sampler_logprobs_equal_trainer_logprobs(served, compiled):
+    requests, _ = served
+    report = llm.check_onpolicy(compiled, requests, "cpu")  # batches of 4, shuffled
+    assert report.on_policy, report
+    assert report.num_tokens == sum(r.max_new_tokens for r in requests)
+
+
+def test_onpolicy_report_names_the_first_differing_token(served, compiled):
+    """Two sequences in one trainer batch (batched unlike the check above); one log-prob one ulp
+    off: exactly that token is reported, every other one is bitwise equal."""
+    requests, _ = served
+    seqs = [torch.tensor(r.sequence) for r in requests[:2]]
+    logprobs = [torch.stack(r.logprobs).clone() for r in requests[:2]]
+    logprobs[1][2] = torch.nextafter(logprobs[1][2], torch.tensor(-math.inf))  # one ulp off
+    report = sampler_trainer_mismatch(compiled.forward, seqs, logprobs, logprobs_fn=compiled.logprobs)
+    assert (report.num_differing, report.num_tokens) == (1, sum(len(lp) for lp in logprobs))
+    first = report.first_difference
+    assert (first.sequence, first.position) == (1, len(seqs[1]) - len(logprobs[1]) + 2)
+    assert first.token == int(seqs[1][first.position]) and not report.on_policy
+    with pytest.raises(AssertionError, match="off-policy: 1 of"):
+        assert_on_policy(compiled.forward, seqs, logprobs, logprobs_fn=compiled.logprobs)
+
+
+def test_assert_batch_invariant_passes_on_compiled_model(compiled):
+    tokens = torch.randint(0, 256, (3, 8))
+    assert_batch_invariant(compiled.forward, tokens)  # every row alone, and in sub-batches of 2
+
+
+@given(data=st.data())
+@settings(max_examples=2)
+def test_any_sub_batch_row_equals_full_batch_row(compiled, data):
+    tokens = torch.randint(0, 256, (4, 8))
+    rows = data.draw(sub_batches(4), label="sub-batch rows")
+    with torch.no_grad():
+        full, sub = compiled.forward(tokens), compiled.forward(tokens[rows.start : rows.stop])
+    row = data.draw(row_positions(len(rows)), label="row in sub-batch")
+    assert torch.equal(full[rows.start + row], sub[row])
+
+
+class BatchStatsRMSNorm(nn.Module):
+    """A deliberate bug: the statistics are taken over the whole batch, not per row."""
+
+    def __init__(self, norm):
+        super().__init__()
+        self.weight, self.eps = norm.weight, norm.eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean((0, -1), keepdim=True) + self.eps) * self.weight
+
+
+def test_assert_batch_invariant_names_the_first_diverging_layer():
+    model = llm.build_model(llm.ModelArgs(), "cpu", torch.float32, seed=0)
+    model.layers[0].input_layernorm = BatchStatsRMSNorm(model.layers[0].input_layernorm)
+    tokens = torch.randint(0, 256, (3, 8))
+    with pytest.raises(AssertionError) as err:
+        assert_batch_invariant(model, tokens)
+    message = str(err.value)
+    assert "row 0 of a batch of 3 differs" in message
+    assert "first diverging submodule: 'layers.0.input_layernorm' (BatchStatsRMSNorm)" in message
+    assert "the 1 module outputs before it were equal" in message  # embed_tokens
+
+
+def test_diverging_layer_is_found_through_a_compiled_module():
+    """The hooks must fire inside a torch.compile'd module (a fresh compile with the same
+    backend: here Dynamo's eager backend, to keep the test fast)."""
+    model = llm.build_model(llm.ModelArgs(n_layers=1), "cpu", torch.float32, seed=0)
+    model.layers[0].input_layernorm = BatchStatsRMSNorm(model.layers[0].input_layernorm)
+    compiled = torch.compile(model, backend="eager", dynamic=True)
+    tokens = torch.randint(0, 256, (2, 6))
+    with torch.no_grad():
+        compiled(tokens)  # compiled and cached without hooks first, as in a user's test
+    found = find_first_diverging_module(compiled, (tokens,), range(0, 1), 0)
+    assert isinstance(found, ModuleDivergence), found
+    assert found.name == "layers.0.input_layernorm"
