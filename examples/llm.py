@@ -232,7 +232,13 @@ def build_model(args: ModelArgs, device, dtype, seed: int = 0, checkpoint: str |
     if checkpoint:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         state = {k.removeprefix("model."): v for k, v in state.items()}  # HF LlamaForCausalLM
-        model.load_state_dict(state, strict=False)
+        if "lm_head.weight" not in state and "embed_tokens.weight" in state:
+            state["lm_head.weight"] = state["embed_tokens.weight"]  # tied embeddings (Llama 3.2)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing:
+            raise ValueError(f"--checkpoint {checkpoint}: missing parameters {missing}; do the flags match its config?")
+        if unexpected:
+            print(f"--checkpoint {checkpoint}: ignored {len(unexpected)} unknown entries, e.g. {unexpected[:3]}")
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     model.setup_kv_cache()
     return model
@@ -281,17 +287,22 @@ class Engine:
     """Each step: admit arrived requests into free cache slots, then batch one decode token per
     running request plus prefill chunks (random sizes, within the token budget), run one forward
     over the T flattened tokens, and pick the next token greedily for every row that ends its
-    request's known tokens."""
+    request's known tokens.
+
+    The schedule depends on the arrivals, lengths and the engine's seed only (there is no EOS),
+    never on the tokens generated: every mode serves the same batches, step for step."""
 
     def __init__(self, step_fn, logprobs_fn, args: ModelArgs, device, config: EngineConfig):
         self.step_fn, self.logprobs_fn = step_fn, logprobs_fn
         self.args, self.device, self.config = args, torch.device(device), config
         self.rng = random.Random(config.seed)
-        self.stats = {"steps": 0, "tokens": 0, "mixed_steps": 0, "step_sizes": []}
+        self.stats = {"steps": 0, "tokens": 0, "mixed_steps": 0, "step_sizes": [], "step_seconds": []}
 
     def run(self, requests: list[Request]) -> list[Request]:
         waiting = sorted(requests, key=lambda r: (r.arrival, r.rid))
         for r in waiting:
+            if not r.prompt or r.max_new_tokens < 1:
+                raise ValueError(f"request {r.rid} needs a prompt and max_new_tokens >= 1")
             if len(r.prompt) + r.max_new_tokens - 1 > self.args.max_seq_len:
                 raise ValueError(f"request {r.rid} needs more than max_seq_len={self.args.max_seq_len} positions")
         running: list[Request] = []
@@ -339,11 +350,16 @@ class Engine:
         n = len(tokens)
         multiple = self.config.kv_len_multiple
         kv_len = min(self.args.max_seq_len, -(-(max(positions) + 1) // multiple) * multiple)
-        as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=self.device)  # noqa: E731
+
+        def as_tensor(xs):
+            return torch.tensor(xs, dtype=torch.long, device=self.device)
+
+        t0 = time.perf_counter()
         logits = self.step_fn(as_tensor(tokens), as_tensor(slots), as_tensor(positions), kv_len)
         next_tokens = logits.argmax(-1)  # greedy (temperature 0); ties pick the lowest id
         logprobs = self.logprobs_fn(logits, next_tokens)
-        next_tokens_host = next_tokens.tolist()
+        next_tokens_host = next_tokens.tolist()  # waits for the GPU
+        self.stats["step_seconds"].append(time.perf_counter() - t0)
 
         self.stats["steps"] += 1
         self.stats["tokens"] += n
@@ -459,8 +475,8 @@ def compare_target_runs(requests: list[Request]) -> dict:
 
 
 def check_onpolicy(compiled: CompiledModel, requests: list[Request], device):
-    """The trainer scores every served sequence in one forward per batch of 4 (shuffled), so no
-    sequence shares a batch with the requests it was served with."""
+    """The trainer scores every served sequence (prompt + completion) in one forward per batch of
+    4 shuffled sequences: batched nothing like the engine's steps."""
     return sampler_trainer_mismatch(
         compiled.forward,
         [torch.tensor(r.sequence, device=device) for r in requests],

@@ -9,6 +9,7 @@ every shape- or timing-dependent choice.
 from __future__ import annotations
 
 import functools
+import logging
 import warnings
 from typing import Any
 
@@ -22,11 +23,15 @@ from .passes import OWNED_OPS, check_graph, rewrite_graph
 from .passes.attention import rewrite_attention_calls
 from .passes.guard import report
 
+log = logging.getLogger("inductor_bi")
+
 
 def batch_invariant(gm: torch.fx.GraphModule, example_inputs, mode: str | None = None, options: dict | None = None):
     """Entry point (``torch_dynamo_backends`` group): ``torch.compile(m, backend="batch_invariant")``."""
     opts = Options.parse(options)
-    _attention_rewrites, refusals = rewrite_attention_calls(gm)
+    attention_rewrites, refusals = rewrite_attention_calls(gm)
+    for r in attention_rewrites:
+        log.debug("rewrote %s", r)
     report(refusals, opts.strict)
     return compile_fx(
         gm,

@@ -182,7 +182,7 @@ def explain(
     pinned = inductor_config.pinned_config()
     return ExplainReport(
         title=_title(model),
-        graphs=capture.graphs,
+        graphs=sorted(capture.graphs, key=lambda g: (g.index, _KINDS.index(g.kind))),
         config_device=str(config_device) if config_device is not None else "the traced device",
         traced_on=", ".join(devices) or "no tensor input",
         dynamic=dynamic,
@@ -194,6 +194,9 @@ def explain(
     )
 
 
+_KINDS = ("dynamo", "forward", "inference", "backward")
+
+
 class _Capture:
     """A backend that mirrors ``backend.batch_invariant`` but records instead of compiling."""
 
@@ -201,7 +204,7 @@ class _Capture:
         self.config_device = config_device
         self.fake_mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else None
         self.graphs: list[GraphReport] = []
-        self._pending: list[GraphReport] = []
+        self._pending: list[GraphReport] | None = None  # graphs of the backend call under way
         self._index = 0
 
     def has_backward(self) -> bool:
@@ -210,25 +213,26 @@ class _Capture:
     def backend(self, gm: torch.fx.GraphModule, example_inputs, mode: str | None = None, options=None):
         # Dynamo may call a backend more than once for one graph (restarting its analysis);
         # only graphs whose compile returns are reported.
-        self._pending = []
         before = _readable(gm)
         rewrites, refusals = rewrite_attention_calls(gm)
-        self._pending.append(
+        self._pending = [
             GraphReport(self._index, "dynamo", before, _readable(gm), rewrites, [], refusals, _guard_message(refusals))
-        )
-        compiled = compile_fx(
-            gm,
-            example_inputs,
-            inner_compile=self._inner_compile,
-            config_patches=config_patches(mode),
-            decompositions=decompositions(),
-        )
-        self.graphs.extend(self._pending)
-        self._pending = []
+        ]
+        try:
+            compiled = compile_fx(
+                gm,
+                example_inputs,
+                inner_compile=functools.partial(self._inner_compile, index=self._index),
+                config_patches=config_patches(mode),
+                decompositions=decompositions(),
+            )
+            self.graphs.extend(self._pending)
+        finally:
+            self._pending = None
         self._index += 1
         return compiled
 
-    def _inner_compile(self, gm: torch.fx.GraphModule, example_inputs, **kwargs):
+    def _inner_compile(self, gm: torch.fx.GraphModule, example_inputs, *, index: int, **kwargs):
         kind = "backward" if kwargs.get("is_backward") else "inference" if kwargs.get("is_inference") else "forward"
         with unset_fake_temporarily():
             runnable = copy.deepcopy(gm)  # the graph as aot_autograd made it, to run (fake or eager)
@@ -237,8 +241,9 @@ class _Capture:
         for r in rewrites:
             _add_k_chunks(r, self.config_device or _device_of(example_inputs))
         violations = find_violations(gm)
-        self._pending.append(
-            GraphReport(self._index, kind, before, _readable(gm), rewrites, _kept(gm), violations, _guard_message(violations))
+        # A backward compiled at the first .backward() arrives after its backend call returned.
+        (self._pending if self._pending is not None else self.graphs).append(
+            GraphReport(index, kind, before, _readable(gm), rewrites, _kept(gm), violations, _guard_message(violations))
         )
         return self._runner(runnable)
 

@@ -200,3 +200,53 @@ def invariant_layer_norm(
 @invariant_layer_norm.register_fake
 def _(x, normalized_shape, weight, bias, eps):
     return torch.ops.aten.native_layer_norm(x, normalized_shape, weight, bias, eps)
+
+
+# =============================================================================================
+# MoE routing (passes/scatter.py, kernels/scatter.py): invariant_grouped_mm, exact_histc.
+# A separate block, appended; nothing above depends on it.
+# =============================================================================================
+
+from .kernels import scatter as _scatter  # noqa: E402
+
+
+@torch.library.custom_op(f"{LIBRARY}::invariant_grouped_mm", mutates_args=())
+def invariant_grouped_mm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+    """aten._grouped_mm's [S, K] x [G, K, N] form: each group's rows through invariant_matmul."""
+    return _scatter.invariant_grouped_mm(a, b, offs)
+
+
+@invariant_grouped_mm.register_fake
+def _(a, b, offs):
+    torch._check(a.dtype == b.dtype, lambda: f"invariant_grouped_mm: dtypes differ: {a.dtype} vs {b.dtype}")
+    torch._check(a.shape[1] == b.shape[1], lambda: f"invariant_grouped_mm: cannot multiply {a.shape} by {b.shape}")
+    return a.new_empty((a.shape[0], b.shape[2]))
+
+
+def _grouped_mm_setup_context(ctx, inputs, output):
+    a, b, offs = inputs
+    ctx.save_for_backward(a, b, offs)
+
+
+def _grouped_mm_backward(ctx, grad):
+    a, b, offs = ctx.saved_tensors
+    grad_a = grad_b = None
+    if ctx.needs_input_grad[0]:
+        grad_a = invariant_grouped_mm(grad, b.transpose(1, 2), offs)
+    if ctx.needs_input_grad[1]:
+        grad_b = _scatter.grouped_mm_weight_grad(a, grad, offs, b.shape[0])
+    return grad_a, grad_b, None
+
+
+invariant_grouped_mm.register_autograd(_grouped_mm_backward, setup_context=_grouped_mm_setup_context)
+
+
+@torch.library.custom_op(f"{LIBRARY}::exact_histc", mutates_args=())
+def exact_histc(x: torch.Tensor, bins: int, min: float, max: float) -> torch.Tensor:
+    """aten.histc over float32 / float64, counted in int64 (exact in any order)."""
+    return _scatter.exact_histc(x, bins, min, max)
+
+
+@exact_histc.register_fake
+def _(x, bins, min, max):
+    return x.new_empty((bins,))

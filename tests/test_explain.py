@@ -141,8 +141,10 @@ def test_training_reports_the_backward_graph():
 
 def test_backward_is_captured_where_torch_compiles_it_lazily(monkeypatch):
     monkeypatch.setattr(explain_module, "_EAGER_BACKWARD", False)
-    report = inductor_bi.explain(nn.Linear(8, 4), torch.randn(3, 8))
-    assert [g.kind for g in report.graphs] == ["dynamo", "forward", "backward"]
+    report = inductor_bi.explain(nn.Linear(8, 4), torch.randn(3, 8), dynamic=False)  # no SymInt: lazy
+    assert [g.name for g in report.graphs] == ["graph 0 dynamo", "graph 0 forward", "graph 0 backward"]
+    backward = report.graphs[-1]
+    assert [r.original for r in backward.rewrites] == ["aten.mm.default", "aten.sum.dim_IntList"]
 
 
 def test_attention_prepass_is_reported_with_the_cuda_kv_split():

@@ -74,6 +74,9 @@ ORDER_UNSTABLE = {
 # Accumulating writes: only unsafe with accumulate=True.
 ACCUMULATING_PUTS = {"index_put", "_unsafe_index_put", "index_put_"}
 
+# Always-accumulating puts (embedding backward decomposes into this one): atomics.
+ORDER_UNSTABLE["_unsafe_masked_index_put_accumulate"] = "accumulates with atomics (e.g. embedding gradients)"
+
 
 @dataclass
 class Violation:

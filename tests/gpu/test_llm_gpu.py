@@ -31,6 +31,9 @@ def _load_example():
 
 llm = _load_example()
 
+# Companion requests: prompts of 16..300 tokens (chunked prefill above 256), 16..96 new tokens.
+# quick fits ~3 minutes on an H100 from a cold start (compiles included); full serves 500 requests
+# (LLM_GPU_REQUESTS overrides) and fits well inside 10 minutes.
 SIZES = {
     "quick": dict(requests=100, runs=8),
     "full": dict(requests=int(os.environ.get("LLM_GPU_REQUESTS", 500)), runs=16),
@@ -64,12 +67,14 @@ def test_served_prompt_is_bitwise_identical_in_every_batch(model, size):
     t0 = time.perf_counter()
     report = llm.check_onpolicy(compiled, requests, "cuda")
     check_s = time.perf_counter() - t0
-    sizes = engine.stats["step_sizes"]
+    sizes, secs = engine.stats["step_sizes"], engine.stats["step_seconds"]
+    slowest = sorted(range(len(secs)), key=secs.__getitem__)[-3:]
     print(
         f"\n[{size}] {len(requests)} requests, {engine.stats['steps']} steps, {engine.stats['tokens']} tokens, "
         f"tokens per step {min(sizes)}..{max(sizes)}, {engine.stats['mixed_steps']} mixed prefill/decode steps, "
         f"{runs['distinct_batch_histories']} distinct batch histories for {runs['runs']} runs; "
-        f"serve {serve_s:.1f} s (compile included), on-policy check {check_s:.1f} s\n"
+        f"serve {serve_s:.1f} s (steps {sum(secs):.1f} s, median step {sorted(secs)[len(secs) // 2] * 1e3:.1f} ms, "
+        f"slowest (compiles) {[(sizes[i], round(secs[i], 1)) for i in slowest]}), on-policy check {check_s:.1f} s\n"
         f"  unique completions {runs['unique_completions']}, logits-differing runs {runs['logits_differing_runs']}; {report}"
     )
     assert runs["distinct_batch_histories"] > 1 and engine.stats["mixed_steps"] > 0

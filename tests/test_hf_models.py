@@ -1,0 +1,273 @@
+"""Hugging Face causal LMs through the backend (random init, tiny configs, CPU / Triton interpreter).
+
+For Llama, Qwen3, GPT-2 (LayerNorm, GELU, Conv1D) and Qwen3-MoE: a sequence's logits computed alone
+equal (torch.equal) its logits inside a batch of other random sequences, right-padded ones
+included; every attention call went to ``fixed_split_attention``, no unsafe op is left, and the
+whole forward is one graph (``fullgraph=True``: no Python fallback runs outside the backend).
+Greedy ``generate`` with a static cache gives a prompt the same tokens and logits alone and in a
+batch.
+
+Cost control (the interpreter is slow, an Inductor compile is 10-30 s): one compile per model for
+the forward tests where possible. The batch dimension is marked unbacked, so the same graph serves
+batch 1 and batch 4. GPT-2's forward cannot take an unbacked batch (it reshapes the attention mask
+by a batch it reads from input_ids: a data-dependent guard), so it runs plain ``dynamic=True``,
+which specializes batch 1 into a second graph: both modes are covered.
+"""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import inductor_bi.backend as backend  # noqa: E402
+from inductor_bi.passes.guard import find_violations  # noqa: E402
+from inductor_bi.testing import assert_close_to_reference, assert_rows_equal  # noqa: E402
+
+VOCAB = 128
+TINY = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,  # GQA: HF passes enable_gqa=True (or repeat_kv) to SDPA
+    vocab_size=VOCAB,
+    intermediate_size=128,
+    max_position_embeddings=64,
+)
+
+
+def build_model(name: str, experts_implementation: str | None = None) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if name == "llama":
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY))
+    elif name == "qwen3":
+        model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**TINY, head_dim=16))
+    elif name == "gpt2":
+        config = transformers.GPT2Config(
+            n_embd=64, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=64, bos_token_id=1, eos_token_id=1
+        )
+        model = transformers.GPT2LMHeadModel(config)
+    elif name == "qwen3_moe":
+        config = transformers.Qwen3MoeConfig(
+            **TINY,
+            head_dim=16,
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=32,
+            # "batched_mm": gather each token's experts' weights, bmm, then sum the top-k outputs.
+            # Every op of it is rewritten (bmm -> invariant_matmul, sum -> invariant_sum) or exact
+            # (topk, index). The default "grouped_mm" is tested below; "eager" loops over
+            # data-dependent expert hits, which Dynamo cannot trace: it skips those frames and
+            # runs them as plain eager PyTorch, outside the backend (not invariant, and
+            # fullgraph=True refuses it).
+            experts_implementation=experts_implementation or "batched_mm",
+        )
+        model = transformers.Qwen3MoeForCausalLM(config)
+    else:
+        raise ValueError(name)
+    model.generation_config.pad_token_id = 0
+    return model.eval()
+
+
+class GraphRecorder:
+    """Records every aten graph the backend compiles (after the rewrites)."""
+
+    def __init__(self):
+        self.graphs: list[torch.fx.GraphModule] = []
+
+    def __call__(self, gm):
+        rewrites = self._real(gm)
+        self.graphs.append(gm)
+        return rewrites
+
+    def install(self, mp: pytest.MonkeyPatch):
+        self._real = backend.rewrite_graph
+        mp.setattr(backend, "rewrite_graph", self)
+
+
+def _unbacked_batch(*tensors, mark=True):
+    for t in tensors:
+        if mark:
+            torch._dynamo.decorators.mark_unbacked(t, 0)
+    return tensors
+
+
+# GPT-2: `attention_mask.view(batch_size, -1)` with batch_size read from input_ids -> Dynamo cannot
+# prove 12 * u0 // u1 == 12 for two unbacked batch symbols.
+UNBACKED_BATCH = {"llama": True, "qwen3": True, "gpt2": False, "qwen3_moe": True}
+
+
+# Batch of 4 right-padded sequences (lengths 12, 7, 12, 9; pad id 0, attention_mask 0 there).
+LENGTHS = (12, 7, 12, 9)
+
+
+def _batch():
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, VOCAB, (len(LENGTHS), max(LENGTHS)), generator=g)
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(LENGTHS):
+        mask[row, :n] = 1
+    return ids.masked_fill(mask == 0, 0), mask
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen3", "gpt2", "qwen3_moe"])
+def forward_run(request):
+    """One model compiled once; the batch, two rows alone and a sub-batch of 2 run through it."""
+    torch._dynamo.reset()
+    model = build_model(request.param)
+    ids, mask = _batch()
+    recorder = GraphRecorder()
+    with pytest.MonkeyPatch.context() as mp, torch.no_grad():
+        recorder.install(mp)
+        compiled = torch.compile(model, backend="batch_invariant", dynamic=True, fullgraph=True)
+
+        def logits(rows, length=None):
+            length = length or ids.shape[1]
+            x, m = _unbacked_batch(
+                ids[rows, :length].clone(), mask[rows, :length].clone(), mark=UNBACKED_BATCH[request.param]
+            )
+            return compiled(input_ids=x, attention_mask=m).logits
+
+        out = SimpleNamespace(
+            name=request.param,
+            model=model,
+            ids=ids,
+            mask=mask,
+            full=logits([0, 1, 2, 3]),
+            row1_alone=logits([1], length=LENGTHS[1]),  # alone: no padding at all
+            row2_alone=logits([2]),
+            rows23=logits([2, 3]),
+        )
+    out.graphs = recorder.graphs
+    return out
+
+
+def test_row_alone_equals_row_in_batch(forward_run):
+    r = forward_run
+    n1 = LENGTHS[1]
+    assert_rows_equal(r.full[1:2, :n1], r.row1_alone, f"{r.name}: row 1 (right-padded in the batch) vs alone")
+    assert_rows_equal(r.full[2:3], r.row2_alone, f"{r.name}: row 2 in a batch of 4 vs alone")
+    assert_rows_equal(r.full[2:3], r.rows23[0:1], f"{r.name}: row 2 at position 2 of 4 vs position 0 of 2")
+    n3 = LENGTHS[3]
+    assert_rows_equal(r.full[3:4, :n3], r.rows23[1:2, :n3], f"{r.name}: row 3 in a batch of 4 vs of 2")
+
+
+def test_logits_match_float64_eager(forward_run):
+    r = forward_run
+    reference = copy.deepcopy(r.model).double()
+    with torch.no_grad():
+        want = reference(input_ids=r.ids, attention_mask=r.mask).logits
+    for row, n in enumerate(LENGTHS):  # padded positions' logits are not meaningful
+        assert_close_to_reference(r.full[row, :n], want[row, :n], dtype=torch.float32, tol_scale=10)
+
+
+def test_one_graph_all_attention_rewritten_nothing_unsafe_left(forward_run):
+    r = forward_run
+    # fullgraph=True: one graph per call signature; an unbacked batch serves every call (batch 4,
+    # 1, 2; L 12, 7) with one graph, plain dynamic=True adds a batch-1 graph.
+    assert len(r.graphs) == (1 if UNBACKED_BATCH[r.name] else 2), f"{r.name}: {len(r.graphs)} graphs compiled"
+    for gm in r.graphs:
+        _check_graph(r, gm)
+
+
+def _check_graph(r, gm):
+    targets = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+    attention = [t for t in targets if t == "inductor_bi.fixed_split_attention.default"]
+    assert len(attention) == r.model.config.num_hidden_layers
+    assert not [t for t in targets if "scaled_dot_product" in t or "flash_attention" in t]
+    assert find_violations(gm) == []
+    assert "inductor_bi.invariant_matmul.default" in targets
+    norm = "inductor_bi.invariant_layer_norm.default" if r.name == "gpt2" else "inductor_bi.invariant_mean.default"
+    assert norm in targets
+    if r.name == "qwen3_moe":  # router softmax and the top-k combine
+        assert {"inductor_bi.invariant_softmax.default", "inductor_bi.invariant_sum.default"} <= set(targets)
+
+
+# ---------------------------------------------------------------------------------------------
+# Greedy generation with a static cache.
+#
+# generate()'s own auto-compile (CompileConfig / compile_config) compiles only the decode steps:
+# the prefill runs uncompiled, i.e. as plain eager PyTorch, which is not batch-invariant. So the
+# test compiles model.forward itself with the backend (prefill and decode both go through it) and
+# passes disable_compile=True (on CUDA generate would otherwise wrap the forward in its own
+# inductor compile). Plain dynamic=True: batch 1 and batch 3 get separate graphs, prefill and
+# decode too (4 compiles).
+# ---------------------------------------------------------------------------------------------
+
+MAX_NEW_TOKENS = 4
+
+
+def _generate(model, ids):
+    return model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        cache_implementation="static",
+        do_sample=False,
+        max_new_tokens=MAX_NEW_TOKENS,
+        min_new_tokens=MAX_NEW_TOKENS,
+        output_logits=True,
+        return_dict_in_generate=True,
+        disable_compile=True,
+    )
+
+
+def test_greedy_generate_static_cache_prompt_alone_equals_in_batch():
+    torch._dynamo.reset()
+    model = build_model("llama")
+    model.forward = torch.compile(model.forward, backend="batch_invariant", dynamic=True)
+    prompts = torch.randint(1, VOCAB, (3, 6), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        batched = _generate(model, prompts.clone())
+        for row in (1, 2):
+            alone = _generate(model, prompts[row : row + 1].clone())
+            assert torch.equal(alone.sequences[0], batched.sequences[row])
+            assert len(alone.logits) == len(batched.logits) == MAX_NEW_TOKENS
+            for step, (a, b) in enumerate(zip(alone.logits, batched.logits)):
+                assert_rows_equal(b[row : row + 1], a, f"row {row}, generated token {step}")
+
+
+# ---------------------------------------------------------------------------------------------
+# MoE with HF's default experts implementation ("grouped_mm").
+#
+# Its aten graph: topk (router), sort (group tokens by expert), index (gather), histc (tokens per
+# expert, over float expert ids on CPU/MPS, int ids on CUDA), cumsum(dtype=int32) (group offsets),
+# a grouped matmul (transformers::grouped_mm_fallback for fp32 weights, aten._grouped_mm for bf16),
+# index_put (inverse permutation, integer, no accumulate), index, sum over top-k.
+# The grouped matmul runs one aten mm per expert with M = that expert's token count, which depends
+# on the batch: not invariant. The backend must either rewrite it (passes/scatter.py, when
+# registered) or refuse it in strict mode; it must never compile it silently.
+# ---------------------------------------------------------------------------------------------
+
+
+def _scatter_pass_registered() -> bool:
+    from inductor_bi import passes
+
+    return any(p.__module__.endswith("passes.scatter") for p in passes.PASSES)
+
+
+def test_moe_default_grouped_mm_is_invariant_or_refused():
+    torch._dynamo.reset()
+    model = build_model("qwen3_moe", experts_implementation="grouped_mm")
+    assert model.config._experts_implementation == "grouped_mm"
+    compiled = torch.compile(model, backend="batch_invariant", dynamic=True, fullgraph=True)
+    ids, mask = _batch()
+    with torch.no_grad():
+
+        def logits(rows):
+            x, m = _unbacked_batch(ids[rows].clone(), mask[rows].clone())
+            return compiled(input_ids=x, attention_mask=m).logits
+
+        if not _scatter_pass_registered():
+            with pytest.raises(Exception, match="BatchInvarianceError"):
+                logits([0, 2, 3])
+            return
+        full = logits([0, 2, 3])
+        assert_rows_equal(full[1:2], logits([2]), "grouped_mm MoE: row 2 in a batch of 3 vs alone")
+        reference = copy.deepcopy(model).double()
+        reference.set_experts_implementation("batched_mm")  # eager grouped_mm has no float64 kernel
+        want = reference(input_ids=ids[:1], attention_mask=mask[:1]).logits
+    assert_close_to_reference(full[0], want[0], dtype=torch.float32, tol_scale=10)
