@@ -36,7 +36,6 @@ from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 from torch.utils import _pytree as pytree
 
 from . import inductor_config
-from .kernels import configs
 from .backend import config_patches, decompositions
 from .errors import BatchInvarianceError
 from .options import Options
@@ -238,8 +237,6 @@ class _Capture:
             runnable = copy.deepcopy(gm)  # the graph as aot_autograd made it, to run (fake or eager)
         before = _readable(gm)
         rewrites = rewrite_graph(gm)  # the backend's passes (they log each rewrite themselves)
-        for r in rewrites:
-            _add_k_chunks(r, self.config_device or _device_of(example_inputs))
         violations = find_violations(gm)
         # A backward compiled at the first .backward() arrives after its backend call returned.
         (self._pending if self._pending is not None else self.graphs).append(
@@ -256,25 +253,6 @@ class _Capture:
 
         run._boxed_call = True  # aot_autograd's calling convention: one list of arguments
         return run
-
-
-def _add_k_chunks(rewrite: Rewrite, device: torch.device) -> None:
-    """The matmul's split: how its K extent falls into fixed K chunks (the unit of split-K)."""
-    if rewrite.replacement != "inductor_bi.invariant_matmul.default" or "k_chunk" not in rewrite.details:
-        return
-    k = rewrite.shapes[-1][-2]  # b, the last operand, is [..., K, N]
-    k = k.node.maybe_as_int() if isinstance(k, torch.SymInt) else k
-    if not isinstance(k, int):
-        rewrite.details["K"] = "symbolic: chunks of k_chunk"
-        return
-    dtype = getattr(torch, rewrite.dtype.removeprefix("torch."))
-    cfg = configs.matmul_config(dtype, device, interpreted=device.type != "cuda")
-    chunk = configs.matmul_k_chunk(cfg, k)
-    rewrite.details["K"] = f"{k} = {-(-k // chunk)} chunk(s) of {chunk}"
-
-
-def _device_of(example_inputs) -> torch.device:
-    return next((t.device for t in example_inputs if isinstance(t, torch.Tensor)), torch.device("cpu"))
 
 
 def _kept(gm: torch.fx.GraphModule) -> list[KeptReduction]:

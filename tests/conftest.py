@@ -5,6 +5,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+from tests._support import graphs  # noqa: F401  (fixture: the aten graphs the backend rewrote)
+
 # CI runs the Triton interpreter on 2 CPU cores: few examples. The GPU run raises them.
 settings.register_profile(
     "ci", max_examples=12, deadline=None, derandomize=True,

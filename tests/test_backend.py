@@ -34,21 +34,6 @@ class MLP(nn.Module):
         return z.transpose(0, 1).reshape(b, -1) + y
 
 
-@pytest.fixture
-def graphs(monkeypatch):
-    """Record every aten graph the backend rewrites (after the rewrite)."""
-    seen = []
-    real = backend.rewrite_graph
-
-    def recording(gm):
-        rewrites = real(gm)
-        seen.append((gm, rewrites))
-        return rewrites
-
-    monkeypatch.setattr(backend, "rewrite_graph", recording)
-    return seen
-
-
 def test_backend_resolves_by_name_after_install():
     assert torch._dynamo.lookup_backend("batch_invariant") is inductor_bi.batch_invariant
 

@@ -27,6 +27,7 @@ transformers = pytest.importorskip("transformers")
 import inductor_bi.backend as backend  # noqa: E402
 from inductor_bi.passes.guard import find_violations  # noqa: E402
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal  # noqa: E402
+from tests._support import build_hf_model  # noqa: E402
 
 VOCAB = 128
 TINY = dict(
@@ -41,36 +42,7 @@ TINY = dict(
 
 
 def build_model(name: str, experts_implementation: str | None = None) -> torch.nn.Module:
-    torch.manual_seed(0)
-    if name == "llama":
-        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY))
-    elif name == "qwen3":
-        model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**TINY, head_dim=16))
-    elif name == "gpt2":
-        config = transformers.GPT2Config(
-            n_embd=64, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=64, bos_token_id=1, eos_token_id=1
-        )
-        model = transformers.GPT2LMHeadModel(config)
-    elif name == "qwen3_moe":
-        config = transformers.Qwen3MoeConfig(
-            **TINY,
-            head_dim=16,
-            num_experts=4,
-            num_experts_per_tok=2,
-            moe_intermediate_size=32,
-            # "batched_mm": gather each token's experts' weights, bmm, then sum the top-k outputs.
-            # Every op of it is rewritten (bmm -> invariant_matmul, sum -> invariant_sum) or exact
-            # (topk, index). The default "grouped_mm" is tested below; "eager" loops over
-            # data-dependent expert hits, which Dynamo cannot trace: it skips those frames and
-            # runs them as plain eager PyTorch, outside the backend (not invariant, and
-            # fullgraph=True refuses it).
-            experts_implementation=experts_implementation or "batched_mm",
-        )
-        model = transformers.Qwen3MoeForCausalLM(config)
-    else:
-        raise ValueError(name)
-    model.generation_config.pad_token_id = 0
-    return model.eval()
+    return build_hf_model(name, TINY, head_dim=16, moe=(4, 32), experts_implementation=experts_implementation)
 
 
 class GraphRecorder:

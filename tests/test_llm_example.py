@@ -5,13 +5,12 @@ Tiny model, small workload: the backend's kernels run in Triton's interpreter he
 torch.compile's behaviour is not asserted (it depends on the platform); the example prints it.
 """
 
-import importlib.util
 import math
-import pathlib
-import sys
 
 import pytest
 import torch
+
+from tests._support import load_example
 import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,16 +26,7 @@ from inductor_bi.testing import (
 )
 
 
-def _load_example():
-    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "llm.py"
-    spec = importlib.util.spec_from_file_location("llm_example", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-llm = _load_example()
+llm = load_example("llm")
 
 # Three submissions of one 12-token prompt (prefilled in chunks of up to 5) among three companions.
 WORKLOAD = llm.Workload(runs=3, requests=3, target_prompt_len=12, prompt_len=(3, 8), max_new_tokens=(2, 4), target_new_tokens=3, seed=3)

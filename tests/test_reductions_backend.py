@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import inductor_bi
-import inductor_bi.backend as backend
 from inductor_bi.passes.guard import find_violations
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
 
@@ -42,20 +41,6 @@ class Block(nn.Module):
         h = x + self.o(F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, n, d))
         y = self.norm2(h)
         return h + self.down(F.silu(self.gate(y)) * self.up(y))
-
-
-@pytest.fixture
-def graphs(monkeypatch):
-    seen = []
-    real = backend.rewrite_graph
-
-    def recording(gm):
-        rewrites = real(gm)
-        seen.append((gm, rewrites))
-        return rewrites
-
-    monkeypatch.setattr(backend, "rewrite_graph", recording)
-    return seen
 
 
 @pytest.fixture(scope="module", params=["rms", "layer"])

@@ -40,6 +40,65 @@ SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 @triton.jit
+def _online_softmax_step(
+    q, k_base, v_base, mask_base, n_start, part_m, part_l, part_a,
+    offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2,
+    MASKED: tl.constexpr,
+    IS_CAUSAL: tl.constexpr,
+    MASK_KIND: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """Fold keys [n_start, n_start + BLOCK_N) into one split's (m, l, a). ``MASKED=False`` is
+    only for a block every row sees whole: it then computes exactly what the masked step would
+    (every where() below picks its first operand), without the masking work."""
+    LOG2E: tl.constexpr = 1.4426950408889634
+    offs_n = n_start + tl.arange(0, BLOCK_N)
+    offs_n64 = offs_n.to(tl.int64)
+    if MASKED:
+        n_ok = offs_n < Lk
+        k = tl.load(k_base + offs_n64[None, :] * stride_kn, mask=d_ok[:, None] & n_ok[None, :], other=0.0)
+        v = tl.load(v_base + offs_n64[:, None] * stride_vn, mask=n_ok[:, None] & dv_ok[None, :], other=0.0)
+    else:
+        k = tl.load(k_base + offs_n64[None, :] * stride_kn, mask=d_ok[:, None], other=0.0)
+        v = tl.load(v_base + offs_n64[:, None] * stride_vn, mask=dv_ok[None, :], other=0.0)
+    scores = tl.dot(q, k, input_precision=INPUT_PRECISION, out_dtype=tl.float32) * qk_scale_log2
+    if MASKED:
+        visible = row_ok[:, None] & n_ok[None, :]
+        if MASK_KIND != 0:
+            mvals = tl.load(mask_base + offs_n64[None, :] * stride_mn, mask=visible, other=0)
+            if MASK_KIND == 1:
+                visible = visible & (mvals != 0)
+            else:
+                scores = scores + mvals.to(tl.float32) * LOG2E
+        if IS_CAUSAL:
+            visible = visible & (offs_n[None, :] <= offs_m[:, None])
+        scores = tl.where(visible, scores, float("-inf"))
+    blk_m = tl.max(scores, 1)
+    new_m = tl.maximum(part_m, blk_m)
+    if MASKED:
+        # Subtract 0 instead of -inf so a row that sees nothing yet gets 0s, not NaNs.
+        sub_m = tl.where(new_m == float("-inf"), 0.0, new_m)
+    else:
+        sub_m = new_m  # finite: the block's scores are
+    alpha = tl.exp2(part_m - sub_m)
+    p = tl.exp2(scores - sub_m[:, None])
+    new_l = part_l * alpha + tl.sum(p, 1)
+    new_a = tl.dot(
+        p.to(v.dtype), v, part_a * alpha[:, None],
+        input_precision=INPUT_PRECISION, out_dtype=tl.float32,
+    )
+    if MASKED:
+        # A block the row cannot see leaves its state untouched, bit for bit: so a longer
+        # cache, a causal tail or another row's reach changes nothing.
+        sees_block = blk_m > float("-inf")
+        new_m = tl.where(sees_block, new_m, part_m)
+        new_l = tl.where(sees_block, new_l, part_l)
+        new_a = tl.where(sees_block[:, None], new_a, part_a)
+    return new_m, new_l, new_a
+
+
+@triton.jit
 def _fixed_split_attention_kernel(
     Q, K, V, MASK, OUT, LSE, WORK_M, WORK_L, WORK_A,
     Lq, Lk, D, DV, HQ, KV_GROUP, N_SPLITS,
@@ -59,7 +118,6 @@ def _fixed_split_attention_kernel(
     BLOCK_DV: tl.constexpr,
     KV_SPLIT: tl.constexpr,
 ):
-    LOG2E: tl.constexpr = 1.4426950408889634
     LN2: tl.constexpr = 0.6931471805599453
     # One flat grid axis (the batch*heads product can pass CUDA's 65535 limit on axis 1); the
     # query blocks of one head are neighbours so they share its K/V in L2.
@@ -89,6 +147,12 @@ def _fixed_split_attention_kernel(
     if IS_CAUSAL:  # top-left aligned like torch: row i sees keys j <= i
         kv_end = tl.minimum(Lk, tl.minimum(Lq, q_start + BLOCK_M))
     n_live_splits = tl.cdiv(kv_end, KV_SPLIT)
+    # Keys [0, full_end) are visible to every row of the tile in whole BLOCK_N blocks.
+    full_end = 0
+    if MASK_KIND == 0:
+        full_end = (Lk // BLOCK_N) * BLOCK_N
+        if IS_CAUSAL:  # block [n, n + BLOCK_N) is whole for row q_start iff n + BLOCK_N <= q_start + 1
+            full_end = tl.minimum(full_end, ((q_start + 1) // BLOCK_N) * BLOCK_N)
 
     # Workspace: [B*HQ, N_SPLITS, Lq] for (m, l) and [B*HQ, N_SPLITS, Lq, DV] for a.
     work_row = pid_bh * N_SPLITS * Lq + offs_m64
@@ -125,41 +189,24 @@ def _fixed_split_attention_kernel(
             part_m = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
             part_l = tl.zeros((BLOCK_M,), dtype=tl.float32)
             part_a = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
-            n_hi = tl.minimum(s * KV_SPLIT + KV_SPLIT, kv_end)
-            for n_start in range(s * KV_SPLIT, n_hi, BLOCK_N):
-                offs_n = n_start + tl.arange(0, BLOCK_N)
-                n_ok = offs_n < Lk
-                offs_n64 = offs_n.to(tl.int64)
-                k = tl.load(k_base + offs_n64[None, :] * stride_kn, mask=d_ok[:, None] & n_ok[None, :], other=0.0)
-                v = tl.load(v_base + offs_n64[:, None] * stride_vn, mask=n_ok[:, None] & dv_ok[None, :], other=0.0)
-                scores = tl.dot(q, k, input_precision=INPUT_PRECISION, out_dtype=tl.float32) * qk_scale_log2
-                visible = row_ok[:, None] & n_ok[None, :]
-                if MASK_KIND != 0:
-                    mvals = tl.load(mask_base + offs_n64[None, :] * stride_mn, mask=visible, other=0)
-                    if MASK_KIND == 1:
-                        visible = visible & (mvals != 0)
-                    else:
-                        scores = scores + mvals.to(tl.float32) * LOG2E
-                if IS_CAUSAL:
-                    visible = visible & (offs_n[None, :] <= offs_m[:, None])
-                scores = tl.where(visible, scores, float("-inf"))
-                blk_m = tl.max(scores, 1)
-                sees_block = blk_m > float("-inf")
-                new_m = tl.maximum(part_m, blk_m)
-                # Subtract 0 instead of -inf so a row that sees nothing yet gets 0s, not NaNs.
-                sub_m = tl.where(new_m == float("-inf"), 0.0, new_m)
-                alpha = tl.exp2(part_m - sub_m)
-                p = tl.exp2(scores - sub_m[:, None])
-                new_l = part_l * alpha + tl.sum(p, 1)
-                new_a = tl.dot(
-                    p.to(V.dtype.element_ty), v, part_a * alpha[:, None],
-                    input_precision=INPUT_PRECISION, out_dtype=tl.float32,
+            n_lo = s * KV_SPLIT
+            n_hi = tl.minimum(n_lo + KV_SPLIT, kv_end)
+            # Blocks every row of the tile sees whole come first and skip the masking work; the
+            # rest (causal diagonal, the tail past Lk, any explicit mask) are masked. Same blocks,
+            # same ascending order, and for a whole block the masked step computes the same bits.
+            n_mid = tl.maximum(n_lo, tl.minimum(n_hi, full_end))
+            for n_start in range(n_lo, n_mid, BLOCK_N):
+                part_m, part_l, part_a = _online_softmax_step(
+                    q, k_base, v_base, mask_base, n_start, part_m, part_l, part_a,
+                    offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2,
+                    False, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N,
                 )
-                # A block the row cannot see leaves its state untouched, bit for bit: so a
-                # longer cache, a causal tail or another row's reach changes nothing.
-                part_m = tl.where(sees_block, new_m, part_m)
-                part_l = tl.where(sees_block, new_l, part_l)
-                part_a = tl.where(sees_block[:, None], new_a, part_a)
+            for n_start in range(n_mid, n_hi, BLOCK_N):
+                part_m, part_l, part_a = _online_softmax_step(
+                    q, k_base, v_base, mask_base, n_start, part_m, part_l, part_a,
+                    offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2,
+                    True, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N,
+                )
             if MODE == 1:  # SPLIT: hand the partial to the MERGE program
                 ws = work_row + s * Lq
                 tl.store(WORK_M + ws, part_m, mask=row_ok)

@@ -32,13 +32,18 @@ class MatmulConfig:
     k_chunk: int
     num_warps: int
     num_stages: int
+    # Row tiles that share one column tile in launch order, so the B tile is still in L2 when
+    # the next program needs it. It only decides which program computes which tile, never how.
+    group_m: int = 8
 
 
-# CUDA tiles, per operand dtype. They may depend on (N, K, dtype, device), which the weights
-# fix, never on M. One config per dtype is the baseline; issue "speed" may refine per (N, K).
+# CUDA tiles, per operand dtype. Never a function of M, and not of N either: in ``w @ x.T`` the
+# tokens are the columns, so N can follow the batch just as M does.
 MATMUL_CUDA = {
-    # 64x128x64, 4 warps, 4 stages, 1024-wide K chunks: the best balance measured on an H100
-    # (benchmarks/results/tune_matmul_h100.txt): ~0.5x cuBLAS at large M, >= 0.6x at M <= 64.
+    # 64x128x64, 4 warps, 4 stages, 1024-wide K chunks: on an H100 the best balance over the
+    # Llama shapes (benchmarks/results/tune_matmul_h100_v3.txt): 0.53-0.63x cuBLAS at M >= 2048,
+    # 0.6-1.03x at M = 16..64. 128x128 tiles reach 0.64-0.73x at large M but drop to 0.3-0.5x at
+    # M <= 64 on N <= 4096, where decoding spends its time.
     torch.float16: MatmulConfig(block_m=64, block_n=128, block_k=64, k_chunk=1024, num_warps=4, num_stages=4),
     torch.bfloat16: MatmulConfig(block_m=64, block_n=128, block_k=64, k_chunk=1024, num_warps=4, num_stages=4),
     torch.float32: MatmulConfig(block_m=64, block_n=64, block_k=32, k_chunk=512, num_warps=4, num_stages=3),
@@ -56,7 +61,7 @@ MATMUL_SPLIT_K_MAX_TILES = 64  # split when the output has fewer tiles than this
 
 
 def matmul_config(dtype: torch.dtype, device: torch.device, interpreted: bool) -> MatmulConfig:
-    """The pinned tile config: a function of (dtype, device) only, never of M."""
+    """The pinned tile config: a function of (dtype, device) only, never of M or N."""
     return MATMUL_INTERPRETER if interpreted else MATMUL_CUDA[dtype]
 
 
@@ -148,7 +153,9 @@ ATTENTION_MAX_HEAD_DIM = 256
 # never on batch, heads or Lq. 16-bit inputs run on tensor cores; fp32 gets smaller tiles.
 _ATTENTION_CUDA_16BIT = {
     64: AttentionConfig(block_m=64, block_n=64, kv_split=256, num_warps=4, num_stages=3),
-    128: AttentionConfig(block_m=64, block_n=64, kv_split=256, num_warps=4, num_stages=2),
+    # 512-key splits: fewer partials to merge, 0.61-0.63x SDPA prefill and 0.33-0.43x decode vs
+    # 0.57-0.59x / 0.27-0.40x with 256 (benchmarks/results/tune_attention_h100_v3.txt).
+    128: AttentionConfig(block_m=64, block_n=64, kv_split=512, num_warps=4, num_stages=2),
     256: AttentionConfig(block_m=64, block_n=32, kv_split=256, num_warps=8, num_stages=2),
 }
 _ATTENTION_CUDA_32BIT = {

@@ -4,7 +4,7 @@ Order of the arithmetic for one output element C[b, m, n] (the invariance contra
   total = 0
   for each fixed K chunk c (k_chunk wide, ascending):      # chunks are fixed by K alone
       acc = 0
-      for each BLOCK_K step inside c (ascending):
+      for each BLOCK_K step inside c (ascending; steps wholly past K are skipped):
           acc = tl.dot(A_tile, B_tile, acc)               # pinned tile => pinned MMA instruction
       total = total + acc
   out = epilogue(total)                                   # alpha, beta * bias, cast
@@ -49,50 +49,74 @@ def _invariant_matmul_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     K_CHUNK: tl.constexpr,
+    EVEN_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
 ):
     pid_tile = tl.program_id(0)
     pid_batch = tl.program_id(1).to(tl.int64)
     pid_chunk = tl.program_id(2)  # SPLIT: the K chunk this program owns; otherwise 0
+    # Tile order: GROUP_M row tiles share each column tile while it is in L2. Which program
+    # computes a tile never changes how the tile is computed.
+    tiles_m = tl.cdiv(M, BLOCK_M)
     tiles_n = tl.cdiv(N, BLOCK_N)
-    pid_m = pid_tile // tiles_n
-    pid_n = pid_tile % tiles_n
+    group = pid_tile // (GROUP_M * tiles_n)
+    first_m = group * GROUP_M
+    group_rows = tl.minimum(tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (pid_tile % (GROUP_M * tiles_n)) % group_rows
+    pid_n = (pid_tile % (GROUP_M * tiles_n)) // group_rows
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
     mask_n = offs_n < N
     mask_mn = mask_m[:, None] & mask_n[None, :]
-    n_chunks = tl.cdiv(K, K_CHUNK)
     # int64 offsets: batch, row and column strides can exceed 2**31 on huge tensors.
     offs_m64 = offs_m.to(tl.int64)
     offs_n64 = offs_n.to(tl.int64)
     work_offs = (pid_batch * M + offs_m64[:, None]) * N + offs_n64[None, :]
     work_stride = tl.num_programs(1).to(tl.int64) * M * N  # one [batch, M, N] slab per chunk
+    STEPS: tl.constexpr = K_CHUNK // BLOCK_K  # dot steps per K chunk
+    n_steps = tl.cdiv(K, BLOCK_K)
 
+    total = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     if MODE == 2:  # MERGE: add the chunk partials in ascending order, from zero.
-        total = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-        for c in range(0, n_chunks):
+        for c in range(0, tl.cdiv(K, K_CHUNK)):
             total = total + tl.load(WORK + c * work_stride + work_offs, mask=mask_mn, other=0.0)
     else:
         if MODE == 1:
-            chunk_lo = pid_chunk
-            chunk_hi = pid_chunk + 1
+            step_lo = pid_chunk * STEPS
+            step_hi = tl.minimum(step_lo + STEPS, n_steps)
         else:
-            chunk_lo = 0
-            chunk_hi = n_chunks
-        total = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-        a_base = A + pid_batch * stride_ab + offs_m64[:, None] * stride_am
-        b_base = B + pid_batch * stride_bb + offs_n64[None, :] * stride_bn
-        for c in range(chunk_lo, chunk_hi):
-            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-            for kk in range(0, K_CHUNK, BLOCK_K):
-                offs_k = c * K_CHUNK + kk + tl.arange(0, BLOCK_K)
-                mask_k = offs_k < K
-                offs_k64 = offs_k.to(tl.int64)
-                a = tl.load(a_base + offs_k64[None, :] * stride_ak, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-                b = tl.load(b_base + offs_k64[:, None] * stride_bk, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-                acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-            total = total + acc
+            step_lo = 0
+            step_hi = n_steps
+        # Rows / columns past the edge load a valid row (index wrapped) instead of a masked one:
+        # each output element only ever reads its own row of A and column of B, so the extra rows
+        # are computed and dropped, and the loads need no M / N masks.
+        rows = (offs_m % M).to(tl.int64)
+        cols = (offs_n % N).to(tl.int64)
+        offs_k = step_lo * BLOCK_K + tl.arange(0, BLOCK_K)
+        a_ptrs = A + pid_batch * stride_ab + rows[:, None] * stride_am + offs_k.to(tl.int64)[None, :] * stride_ak
+        b_ptrs = B + pid_batch * stride_bb + offs_k.to(tl.int64)[:, None] * stride_bk + cols[None, :] * stride_bn
+        a_step = tl.full([], BLOCK_K, tl.int64) * stride_ak
+        b_step = tl.full([], BLOCK_K, tl.int64) * stride_bk
+        # One flat loop over the K steps (so the software pipeline never restarts at a chunk
+        # boundary): the accumulator restarts from zero at every chunk boundary and the chunk is
+        # added to the running total, exactly the order the MERGE program follows.
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+        for step in range(step_lo, step_hi):
+            if EVEN_K:
+                a = tl.load(a_ptrs)
+                b = tl.load(b_ptrs)
+            else:
+                k_left = K - step * BLOCK_K
+                a = tl.load(a_ptrs, mask=tl.arange(0, BLOCK_K)[None, :] < k_left, other=0.0)
+                b = tl.load(b_ptrs, mask=tl.arange(0, BLOCK_K)[:, None] < k_left, other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+            if (step + 1) % STEPS == 0 or step + 1 == step_hi:
+                total = total + acc
+                acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+            a_ptrs += a_step
+            b_ptrs += b_step
         if MODE == 1:
             tl.store(WORK + pid_chunk * work_stride + work_offs, total, mask=mask_mn)
 
@@ -206,6 +230,8 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k):
         BLOCK_N=cfg.block_n,
         BLOCK_K=cfg.block_k,
         K_CHUNK=k_chunk,
+        EVEN_K=k % cfg.block_k == 0,
+        GROUP_M=cfg.group_m,
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
     )

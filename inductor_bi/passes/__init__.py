@@ -16,12 +16,13 @@ from ._rewrite import Rewrite
 from .guard import check_graph
 from .matmul import MATMUL_OPS, rewrite_matmuls
 from .reductions import FUSED_OPS, rewrite_reductions
+from .scatter import rewrite_moe_routing
 
 log = logging.getLogger("inductor_bi")
 
 OWNED_OPS = frozenset(MATMUL_OPS) | frozenset(FUSED_OPS)
 
-PASSES = (rewrite_matmuls, rewrite_reductions)
+PASSES = (rewrite_matmuls, rewrite_reductions, rewrite_moe_routing)
 
 
 def rewrite_graph(gm: torch.fx.GraphModule) -> list[Rewrite]:

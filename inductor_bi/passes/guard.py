@@ -69,6 +69,9 @@ ORDER_UNSTABLE = {
     "_flash_attention_forward": "split-KV count chosen from batch x heads",
     "_efficient_attention_forward": "split-KV count chosen from batch x heads",
     "_fused_rms_norm": "a fused library kernel with its own reduction order",
+    "_grouped_mm": "one GEMM per group, its algorithm chosen from the group's row count",
+    "_scaled_grouped_mm": "one GEMM per group, its algorithm chosen from the group's row count",
+    "_scaled_mm": "a cuBLASLt GEMM whose algorithm (and split-K) follows the shape",
 }
 
 # Accumulating writes: only unsafe with accumulate=True.

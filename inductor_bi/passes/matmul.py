@@ -48,24 +48,36 @@ def rewrite_matmuls(gm: torch.fx.GraphModule) -> list[Rewrite]:
             shapes=input_shapes(node),
             dtype=str(val.dtype),
             source=user_source_line(node),
-            details=_config_details(val),
+            details=_config_details(val, args[1].meta["val"].shape[-2]),
         )
         replace_node(node, torch.ops.inductor_bi.invariant_matmul.default, args)
         rewrites.append(record)
     return rewrites
 
 
-def _config_details(val: torch.Tensor, device: torch.device | None = None) -> dict:
-    """The pinned config the kernel will use; ``device`` overrides the traced one (``explain``
-    traces on the CPU and reports the CUDA configs)."""
+def _config_details(val: torch.Tensor, k, device: torch.device | None = None) -> dict:
+    """The pinned config the kernel will use and how K falls into its fixed chunks (the unit of
+    split-K); ``device`` overrides the traced one (``explain`` traces on the CPU and reports the
+    CUDA configs)."""
     if val.dtype not in configs.MATMUL_CUDA:
         return {}
     device = device or val.device
     cfg = configs.matmul_config(val.dtype, device, interpreted=device.type != "cuda")
-    return {
+    details = {
         "kernel": "invariant_matmul",
         "tile": f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k}",
         "k_chunk": cfg.k_chunk,
         "warps": cfg.num_warps,
         "stages": cfg.num_stages,
     }
+    k = _static(k)
+    if k is None:
+        details["K"] = "symbolic: chunks of k_chunk"
+    else:
+        chunk = configs.matmul_k_chunk(cfg, k)
+        details["K"] = f"{k} = {-(-k // chunk)} chunk(s) of {chunk}"
+    return details
+
+
+def _static(size) -> int | None:
+    return size.node.maybe_as_int() if isinstance(size, torch.SymInt) else int(size)

@@ -8,28 +8,18 @@ logits in every run, and sampler log-probs bitwise equal to the trainer's.
     python -m pytest -s tests/gpu/test_llm_gpu.py -k full      # 500 requests (LLM_GPU_REQUESTS=N)
 """
 
-import importlib.util
 import os
-import pathlib
-import sys
 import time
 
 import pytest
 import torch
 
+from tests._support import load_example
+
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-def _load_example():
-    path = pathlib.Path(__file__).resolve().parents[2] / "examples" / "llm.py"
-    spec = importlib.util.spec_from_file_location("llm_example", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-llm = _load_example()
+llm = load_example("llm")
 
 # Companion requests: prompts of 16..300 tokens (chunked prefill above 256), 16..96 new tokens.
 # quick fits ~3 minutes on an H100 from a cold start (compiles included); full serves 500 requests

@@ -1,0 +1,62 @@
+"""Try pinned attention tiles for head dim 128, bf16: prefill (causal, batch 1) and decode (one
+query, batch 16) against stock SDPA, and check each config keeps decode == prefill bitwise for a
+few tokens. Configs may depend on (head dim, dtype, device), never on Lq, batch or heads.
+
+    python benchmarks/tune_attention.py
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from bench_attention import HEAD_DIM, HEADS, KV_HEADS
+from common import median_ms
+from inductor_bi.kernels import configs
+from inductor_bi.kernels.attention import fixed_split_attention
+from inductor_bi.kernels.configs import AttentionConfig
+
+CANDIDATES = [
+    AttentionConfig(block_m=64, block_n=64, kv_split=256, num_warps=4, num_stages=2),
+    AttentionConfig(block_m=64, block_n=64, kv_split=256, num_warps=4, num_stages=3),
+    AttentionConfig(block_m=64, block_n=128, kv_split=256, num_warps=4, num_stages=2),
+    AttentionConfig(block_m=64, block_n=128, kv_split=256, num_warps=8, num_stages=2),
+    AttentionConfig(block_m=128, block_n=64, kv_split=256, num_warps=8, num_stages=2),
+    AttentionConfig(block_m=128, block_n=128, kv_split=256, num_warps=8, num_stages=2),
+    AttentionConfig(block_m=64, block_n=64, kv_split=512, num_warps=4, num_stages=2),
+]
+CASES = [("prefill", 1, 4096, 4096), ("prefill", 1, 8192, 8192), ("decode", 16, 1, 4096), ("decode", 1, 1, 8192), ("decode", 64, 1, 1024)]
+
+
+def main():
+    dt = torch.bfloat16
+    data = {}
+    for kind, b, lq, lk in CASES:
+        g = torch.Generator(device="cuda").manual_seed(lk + b)
+        data[(kind, b, lq, lk)] = [torch.randn(b, h, l, HEAD_DIM, device="cuda", dtype=dt, generator=g)
+                                    for h, l in ((HEADS, lq), (KV_HEADS, lk), (KV_HEADS, lk))]
+    print(f"{'config':34s}" + "".join(f"{k}-B{b}-{lq}x{lk}".rjust(24) for k, b, lq, lk in CASES) + "  decode==prefill")
+    line = "stock SDPA (ms)".ljust(34)
+    stock = {}
+    for case in CASES:
+        q, k, v = data[case]
+        stock[case] = median_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=case[0] == "prefill", enable_gqa=True))
+        line += f"{stock[case]:.3f}".rjust(24)
+    print(line, flush=True)
+    pq, pk, pv = data[CASES[0]]
+    for cfg in CANDIDATES:
+        configs._ATTENTION_CUDA_16BIT[128] = cfg
+        line = f"m{cfg.block_m} n{cfg.block_n} s{cfg.kv_split} w{cfg.num_warps} st{cfg.num_stages}".ljust(34)
+        for case in CASES:
+            q, k, v = data[case]
+            t = median_ms(lambda: fixed_split_attention(q, k, v, is_causal=case[0] == "prefill", enable_gqa=True))
+            line += f"{t:.3f} ({stock[case] / t:.2f})".rjust(24)
+        prefill = fixed_split_attention(pq, pk, pv, is_causal=True, enable_gqa=True)
+        ok = all(torch.equal(prefill[:, :, t : t + 1],
+                             fixed_split_attention(pq[:, :, t : t + 1], pk[:, :, : t + 1], pv[:, :, : t + 1], enable_gqa=True))
+                 for t in (0, 63, 64, 255, 256, 1000, 4095))
+        print(line + ("  yes" if ok else "  NO"), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Shared test support: loading examples/ as modules, recording the graphs the backend rewrites."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_example(name: str):
+    """Import examples/<name>.py (examples/ is not a package)."""
+    module_name = f"{name}_example"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def graphs(monkeypatch):
+    """Every aten graph the backend rewrites, with its rewrites: [(gm, rewrites), ...]."""
+    import inductor_bi.backend as backend
+
+    seen = []
+    real = backend.rewrite_graph
+
+    def recording(gm):
+        rewrites = real(gm)
+        seen.append((gm, rewrites))
+        return rewrites
+
+    monkeypatch.setattr(backend, "rewrite_graph", recording)
+    return seen
+
+
+def build_hf_model(name: str, size: dict, head_dim: int, moe: tuple[int, int], experts_implementation=None):
+    """A randomly initialised Hugging Face causal LM of the given family: ``size`` is the
+    Llama-style config (GPT-2 takes the same dims), ``moe`` is (num_experts, moe_intermediate_size)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    if name == "llama":
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**size))
+    elif name == "qwen3":
+        model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**size, head_dim=head_dim))
+    elif name == "gpt2":
+        config = transformers.GPT2Config(
+            n_embd=size["hidden_size"],
+            n_layer=size["num_hidden_layers"],
+            n_head=size["num_attention_heads"],
+            vocab_size=size["vocab_size"],
+            n_positions=size["max_position_embeddings"],
+            bos_token_id=1,
+            eos_token_id=1,
+        )
+        model = transformers.GPT2LMHeadModel(config)
+    elif name == "qwen3_moe":
+        config = transformers.Qwen3MoeConfig(
+            **size,
+            head_dim=head_dim,
+            num_experts=moe[0],
+            num_experts_per_tok=2,
+            moe_intermediate_size=moe[1],
+            # "batched_mm": gather each token's experts' weights, bmm, then sum the top-k outputs.
+            # Every op of it is rewritten (bmm -> invariant_matmul, sum -> invariant_sum) or exact
+            # (topk, index). The default "grouped_mm" is tested separately; "eager" loops over
+            # data-dependent expert hits, which Dynamo cannot trace: it skips those frames and
+            # runs them as plain eager PyTorch, outside the backend (not invariant, and
+            # fullgraph=True refuses it).
+            experts_implementation=experts_implementation or "batched_mm",
+        )
+        model = transformers.Qwen3MoeForCausalLM(config)
+    else:
+        raise ValueError(name)
+    model.generation_config.pad_token_id = 0
+    return model.eval()
