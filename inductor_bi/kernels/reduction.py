@@ -30,8 +30,9 @@ from .configs import REDUCTION_POINTER_ALIGN, reduction_config
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 # ---------------------------------------------------------------------------------------------
-# Kernels. Each is one @triton.jit function (the interpreter cannot call jit helpers), one row
-# per program, row offsets in int64 so rows * R may exceed 2**31.
+# Kernels: one row per program, row offsets in int64 so rows * R may exceed 2**31. Each is still
+# one @triton.jit body; sharing their row loop through a jit helper (as attention does, see
+# kernels/_launch.py) is a follow-up that needs a GPU run to confirm the bits stay put.
 # ---------------------------------------------------------------------------------------------
 
 
