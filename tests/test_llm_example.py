@@ -9,8 +9,6 @@ import math
 
 import pytest
 import torch
-
-from tests._support import load_example
 import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,6 +22,7 @@ from inductor_bi.testing import (
     row_positions,
     sub_batches,
 )
+from tests._support import load_example
 
 
 llm = load_example("llm")

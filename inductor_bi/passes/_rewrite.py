@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 import torch.fx
 
 
@@ -49,3 +50,11 @@ def replace_node(node: torch.fx.Node, target, args: tuple, kwargs: dict | None =
     node.replace_all_uses_with(new)
     graph.erase_node(node)
     return new
+
+
+def static_int(n) -> int | None:
+    """``n`` as an int when it is one (or a SymInt known to be constant); None otherwise.
+    ``int(symint)`` would install a guard instead."""
+    if isinstance(n, torch.SymInt):
+        return n.node.maybe_as_int()
+    return n if isinstance(n, int) else None

@@ -11,7 +11,7 @@ import torch
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
 from ..kernels import configs
-from ._rewrite import Rewrite, input_shapes, replace_node, user_source_line
+from ._rewrite import Rewrite, input_shapes, replace_node, static_int, user_source_line
 
 aten = torch.ops.aten
 
@@ -70,14 +70,10 @@ def _config_details(val: torch.Tensor, k, device: torch.device | None = None) ->
         "warps": cfg.num_warps,
         "stages": cfg.num_stages,
     }
-    k = _static(k)
+    k = static_int(k)
     if k is None:
         details["K"] = "symbolic: chunks of k_chunk"
     else:
         chunk = configs.matmul_k_chunk(cfg, k)
         details["K"] = f"{k} = {-(-k // chunk)} chunk(s) of {chunk}"
     return details
-
-
-def _static(size) -> int | None:
-    return size.node.maybe_as_int() if isinstance(size, torch.SymInt) else int(size)

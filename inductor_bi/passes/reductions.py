@@ -18,7 +18,7 @@ import torch
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
 from ..kernels import configs
-from ._rewrite import Rewrite, input_shapes, replace_node, user_source_line
+from ._rewrite import Rewrite, input_shapes, replace_node, static_int, user_source_line
 
 aten = torch.ops.aten
 bi = torch.ops.inductor_bi
@@ -106,7 +106,7 @@ def _config_details(x: torch.Tensor, node: torch.fx.Node, device: torch.device |
     """The pinned config the kernel will use for this row extent; ``device`` overrides the traced
     one (``explain`` traces on the CPU and reports the CUDA configs). Never guards on a symbolic
     extent: a guard here would specialize the compiled graph to one batch size."""
-    r = _static_int(_reduced_extent(x, node))
+    r = static_int(_reduced_extent(x, node))
     if r is None:
         return {"kernel": "one row per program", "block_r": "f(R) (R symbolic)"}
     cfg = configs.reduction_config(r, x.dtype, device or x.device)
@@ -124,11 +124,3 @@ def _reduced_extent(x: torch.Tensor, node: torch.fx.Node):
     if not isinstance(out, torch.Tensor):
         return None
     return x.numel() // torch.sym_max(out.numel(), 1)
-
-
-def _static_int(n) -> int | None:
-    """``n`` as an int when it is one (or a SymInt known to be constant); None otherwise.
-    ``int(symint)`` would install a guard instead."""
-    if isinstance(n, torch.SymInt):
-        return n.node.maybe_as_int()
-    return n if isinstance(n, int) else None
