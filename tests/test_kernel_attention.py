@@ -14,7 +14,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from inductor_bi.kernels import configs
-from inductor_bi.kernels.attention import fixed_split_attention, fixed_split_attention_with_lse
+import triton
+import triton.language as tl
+
+from inductor_bi.kernels.attention import _order_free_row_sum, fixed_split_attention, fixed_split_attention_with_lse
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:inductor_bi. running batch-invariant Triton kernels"),
@@ -328,3 +331,42 @@ def test_bad_mask_and_path_raise():
         fixed_split_attention(x, x, x, attn_mask=torch.ones(4, 4, dtype=torch.int32))
     with pytest.raises(ValueError, match="path"):
         fixed_split_attention(x, x, x, path="fast")
+
+
+@triton.jit
+def _row_sum_probe(P, OUT, BLOCK_N: tl.constexpr):
+    rows = tl.arange(0, 16)
+    cols = tl.arange(0, BLOCK_N)
+    p = tl.load(P + rows[:, None] * BLOCK_N + cols[None, :])
+    tl.store(OUT + rows, _order_free_row_sum(p, BLOCK_N))
+
+
+@pytest.mark.parametrize("block_n", [16, 64])
+def test_softmax_row_sum_is_the_same_for_any_column_order(block_n):
+    """The online softmax's per-block row sum is exact whatever order its terms are added in
+    (the compiler's register layout picks tl.sum's tree), and matches float64 to fp32 rounding."""
+    from inductor_bi.kernels._launch import launch
+
+    g = torch.Generator().manual_seed(0)
+    # p = exp2(score - row max): 1 at the max, spread over many binades below it
+    p = torch.exp2(-torch.rand(16, block_n, generator=g, dtype=torch.float64) * 40).float()
+    p[:, 3] = 1.0
+    p[5] = torch.exp2(-torch.rand(block_n, generator=g, dtype=torch.float64) * 140).float()  # tiny terms only
+
+    def row_sum(x):
+        out = torch.empty(16, dtype=torch.float32)
+        launch(_row_sum_probe, (1,), x.device, x.contiguous(), out, BLOCK_N=block_n)
+        return out
+
+    ref = row_sum(p)
+    plain_orders = set()
+    for seed in range(8):
+        perm = torch.randperm(block_n, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(row_sum(p[:, perm]), ref)
+        plain = torch.zeros(16)
+        for j in perm.tolist():  # a plain sequential fp32 sum, in this order
+            plain = plain + p[:, j]
+        plain_orders.add(plain.numpy().tobytes())
+    assert len(plain_orders) > 1, "the data must be able to tell orders apart"
+    exact = p.double().sum(1)
+    assert torch.all((ref.double() - exact).abs() <= exact * 2.0**-23 + block_n * 2.0**-37)

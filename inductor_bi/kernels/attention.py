@@ -40,6 +40,33 @@ SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 @triton.jit
+def _order_free_row_sum(p, BLOCK_N: tl.constexpr):
+    """Row sums of ``p`` ([rows, BLOCK_N] fp32, every value in [0, 1]) that do not depend on the
+    order of the additions.
+
+    ``tl.sum``'s tree follows the register layout, and the compiler picks the layout per kernel
+    variant (Triton specializes integer arguments by divisibility by 16, so an 80-key cache and a
+    77-key one compile differently): measured on an H100, one query row's bits changed with the
+    padded length. Here every term is split into two parts on fixed grids, coarse enough that any
+    partial sum of BLOCK_N parts is an exact fp32 number, so each sum is exact whatever the order;
+    the split and the final add are elementwise. The remainder dropped (2**-38 per term at
+    BLOCK_N = 64) is far under the fp32 rounding of a row's total, which is >= 1.
+    """
+    # BLOCK_N = 2**G terms per row (a power of two >= 16, as tl.dot needs).
+    # hi: p rounded to a multiple of 2**(G-24); 2**G such values sum to at most 2**G, and every
+    # partial sum is a multiple of 2**(G-24) below 2**(G+1): exact in fp32. (x + C) - C rounds x
+    # to a multiple of ulp(C) while |x| stays well below C; C_HI = 1.5 * 2**(G-1).
+    C_HI: tl.constexpr = 0.75 * BLOCK_N
+    # mid: the remainder (|r| <= 2**(G-25)) rounded to a multiple of 2**(2G-49): exact sums by the
+    # same count; C_MID = 1.5 * 2**(2G-26). What is dropped is at most 2**(2G-50) per term.
+    C_MID: tl.constexpr = 1.5 * BLOCK_N * BLOCK_N / 67108864.0
+    hi = (p + C_HI) - C_HI
+    rest = p - hi  # exact: |rest| <= 2**(G-25) and it lies on p's own grid
+    mid = (rest + C_MID) - C_MID
+    return tl.sum(hi, 1) + tl.sum(mid, 1)
+
+
+@triton.jit
 def _online_softmax_step(
     q, k_base, v_base, mask_base, n_start, part_m, part_l, part_a,
     offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2,
@@ -83,7 +110,7 @@ def _online_softmax_step(
         sub_m = new_m  # finite: the block's scores are
     alpha = tl.exp2(part_m - sub_m)
     p = tl.exp2(scores - sub_m[:, None])
-    new_l = part_l * alpha + tl.sum(p, 1)
+    new_l = part_l * alpha + _order_free_row_sum(p, BLOCK_N)
     new_a = tl.dot(
         p.to(v.dtype), v, part_a * alpha[:, None],
         input_precision=INPUT_PRECISION, out_dtype=tl.float32,
