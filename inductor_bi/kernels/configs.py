@@ -154,7 +154,7 @@ ATTENTION_MAX_HEAD_DIM = 256
 _ATTENTION_CUDA_16BIT = {
     64: AttentionConfig(block_m=64, block_n=64, kv_split=256, num_warps=4, num_stages=3),
     # 512-key splits: fewer partials to merge, 0.61-0.63x SDPA prefill and 0.33-0.43x decode vs
-    # 0.57-0.59x / 0.27-0.40x with 256 (benchmarks/results/tune_attention_h100_v3.txt).
+    # 0.57-0.59x / 0.27-0.40x with 256 (v3 kernel, benchmarks/results/tune_attention_h100_v3.txt).
     128: AttentionConfig(block_m=64, block_n=64, kv_split=512, num_warps=4, num_stages=2),
     256: AttentionConfig(block_m=64, block_n=32, kv_split=256, num_warps=8, num_stages=2),
 }
