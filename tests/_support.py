@@ -1,4 +1,4 @@
-"""Shared test support: loading examples/ as modules, recording the graphs the backend rewrites."""
+"""Shared test support: loading examples/ and scripts as modules, recording the graphs the backend rewrites."""
 
 from __future__ import annotations
 
@@ -11,16 +11,20 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def load_example(name: str):
-    """Import examples/<name>.py (examples/ is not a package)."""
-    module_name = f"{name}_example"
+def load_file(path: str, module_name: str):
+    """Import a .py file of the repo that is not in a package (examples/, benchmarks/, tools/)."""
     if module_name in sys.modules:
         return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "examples" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
+
+
+def load_example(name: str):
+    """Import examples/<name>.py."""
+    return load_file(f"examples/{name}.py", f"{name}_example")
 
 
 @pytest.fixture

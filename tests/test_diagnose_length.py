@@ -3,23 +3,13 @@ name the first op whose output differs on the common prefix, and pass a model th
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 import torch
 
-from tests._support import ROOT
+from tests._support import load_file
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("diagnose_length", ROOT / "benchmarks" / "diagnose_length.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-diagnose = _load()
+diagnose = load_file("benchmarks/diagnose_length.py", "diagnose_length")
 
 
 def test_first_difference_names_the_op_and_the_position():

@@ -1,27 +1,16 @@
 """The committed generated docs (docs/graph-diffs/, docs/benchmarks.md) are what
 ``python tools/gen_docs.py`` produces now: regenerate into a temp dir and compare."""
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import triton
 
-REPO = Path(__file__).resolve().parents[1]
+from tests._support import ROOT as REPO
+from tests._support import load_file
 
-
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("inductor_bi_gen_docs", REPO / "tools" / "gen_docs.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_generator()
+gen = load_file("tools/gen_docs.py", "inductor_bi_gen_docs")
 
 
 def _recorded_versions() -> tuple[str, str] | None:
