@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from common import environment, median_ms, write_json
+from inductor_bi.kernels import configs
 from inductor_bi.kernels.attention import fixed_split_attention
 
 HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128  # Llama-3-8B
@@ -27,7 +28,13 @@ def bench_case(kind, batch, lq, lk, dtype=torch.bfloat16):
     causal = kind == "prefill"
     t_stock = median_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True))
     t_ours = median_ms(lambda: fixed_split_attention(q, k, v, is_causal=causal, enable_gqa=True))
-    return dict(kind=kind, batch=batch, lq=lq, lk=lk, stock_ms=t_stock, invariant_ms=t_ours, ratio=t_stock / t_ours)
+    # GQA head packing, whichever way configs.ATTENTION_PACK_GQA ships: same bits, timed to decide.
+    t_other = median_ms(
+        lambda: fixed_split_attention(q, k, v, is_causal=causal, enable_gqa=True, pack_gqa=not configs.ATTENTION_PACK_GQA)
+    )
+    t_packed, t_unpacked = (t_ours, t_other) if configs.ATTENTION_PACK_GQA else (t_other, t_ours)
+    return dict(kind=kind, batch=batch, lq=lq, lk=lk, stock_ms=t_stock, invariant_ms=t_ours, ratio=t_stock / t_ours,
+                gqa_packed_ms=t_packed, gqa_unpacked_ms=t_unpacked)
 
 
 def plot(rows, path):
@@ -68,9 +75,11 @@ def main():
         for batch in (1, 4, 16, 64):
             rows.append(bench_case("decode", batch, 1, lk))
     for r in rows:
-        print(f"{r['kind']:8s} B={r['batch']:3d} Lq={r['lq']:5d} Lk={r['lk']:5d}  stock {r['stock_ms']:.3f} ms  invariant {r['invariant_ms']:.3f} ms  ratio {r['ratio']:.2f}")
+        print(f"{r['kind']:8s} B={r['batch']:3d} Lq={r['lq']:5d} Lk={r['lk']:5d}  stock {r['stock_ms']:.3f} ms  invariant {r['invariant_ms']:.3f} ms  ratio {r['ratio']:.2f}"
+              f"  (GQA packed {r['gqa_packed_ms']:.3f} ms, unpacked {r['gqa_unpacked_ms']:.3f} ms)")
     write_json(os.path.join(args.out, "attention.json"), {"environment": environment(), "dtype": "bfloat16",
-               "heads": HEADS, "kv_heads": KV_HEADS, "head_dim": HEAD_DIM, "rows": rows})
+               "heads": HEADS, "kv_heads": KV_HEADS, "head_dim": HEAD_DIM, "pack_gqa": configs.ATTENTION_PACK_GQA,
+               "rows": rows})
     plot(rows, os.path.join(args.out, "attention.png"))
 
 

@@ -63,7 +63,7 @@ def attention_case(draw):
     dtype = draw(st.sampled_from(DTYPES))
     b = draw(st.integers(1, 2))
     hkv = draw(st.integers(1, 2))
-    group = draw(st.sampled_from([1, 2]))
+    group = draw(st.sampled_from([1, 2, 4]))
     lq = draw(st.integers(1, 40))
     lk = draw(st.integers(1, 72))
     d = draw(st.sampled_from([8, 16, 24, 32]))
@@ -222,9 +222,9 @@ def test_decode_equals_prefill_bitwise(seed, dtype, total, heads, d):
     for t in sorted(p for p in picks if p < total):
         want = prefill[:, :, t : t + 1]
         qt = q[:, :, t : t + 1]
-        for path in ("sequential", "split"):
-            exact = fixed_split_attention(qt, k[:, :, : t + 1], v[:, :, : t + 1], enable_gqa=gqa, path=path)
-            assert torch.equal(exact, want), (t, path, "cache of t+1 keys")
+        for path, pack in (("sequential", False), ("split", False), ("sequential", True), ("split", True)):
+            exact = fixed_split_attention(qt, k[:, :, : t + 1], v[:, :, : t + 1], enable_gqa=gqa, path=path, pack_gqa=pack)
+            assert torch.equal(exact, want), (t, path, pack, "cache of t+1 keys")
         hidden = causal_cache_mask(torch.tensor([t]), capacity)
         masked = fixed_split_attention(qt, k_cache, v_cache, attn_mask=hidden, enable_gqa=gqa)
         assert torch.equal(masked, want), (t, "preallocated cache, bool mask")
@@ -248,6 +248,19 @@ def test_sequential_and_split_paths_identical(case):
     out_split, lse_split = fixed_split_attention_with_lse(q, k, v, path="split", **kwargs)
     assert torch.equal(out_seq, out_split)
     assert torch.equal(lse_seq, lse_split)
+
+
+@FAST
+@given(attention_case(), st.sampled_from(["sequential", "split"]))
+def test_gqa_packed_and_unpacked_identical(case, path):
+    """One program per group of query heads (rows = position x head) computes every row with the
+    same bits as one program per head, and stays accurate."""
+    q, k, v, kwargs = case
+    out, lse = fixed_split_attention_with_lse(q, k, v, path=path, pack_gqa=False, **kwargs)
+    out_packed, lse_packed = fixed_split_attention_with_lse(q, k, v, path=path, pack_gqa=True, **kwargs)
+    assert torch.equal(out_packed, out)
+    assert torch.equal(lse_packed, lse)
+    torch.testing.assert_close(out_packed.double(), reference(q, k, v, **kwargs), **TOL[q.dtype])
 
 
 def test_explicit_causal_masks_equal_is_causal():

@@ -128,7 +128,7 @@ def _online_softmax_step(
 @triton.jit
 def _fixed_split_attention_kernel(
     Q, K, V, MASK, OUT, LSE, WORK_M, WORK_L, WORK_A,
-    Lq, Lk, D, DV, HQ, KV_GROUP, N_SPLITS,
+    Lq, Lk, D, DV, HQ, KV_GROUP, HEADS_PER_PROG, N_SPLITS,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -147,20 +147,31 @@ def _fixed_split_attention_kernel(
 ):
     LN2: tl.constexpr = 0.6931471805599453
     # One flat grid axis (the batch*heads product can pass CUDA's 65535 limit on axis 1); the
-    # query blocks of one head are neighbours so they share its K/V in L2.
-    q_blocks = tl.cdiv(Lq, BLOCK_M)
+    # query blocks of one head group are neighbours so they share its K/V in L2.
+    # A program owns HEADS_PER_PROG query heads that share one K/V head (1 = no GQA packing): its
+    # tile row r holds query position r // HEADS_PER_PROG of head h_first + r % HEADS_PER_PROG.
+    # A row's arithmetic never depends on which tile row it is or on its tile companions
+    # (per-element MMA, exact max, order-free sum, hidden keys are no-ops), so packing changes
+    # which program computes a row, not its bits.
+    rows = Lq * HEADS_PER_PROG
+    q_blocks = tl.cdiv(rows, BLOCK_M)
     pid_m = tl.program_id(0) % q_blocks
-    pid_bh = (tl.program_id(0) // q_blocks).to(tl.int64)
+    pid_bg = (tl.program_id(0) // q_blocks).to(tl.int64)  # (batch, head group)
     pid_split = tl.program_id(1)  # SPLIT: the KV split this program owns; otherwise 0
-    b = pid_bh // HQ
-    h = pid_bh % HQ
-    h_kv = h // KV_GROUP  # GQA: query heads share a KV head; K/V are never repeated
+    groups = HQ // HEADS_PER_PROG
+    b = pid_bg // groups
+    h_first = (pid_bg % groups) * HEADS_PER_PROG
+    h_kv = h_first // KV_GROUP  # GQA: query heads share a KV head; K/V are never repeated
 
-    q_start = pid_m * BLOCK_M
-    offs_m = q_start + tl.arange(0, BLOCK_M)
+    r_start = pid_m * BLOCK_M
+    offs_r = r_start + tl.arange(0, BLOCK_M)
+    offs_m = offs_r // HEADS_PER_PROG  # each row's query position
+    offs_h = h_first + (offs_r % HEADS_PER_PROG).to(tl.int64)  # each row's query head
+    q_start = r_start // HEADS_PER_PROG  # the tile's first (smallest) query position
+    q_stop = (r_start + BLOCK_M - 1) // HEADS_PER_PROG + 1  # one past its last
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    row_ok = offs_m < Lq
+    row_ok = offs_r < rows
     d_ok = offs_d < D
     dv_ok = offs_dv < DV
     # int64 offsets: batch/head strides can exceed 2**31 elements on large caches.
@@ -172,7 +183,7 @@ def _fixed_split_attention_kernel(
     # changes bits: a hidden block/split is an exact no-op for a row (see the where()s below).
     kv_end = Lk
     if IS_CAUSAL:  # top-left aligned like torch: row i sees keys j <= i
-        kv_end = tl.minimum(Lk, tl.minimum(Lq, q_start + BLOCK_M))
+        kv_end = tl.minimum(Lk, tl.minimum(Lq, q_stop))
     n_live_splits = tl.cdiv(kv_end, KV_SPLIT)
     # Keys [0, full_end) are visible to every row of the tile in whole BLOCK_N blocks.
     full_end = 0
@@ -181,8 +192,9 @@ def _fixed_split_attention_kernel(
         if IS_CAUSAL:  # block [n, n + BLOCK_N) is whole for row q_start iff n + BLOCK_N <= q_start + 1
             full_end = tl.minimum(full_end, ((q_start + 1) // BLOCK_N) * BLOCK_N)
 
-    # Workspace: [B*HQ, N_SPLITS, Lq] for (m, l) and [B*HQ, N_SPLITS, Lq, DV] for a.
-    work_row = pid_bh * N_SPLITS * Lq + offs_m64
+    # Workspace: [B*HQ, N_SPLITS, Lq] for (m, l) and [B*HQ, N_SPLITS, Lq, DV] for a, read as
+    # [B*groups, N_SPLITS, rows] (the same size): one slab of tile rows per program group.
+    work_row = pid_bg * N_SPLITS * rows + offs_r.to(tl.int64)
 
     if MODE == 1:
         split_lo = pid_split
@@ -193,20 +205,20 @@ def _fixed_split_attention_kernel(
 
     if MODE != 2:
         q = tl.load(
-            Q + b * stride_qb + h * stride_qh + offs_m64[:, None] * stride_qm + offs_d64[None, :] * stride_qd,
+            Q + b * stride_qb + offs_h[:, None] * stride_qh + offs_m64[:, None] * stride_qm + offs_d64[None, :] * stride_qd,
             mask=row_ok[:, None] & d_ok[None, :],
             other=0.0,
         )
         k_base = K + b * stride_kb + h_kv * stride_kh + offs_d64[:, None] * stride_kd
         v_base = V + b * stride_vb + h_kv * stride_vh + offs_dv64[None, :] * stride_vd
-        mask_base = MASK + b * stride_mb + h * stride_mh + offs_m64[:, None] * stride_mm
+        mask_base = MASK + b * stride_mb + offs_h[:, None] * stride_mh + offs_m64[:, None] * stride_mm
 
     run_m = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     run_l = tl.zeros((BLOCK_M,), dtype=tl.float32)
     run_a = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
     for s in range(split_lo, split_hi):
         if MODE == 2:  # MERGE: read the split's partial back (exact: fp32 in, fp32 out)
-            ws = work_row + s * Lq
+            ws = work_row + s * rows
             part_m = tl.load(WORK_M + ws, mask=row_ok, other=float("-inf"))
             part_l = tl.load(WORK_L + ws, mask=row_ok, other=0.0)
             part_a = tl.load(
@@ -235,7 +247,7 @@ def _fixed_split_attention_kernel(
                     True, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N,
                 )
             if MODE == 1:  # SPLIT: hand the partial to the MERGE program
-                ws = work_row + s * Lq
+                ws = work_row + s * rows
                 tl.store(WORK_M + ws, part_m, mask=row_ok)
                 tl.store(WORK_L + ws, part_l, mask=row_ok)
                 tl.store(WORK_A + ws[:, None] * DV + offs_dv64[None, :], part_a, mask=row_ok[:, None] & dv_ok[None, :])
@@ -257,11 +269,11 @@ def _fixed_split_attention_kernel(
         out = run_a / tl.where(sees_any, run_l, 1.0)[:, None]
         lse = tl.where(sees_any, (run_m + tl.log2(tl.where(sees_any, run_l, 1.0))) * LN2, float("-inf"))
         tl.store(
-            OUT + b * stride_ob + h * stride_oh + offs_m64[:, None] * stride_om + offs_dv64[None, :] * stride_od,
+            OUT + b * stride_ob + offs_h[:, None] * stride_oh + offs_m64[:, None] * stride_om + offs_dv64[None, :] * stride_od,
             out.to(OUT.dtype.element_ty),
             mask=row_ok[:, None] & dv_ok[None, :],
         )
-        tl.store(LSE + pid_bh * Lq + offs_m64, lse, mask=row_ok)
+        tl.store(LSE + (b * HQ + offs_h) * Lq + offs_m64, lse, mask=row_ok)
 
 
 def _check(q, k, v, attn_mask, enable_gqa):
@@ -315,6 +327,7 @@ def fixed_split_attention_with_lse(
     enable_gqa: bool = False,
     *,
     path: str | None = None,
+    pack_gqa: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``fixed_split_attention`` plus the fp32 log-sum-exp (natural log) of each query row's
     scaled, masked scores, shaped like the output without its last dim ([..., Hq, Lq]); -inf
@@ -361,7 +374,7 @@ def fixed_split_attention_with_lse(
         elif interpreted:
             mask = mask.to(interpreter_dtype(mask.dtype))
         mask4 = mask.reshape(-1, hq, lq, lk)
-    _run(q4, k4, v4, mask4, mask_is_bool, out4, lse.view(-1, hq, lq), bool(is_causal), float(scale), path)
+    _run(q4, k4, v4, mask4, mask_is_bool, out4, lse.view(-1, hq, lq), bool(is_causal), float(scale), path, pack_gqa)
     return out.to(q.dtype), lse
 
 
@@ -375,6 +388,7 @@ def fixed_split_attention(
     enable_gqa: bool = False,
     *,
     path: str | None = None,
+    pack_gqa: bool | None = None,
 ) -> torch.Tensor:
     """``torch.nn.functional.scaled_dot_product_attention`` (no dropout), batch-invariant.
 
@@ -387,23 +401,29 @@ def fixed_split_attention(
     as with torch, since 0 * nan is nan. A row that sees no key gets zeros, like torch.
 
     ``path`` forces the sequential or split-parallel execution (tests); ``None`` lets the
-    shapes decide. Either way the bits are the same.
+    shapes decide. ``pack_gqa`` forces (True) or forbids (False) one program per group of query
+    heads sharing a K/V head; ``None`` takes ``configs.ATTENTION_PACK_GQA``. Either way the bits
+    are the same.
     """
     return fixed_split_attention_with_lse(
-        q, k, v, attn_mask, is_causal, scale, enable_gqa, path=path
+        q, k, v, attn_mask, is_causal, scale, enable_gqa, path=path, pack_gqa=pack_gqa
     )[0]
 
 
-def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path):
+def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pack_gqa):
     nb, hq, lq, d = q4.shape
     hkv, lk, dv = k4.shape[1], k4.shape[2], v4.shape[3]
     device = q4.device
     cfg = configs.attention_config(max(d, dv), q4.dtype, interpreted=uses_interpreter(device))
     assert cfg.kv_split % cfg.block_n == 0, "a KV split must be whole key blocks"
-    q_blocks = triton.cdiv(lq, cfg.block_m)
+    if pack_gqa is None:
+        pack_gqa = configs.ATTENTION_PACK_GQA
+    heads_per_prog = hq // hkv if pack_gqa else 1
+    q_blocks = triton.cdiv(lq * heads_per_prog, cfg.block_m)
+    programs = q_blocks * nb * (hq // heads_per_prog)
     n_splits = triton.cdiv(lk, cfg.kv_split)
     if path is None:
-        split = configs.attention_use_split(q_blocks * nb * hq, n_splits, device)
+        split = configs.attention_use_split(programs, n_splits, device)
     else:
         split = path == "split"
 
@@ -433,17 +453,17 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path):
         launch(
             _fixed_split_attention_kernel, grid, device,
             q4, k4, v4, mask_arg, out4, lse3, work_m, work_l, work_a,
-            lq, lk, d, dv, hq, hq // hkv, n_splits,
+            lq, lk, d, dv, hq, hq // hkv, heads_per_prog, n_splits,
             *q4.stride(), *k4.stride(), *v4.stride(), *mask_strides, *out4.stride(),
             scale * math.log2(math.e),
             MODE=mode, **common,
         )
 
     if not split:
-        go((q_blocks * nb * hq, 1), _SEQUENTIAL, lse3, lse3, lse3)
+        go((programs, 1), _SEQUENTIAL, lse3, lse3, lse3)
         return
     work_m = torch.empty((nb * hq, n_splits, lq), dtype=torch.float32, device=device)
     work_l = torch.empty_like(work_m)
     work_a = torch.empty((nb * hq, n_splits, lq, dv), dtype=torch.float32, device=device)
-    go((q_blocks * nb * hq, n_splits), _SPLIT, work_m, work_l, work_a)
-    go((q_blocks * nb * hq, 1), _MERGE, work_m, work_l, work_a)
+    go((programs, n_splits), _SPLIT, work_m, work_l, work_a)
+    go((programs, 1), _MERGE, work_m, work_l, work_a)

@@ -175,6 +175,14 @@ ATTENTION_INTERPRETER = AttentionConfig(block_m=16, block_n=16, kv_split=32, num
 ATTENTION_SPLIT_MAX_PROGRAMS = 128  # sequential programs below which to split (CUDA only)
 
 
+# GQA head packing: one program takes every query head that shares a K/V head (tile rows = query
+# position x head), so a decode step reads each K/V block once per group instead of once per
+# query head. It only decides which program computes a row: a row's arithmetic does not depend on
+# its tile row or companions, so the bits are the same packed or not (tests compare them
+# bitwise). Off until it is measured on a GPU (benchmarks/bench_attention.py times both).
+ATTENTION_PACK_GQA = False
+
+
 def attention_config(head_dim: int, dtype: torch.dtype, interpreted: bool) -> AttentionConfig:
     """The pinned tile config: a function of (padded head dim, dtype, device) only, never of Lq,
     the batch or the number of heads. ``head_dim`` is the larger of the q/k and v head dims."""

@@ -92,6 +92,7 @@ def _config_details(val, device: torch.device | None = None) -> dict:
         "kernel": "fixed_split_attention",
         "tile": f"{cfg.block_m}x{cfg.block_n}",
         "kv_split": cfg.kv_split,
+        "gqa_packed": configs.ATTENTION_PACK_GQA,
         "warps": cfg.num_warps,
         "stages": cfg.num_stages,
     }

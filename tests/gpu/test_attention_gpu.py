@@ -136,8 +136,9 @@ def test_decode_equals_prefill_bitwise_gpu(d, heads):
             got = fixed_split_attention(qt, k[:, :, : t + 1], v[:, :, : t + 1], enable_gqa=gqa, path=path)
             assert torch.equal(got, want), (t, path, "cache of t+1 keys")
         hidden = causal_cache_mask(torch.tensor([t]), capacity)
-        got = fixed_split_attention(qt, k_cache, v_cache, attn_mask=hidden, enable_gqa=gqa)
-        assert torch.equal(got, want), (t, "preallocated cache, bool mask")
+        for pack in (False, True):  # one program per query head, or per group sharing a K/V head
+            got = fixed_split_attention(qt, k_cache, v_cache, attn_mask=hidden, enable_gqa=gqa, pack_gqa=pack)
+            assert torch.equal(got, want), (t, pack, "preallocated cache, bool mask")
         additive = torch.zeros(1, capacity, device=DEV, dtype=BF16).masked_fill(~hidden, float("-inf"))
         got = fixed_split_attention(qt, k_cache, v_cache, attn_mask=additive, enable_gqa=gqa)
         assert torch.equal(got, want), (t, "preallocated cache, additive mask")
@@ -158,7 +159,7 @@ def test_decode_equals_prefill_bitwise_gpu(d, heads):
 
 # Lengths around tile and split edges; each new (Lq, Lk) may compile another specialization.
 @pytest.mark.parametrize("lq, lk", [(1, 1), (1, 257), (1, 8192), (5, 256), (64, 255), (65, 8192), (300, 1), (300, 257)])
-def test_sequential_and_split_paths_identical_gpu(lq, lk):
+def test_sequential_split_and_gqa_packed_identical_gpu(lq, lk):
     q, k, v = rand(2, 8, lq, 128, seed=40), rand(2, 2, lk, 128, seed=41), rand(2, 2, lk, 128, seed=42)
     mask = rand(2, 1, lq, lk, dtype=torch.float32, seed=43) > -1.5
     for kw in (dict(is_causal=True), dict(attn_mask=mask), dict(attn_mask=mask.to(BF16))):
@@ -166,6 +167,9 @@ def test_sequential_and_split_paths_identical_gpu(lq, lk):
         split_out, split_lse = fixed_split_attention_with_lse(q, k, v, enable_gqa=True, path="split", **kw)
         assert torch.equal(seq_out, split_out)
         assert torch.equal(seq_lse, split_lse)
+        packed_out, packed_lse = fixed_split_attention_with_lse(q, k, v, enable_gqa=True, pack_gqa=True, **kw)
+        assert torch.equal(packed_out, seq_out)
+        assert torch.equal(packed_lse, seq_lse)
 
 
 def test_strided_layout_gives_same_bits_gpu():
