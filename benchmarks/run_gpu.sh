@@ -1,10 +1,24 @@
 #!/usr/bin/env bash
-# One device call: GPU tests, then benchmarks, everything written under $1 (default benchmarks/results).
-# Usage: bash benchmarks/run_gpu.sh OUT_DIR [pytest selection...]
+# Everything the GPU has to run (invariance tests and benchmarks), in parts that each fit one
+# 10-minute device call; `all` runs every part in order. Writes under OUT_DIR (default
+# benchmarks/results): gpu_env.txt, one log per part (pytest -v: a run cut off by its timeout
+# still names every test that finished), and the benchmarks' JSON + PNG.
+#
+#   bash benchmarks/run_gpu.sh OUT_DIR [PART ...]
+#
+# PART (times seen on an H100, 2026-11-23, from the pieces' own runs):
+#   kernels   attention, matmul, reduction and backend GPU tests (164 + 103 + 24 + ~90 s)
+#   hf        Hugging Face models: batch / padding invariance, generate, MoE (~530 s)
+#   llm       examples/llm.py serving: 500 requests, quick run, stock report (~370 s)
+#   bench     matmul vs cuBLAS, attention vs SDPA, packed and unpacked GQA (not timed as a part)
+#   e2e       the llama-1b model end to end vs stock torch.compile (its compiles alone: ~320 s)
+#   all       every part above (more than one device call's limit)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results}; shift || true
-mkdir -p "$out"
+parts=("${@:-all}")
+[ "${parts[0]}" = all ] && parts=(kernels hf llm bench e2e)
+mkdir -p "$out" && out=$(cd "$out" && pwd)
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-gpu}
 {
   echo "date: $(date -u +%FT%TZ)"
@@ -12,4 +26,24 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HYPOTHESIS_
   python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
 } > "$out/gpu_env.txt"
 cat "$out/gpu_env.txt"
-python3 -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning "${@:-tests/gpu}" 2>&1 | tee "$out/gpu_tests.txt" | tail -30
+
+# pytest with every test named (-v) and a per-file time limit, appended to the part's log.
+tests() {
+  local log=$1 limit=$2; shift 2
+  timeout "$limit" python3 -m pytest -v -rA -p no:cacheprovider -W ignore::DeprecationWarning "$@" 2>&1 \
+    | tee -a "$log" | grep -E "PASSED|FAILED|ERROR|XPASS|XFAIL| passed| failed| skipped|^\[" || true
+}
+
+for part in "${parts[@]}"; do
+  log="$out/gpu_$part.txt"
+  cat "$out/gpu_env.txt" > "$log"
+  echo "== $part"
+  case $part in
+    kernels) tests "$log" 400 tests/gpu/test_attention_gpu.py tests/gpu/test_matmul_gpu.py tests/gpu/test_reduction_gpu.py tests/gpu/test_backend_gpu.py ;;
+    hf) tests "$log" 570 tests/gpu/test_hf_gpu.py ;;
+    llm) tests "$log" 570 -s tests/gpu/test_llm_gpu.py ;;
+    bench) { timeout 300 python3 benchmarks/bench_matmul.py --out "$out"; timeout 240 python3 benchmarks/bench_attention.py --out "$out"; } 2>&1 | tee -a "$log" | tail -40 ;;
+    e2e) timeout 570 python3 benchmarks/bench_e2e.py --out "$out" 2>&1 | tee -a "$log" | tail -12 ;;
+    *) echo "unknown part: $part (kernels, hf, llm, bench, e2e, all)" >&2; exit 2 ;;
+  esac
+done
