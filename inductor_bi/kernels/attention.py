@@ -128,7 +128,7 @@ def _online_softmax_step(
 @triton.jit
 def _fixed_split_attention_kernel(
     Q, K, V, MASK, OUT, LSE, WORK_M, WORK_L, WORK_A,
-    Lq, Lk, D, DV, HQ, KV_GROUP, HEADS_PER_PROG, N_SPLITS,
+    Lq, Lk, D, DV, HQ, KV_GROUP, N_SPLITS,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -144,15 +144,17 @@ def _fixed_split_attention_kernel(
     BLOCK_D: tl.constexpr,
     BLOCK_DV: tl.constexpr,
     KV_SPLIT: tl.constexpr,
+    PACK_GQA: tl.constexpr,
 ):
     LN2: tl.constexpr = 0.6931471805599453
     # One flat grid axis (the batch*heads product can pass CUDA's 65535 limit on axis 1); the
     # query blocks of one head group are neighbours so they share its K/V in L2.
-    # A program owns HEADS_PER_PROG query heads that share one K/V head (1 = no GQA packing): its
-    # tile row r holds query position r // HEADS_PER_PROG of head h_first + r % HEADS_PER_PROG.
-    # A row's arithmetic never depends on which tile row it is or on its tile companions
-    # (per-element MMA, exact max, order-free sum, hidden keys are no-ops), so packing changes
-    # which program computes a row, not its bits.
+    # PACK_GQA: a program owns the KV_GROUP query heads that share one K/V head, and its tile row
+    # r holds query position r // KV_GROUP of head h_first + r % KV_GROUP. A row's arithmetic
+    # never depends on which tile row it is or on its tile companions (per-element MMA, exact
+    # max, order-free sum, hidden keys are no-ops), so packing changes which program computes a
+    # row, not its bits. Unpacked, a program owns one head and its rows are query positions.
+    HEADS_PER_PROG = KV_GROUP if PACK_GQA else 1
     rows = Lq * HEADS_PER_PROG
     q_blocks = tl.cdiv(rows, BLOCK_M)
     pid_m = tl.program_id(0) % q_blocks
@@ -165,10 +167,18 @@ def _fixed_split_attention_kernel(
 
     r_start = pid_m * BLOCK_M
     offs_r = r_start + tl.arange(0, BLOCK_M)
-    offs_m = offs_r // HEADS_PER_PROG  # each row's query position
-    offs_h = h_first + (offs_r % HEADS_PER_PROG).to(tl.int64)  # each row's query head
-    q_start = r_start // HEADS_PER_PROG  # the tile's first (smallest) query position
-    q_stop = (r_start + BLOCK_M - 1) // HEADS_PER_PROG + 1  # one past its last
+    if PACK_GQA:
+        offs_m = offs_r // KV_GROUP  # each row's query position
+        row_head = h_first + (offs_r % KV_GROUP).to(tl.int64)  # each row's query head
+        head_2d = row_head[:, None]
+        q_start = r_start // KV_GROUP  # the tile's first (smallest) query position
+        q_stop = (r_start + BLOCK_M - 1) // KV_GROUP + 1  # one past its last
+    else:
+        offs_m = offs_r
+        row_head = h_first
+        head_2d = h_first
+        q_start = r_start
+        q_stop = r_start + BLOCK_M
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     row_ok = offs_r < rows
@@ -205,13 +215,13 @@ def _fixed_split_attention_kernel(
 
     if MODE != 2:
         q = tl.load(
-            Q + b * stride_qb + offs_h[:, None] * stride_qh + offs_m64[:, None] * stride_qm + offs_d64[None, :] * stride_qd,
+            Q + b * stride_qb + head_2d * stride_qh + offs_m64[:, None] * stride_qm + offs_d64[None, :] * stride_qd,
             mask=row_ok[:, None] & d_ok[None, :],
             other=0.0,
         )
         k_base = K + b * stride_kb + h_kv * stride_kh + offs_d64[:, None] * stride_kd
         v_base = V + b * stride_vb + h_kv * stride_vh + offs_dv64[None, :] * stride_vd
-        mask_base = MASK + b * stride_mb + offs_h[:, None] * stride_mh + offs_m64[:, None] * stride_mm
+        mask_base = MASK + b * stride_mb + head_2d * stride_mh + offs_m64[:, None] * stride_mm
 
     run_m = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     run_l = tl.zeros((BLOCK_M,), dtype=tl.float32)
@@ -269,11 +279,11 @@ def _fixed_split_attention_kernel(
         out = run_a / tl.where(sees_any, run_l, 1.0)[:, None]
         lse = tl.where(sees_any, (run_m + tl.log2(tl.where(sees_any, run_l, 1.0))) * LN2, float("-inf"))
         tl.store(
-            OUT + b * stride_ob + offs_h[:, None] * stride_oh + offs_m64[:, None] * stride_om + offs_dv64[None, :] * stride_od,
+            OUT + b * stride_ob + head_2d * stride_oh + offs_m64[:, None] * stride_om + offs_dv64[None, :] * stride_od,
             out.to(OUT.dtype.element_ty),
             mask=row_ok[:, None] & dv_ok[None, :],
         )
-        tl.store(LSE + (b * HQ + offs_h) * Lq + offs_m64, lse, mask=row_ok)
+        tl.store(LSE + (b * HQ + row_head) * Lq + offs_m64, lse, mask=row_ok)
 
 
 def _check(q, k, v, attn_mask, enable_gqa):
@@ -442,6 +452,7 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
         BLOCK_D=max(16, triton.next_power_of_2(d)),
         BLOCK_DV=max(16, triton.next_power_of_2(dv)),
         KV_SPLIT=cfg.kv_split,
+        PACK_GQA=heads_per_prog > 1,
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
         # No FMA contraction: the compiler may not fuse a*b+c differently in the SEQUENTIAL and
@@ -453,7 +464,7 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
         launch(
             _fixed_split_attention_kernel, grid, device,
             q4, k4, v4, mask_arg, out4, lse3, work_m, work_l, work_a,
-            lq, lk, d, dv, hq, hq // hkv, heads_per_prog, n_splits,
+            lq, lk, d, dv, hq, hq // hkv, n_splits,
             *q4.stride(), *k4.stride(), *v4.stride(), *mask_strides, *out4.stride(),
             scale * math.log2(math.e),
             MODE=mode, **common,

@@ -1,0 +1,160 @@
+"""Compile our Triton kernels for an H100 (sm_90) on any machine, no GPU needed, exactly as a given
+call would specialize them, and report what decides their speed before any device time is spent:
+registers, spills (local-memory stores and loads in the SASS), shared memory, whether the K / key loop is software-pipelined
+(asynchronous copies in the loop) and how many Hopper wgmma ops it keeps in flight.
+
+How: the public kernel functions run on 'meta' tensors with the CUDA configs; ``launch`` is
+replaced by a recorder; each recorded call's arguments are specialized the way Triton's launcher
+does (integers == 1 become constants, multiples of 16 and tensors get the divisibility hint;
+allocations are 16-byte aligned), and ``triton.compile`` targets sm_90. ptxas and cuobjdump come
+with Triton.
+
+    python benchmarks/inspect_kernels.py                 # shipped configs, Llama-3-8B-like calls
+    python benchmarks/inspect_kernels.py --matmul-candidates   # tune_matmul.py's tile candidates
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import torch
+import triton
+from triton._C.libtriton import native_specialize_impl
+from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.compiler import CUDABackend
+from triton.compiler import ASTSource
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from inductor_bi.kernels import attention, configs, matmul  # noqa: E402
+
+H100 = GPUTarget("cuda", 90, 32)
+LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg", "enable_fp_fusion")
+
+
+@contextlib.contextmanager
+def recorded_launches():
+    """Run the kernels' host code for CUDA on meta tensors; record each launch instead of running it."""
+    calls = []
+
+    def record(kernel, grid, device, *args, **kwargs):
+        calls.append((kernel, args, kwargs))
+
+    with contextlib.ExitStack() as stack:
+        for module in (matmul, attention):
+            stack.enter_context(_patched(module, "launch", record))
+            stack.enter_context(_patched(module, "uses_interpreter", lambda device: False))
+        yield calls
+
+
+@contextlib.contextmanager
+def _patched(module, name, value):
+    original = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def compile_for_h100(kernel, args, kwargs):
+    """triton.compile for sm_90 with the specialization a real launch with these arguments gets."""
+    names = kernel.arg_names
+    values = dict(zip(names, args))
+    values.update({k: v for k, v in kwargs.items() if k not in LAUNCH_OPTIONS})
+    signature, constexprs, attrs = {}, {}, {}
+    for i, name in enumerate(names):
+        value = values[name]
+        if name in kernel.constexprs or i in kernel.constexprs or isinstance(value, (triton.language.dtype, str)):
+            signature[name], constexprs[name] = "constexpr", value
+            continue
+        kind, spec = native_specialize_impl(CUDABackend, value, False, True, True)
+        if kind == "constexpr":  # an integer equal to 1
+            signature[name], constexprs[name] = "constexpr", spec
+            continue
+        signature[name] = kind
+        if spec:
+            attrs[(i,)] = CUDABackend.parse_attr(spec)
+    options = {k: v for k, v in kwargs.items() if k in LAUNCH_OPTIONS}
+    return triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=H100, options=options)
+
+
+def resources(compiled) -> dict:
+    """Registers and spills (local-memory stores / loads in the SASS) from the cubin, shared
+    memory, and what the main loop looks like in the TTGIR."""
+    info = {"shared_kb": compiled.metadata.shared / 1024}
+    cuobjdump = os.path.join(os.path.dirname(triton.backends.nvidia.__file__), "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        usage = subprocess.run([cuobjdump, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+        sass = subprocess.run([cuobjdump, "-sass", f.name], capture_output=True, text=True).stdout
+    m = re.search(r"\bREG:(\d+)", usage)
+    info["registers"] = int(m[1]) if m else None
+    info["spill_stores"] = len(re.findall(r"\bSTL\b", sass))
+    info["spill_loads"] = len(re.findall(r"\bLDL\b", sass))
+    ttgir = compiled.asm["ttgir"]
+    loop = ttgir[ttgir.find("scf.for"):]
+    info["async_copies_in_loop"] = loop.count("async_copy_global_to_local") + loop.count("async_tma_copy")
+    info["wgmma"] = "warp_group_dot " in ttgir or "warp_group_dot %" in ttgir
+    pendings = sorted({int(p) for p in re.findall(r"warp_group_dot_wait[^\n]*pendings = (\d+)", loop)})
+    info["wgmma_pendings_in_loop"] = pendings
+    return info
+
+
+def matmul_calls(m: int, n: int, k: int):
+    a = torch.empty(m, k, dtype=torch.bfloat16, device="meta")
+    w = torch.empty(n, k, dtype=torch.bfloat16, device="meta")
+    with recorded_launches() as calls:
+        matmul.invariant_matmul(a, w.t(), split_k=False)
+    return calls
+
+
+def attention_calls(batch: int, lq: int, lk: int, pack_gqa: bool | None = None):
+    q = torch.empty(batch, 32, lq, 128, dtype=torch.bfloat16, device="meta")
+    kv = torch.empty(batch, 8, lk, 128, dtype=torch.bfloat16, device="meta")
+    with recorded_launches() as calls:
+        attention.fixed_split_attention(q, kv, kv, is_causal=lq > 1, enable_gqa=True, path="sequential", pack_gqa=pack_gqa)
+    return calls
+
+
+def report(label: str, calls) -> None:
+    for kernel, args, kwargs in calls:
+        info = resources(compile_for_h100(kernel, args, kwargs))
+        print(f"{label:46s} regs {info['registers']!s:>4}  spills st/ld {info['spill_stores']:3d}/{info['spill_loads']:3d}  smem {info['shared_kb']:6.1f} KiB  "
+              f"async copies in loop {info['async_copies_in_loop']}  wgmma {'yes' if info['wgmma'] else 'no '}  "
+              f"pendings in loop {info['wgmma_pendings_in_loop']}", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--matmul-candidates", action="store_true", help="tune_matmul.py's tiles instead of the shipped one")
+    args = ap.parse_args()
+    shipped = configs.MATMUL_CUDA[torch.bfloat16]
+    tiles = [shipped]
+    if args.matmul_candidates:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from tune_matmul import CANDIDATES
+
+        tiles = CANDIDATES
+    try:
+        for cfg in tiles:
+            configs.MATMUL_CUDA[torch.bfloat16] = cfg
+            tile = f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} c{cfg.k_chunk} w{cfg.num_warps} s{cfg.num_stages}"
+            report(f"matmul bf16 {tile} (4096^3)", matmul_calls(4096, 4096, 4096))
+    finally:
+        configs.MATMUL_CUDA[torch.bfloat16] = shipped
+    if not args.matmul_candidates:
+        report("attention bf16 prefill 4096, D=128", attention_calls(1, 4096, 4096))
+        report("attention bf16 decode B=16 KV 4096", attention_calls(16, 1, 4096, pack_gqa=False))
+        report("attention bf16 decode B=16 KV 4096, GQA packed", attention_calls(16, 1, 4096, pack_gqa=True))
+
+
+if __name__ == "__main__":
+    main()
