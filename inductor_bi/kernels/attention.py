@@ -144,17 +144,17 @@ def _fixed_split_attention_kernel(
     BLOCK_D: tl.constexpr,
     BLOCK_DV: tl.constexpr,
     KV_SPLIT: tl.constexpr,
-    PACK_GQA: tl.constexpr,
+    HEADS_PER_PROG: tl.constexpr,
 ):
     LN2: tl.constexpr = 0.6931471805599453
     # One flat grid axis (the batch*heads product can pass CUDA's 65535 limit on axis 1); the
     # query blocks of one head group are neighbours so they share its K/V in L2.
-    # PACK_GQA: a program owns the KV_GROUP query heads that share one K/V head, and its tile row
-    # r holds query position r // KV_GROUP of head h_first + r % KV_GROUP. A row's arithmetic
-    # never depends on which tile row it is or on its tile companions (per-element MMA, exact
-    # max, order-free sum, hidden keys are no-ops), so packing changes which program computes a
-    # row, not its bits. Unpacked, a program owns one head and its rows are query positions.
-    HEADS_PER_PROG = KV_GROUP if PACK_GQA else 1
+    # GQA packing (HEADS_PER_PROG = KV_GROUP > 1): a program owns the query heads that share one
+    # K/V head, and its tile row r holds query position r // HEADS_PER_PROG of head
+    # h_first + r % HEADS_PER_PROG. A row's arithmetic never depends on which tile row it is or
+    # on its tile companions (per-element MMA, exact max, order-free sum, hidden keys are
+    # no-ops), so packing changes which program computes a row, not its bits. Unpacked
+    # (HEADS_PER_PROG = 1), a program owns one head and its rows are query positions.
     rows = Lq * HEADS_PER_PROG
     q_blocks = tl.cdiv(rows, BLOCK_M)
     pid_m = tl.program_id(0) % q_blocks
@@ -167,12 +167,12 @@ def _fixed_split_attention_kernel(
 
     r_start = pid_m * BLOCK_M
     offs_r = r_start + tl.arange(0, BLOCK_M)
-    if PACK_GQA:
-        offs_m = offs_r // KV_GROUP  # each row's query position
-        row_head = h_first + (offs_r % KV_GROUP).to(tl.int64)  # each row's query head
+    if HEADS_PER_PROG > 1:
+        offs_m = offs_r // HEADS_PER_PROG  # each row's query position
+        row_head = h_first + (offs_r % HEADS_PER_PROG).to(tl.int64)  # each row's query head
         head_2d = row_head[:, None]
-        q_start = r_start // KV_GROUP  # the tile's first (smallest) query position
-        q_stop = (r_start + BLOCK_M - 1) // KV_GROUP + 1  # one past its last
+        q_start = r_start // HEADS_PER_PROG  # the tile's first (smallest) query position
+        q_stop = (r_start + BLOCK_M - 1) // HEADS_PER_PROG + 1  # one past its last
     else:
         offs_m = offs_r
         row_head = h_first
@@ -452,7 +452,7 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
         BLOCK_D=max(16, triton.next_power_of_2(d)),
         BLOCK_DV=max(16, triton.next_power_of_2(dv)),
         KV_SPLIT=cfg.kv_split,
-        PACK_GQA=heads_per_prog > 1,
+        HEADS_PER_PROG=heads_per_prog,
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
         # No FMA contraction: the compiler may not fuse a*b+c differently in the SEQUENTIAL and
