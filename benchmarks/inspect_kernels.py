@@ -108,6 +108,19 @@ def resources(compiled) -> dict:
     return info
 
 
+def float_ops(compiled) -> list[str]:
+    """The kernel's floating-point instructions (PTX opcodes, in program order): two calls whose
+    lists are equal run the same arithmetic; a batch-dependent argument value must not change it."""
+    ops = []
+    for line in compiled.asm["ptx"].splitlines():
+        text = line.strip()
+        if text.startswith(("//", ".")) or not text:
+            continue
+        if re.search(r"\.(f16|bf16|f32|f64)\b|wgmma|ex2|shfl", text):
+            ops.append(text.split()[0])
+    return ops
+
+
 def matmul_calls(m: int, n: int, k: int):
     a = torch.empty(m, k, dtype=torch.bfloat16, device="meta")
     w = torch.empty(n, k, dtype=torch.bfloat16, device="meta")
