@@ -32,7 +32,7 @@ from triton.compiler import ASTSource
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from inductor_bi.kernels import attention, configs, matmul  # noqa: E402
+from inductor_bi.kernels import attention, configs, matmul, reduction  # noqa: E402
 
 H100 = GPUTarget("cuda", 90, 32)
 LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg", "enable_fp_fusion")
@@ -47,9 +47,11 @@ def recorded_launches():
         calls.append((kernel, args, kwargs))
 
     with contextlib.ExitStack() as stack:
-        for module in (matmul, attention):
+        for module in (matmul, attention, reduction):
             stack.enter_context(_patched(module, "launch", record))
             stack.enter_context(_patched(module, "uses_interpreter", lambda device: False))
+        cuda = torch.device("cuda")
+        stack.enter_context(_patched(reduction, "reduction_config", lambda r, dtype, device: configs.reduction_config(r, dtype, cuda)))
         yield calls
 
 
@@ -126,6 +128,19 @@ def matmul_calls(m: int, n: int, k: int):
     w = torch.empty(n, k, dtype=torch.bfloat16, device="meta")
     with recorded_launches() as calls:
         matmul.invariant_matmul(a, w.t(), split_k=False)
+    return calls
+
+
+def reduction_calls(rows: int, r: int, dtype=torch.bfloat16):
+    """One launch of every row-reduction kernel over [rows, r]."""
+    x = torch.empty(rows, r, dtype=dtype, device="meta")
+    w = torch.empty(r, dtype=dtype, device="meta")
+    with recorded_launches() as calls:
+        reduction.invariant_sum(x, [-1])
+        reduction.invariant_var_mean(x, [-1])
+        reduction.invariant_softmax(x, -1)
+        reduction.invariant_rms_norm(x, 1, w, 1e-6)
+        reduction.invariant_layer_norm(x, 1, w, w, 1e-5)
     return calls
 
 

@@ -30,23 +30,42 @@ from .configs import REDUCTION_POINTER_ALIGN, reduction_config
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 # ---------------------------------------------------------------------------------------------
-# Kernels: one row per program, row offsets in int64 so rows * R may exceed 2**31. Each is still
-# one @triton.jit body; sharing their row loop through a jit helper (as attention does, see
-# kernels/_launch.py) is a follow-up that needs a GPU run to confirm the bits stay put.
+# Kernels: one row per program, row offsets in int64 so rows * R may exceed 2**31. The two row
+# loops they share are jit helpers (inlined: the compiled code for an H100 is the same as with
+# the loops written out, checked with benchmarks/inspect_kernels.py).
 # ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _lane_sum(x_row, R, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
+    """Sum of the row: lane j adds elements j, j + BLOCK_R, j + 2 BLOCK_R, ... in that order,
+    then one tl.sum closes the row."""
+    lanes = tl.arange(0, BLOCK_R)
+    acc = tl.zeros([BLOCK_R], dtype=ACC)
+    for start in range(0, R, BLOCK_R):
+        cols = start + lanes
+        acc += tl.load(x_row + cols, mask=cols < R, other=0.0).to(ACC)
+    return tl.sum(acc, axis=0)
+
+
+@triton.jit
+def _lane_sum_sq_dev(x_row, R, mean, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
+    """Sum of (x - mean)**2 over the row, in the same lane-then-tl.sum order as ``_lane_sum``
+    (two passes: more accurate than E[x^2] - E[x]^2)."""
+    lanes = tl.arange(0, BLOCK_R)
+    m2 = tl.zeros([BLOCK_R], dtype=ACC)
+    for start in range(0, R, BLOCK_R):
+        cols = start + lanes
+        mask = cols < R
+        d = tl.load(x_row + cols, mask=mask, other=0.0).to(ACC) - mean
+        m2 += tl.where(mask, d * d, 0.0)
+    return tl.sum(m2, axis=0)
 
 
 @triton.jit
 def _row_sum_kernel(x_ptr, out_ptr, R, DIVIDE_BY_R: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
-    x_row = x_ptr + row * R
-    lanes = tl.arange(0, BLOCK_R)
-    # Lane j sums elements j, j + BLOCK_R, j + 2 BLOCK_R, ... in that order; one tl.sum at the end.
-    acc = tl.zeros([BLOCK_R], dtype=ACC)
-    for start in range(0, R, BLOCK_R):
-        cols = start + lanes
-        acc += tl.load(x_row + cols, mask=cols < R, other=0.0).to(ACC)
-    total = tl.sum(acc, axis=0)
+    total = _lane_sum(x_ptr + row * R, R, BLOCK_R, ACC)
     if DIVIDE_BY_R:
         total = total / R
     tl.store(out_ptr + row, total)
@@ -56,22 +75,10 @@ def _row_sum_kernel(x_ptr, out_ptr, R, DIVIDE_BY_R: tl.constexpr, BLOCK_R: tl.co
 def _row_var_mean_kernel(x_ptr, var_ptr, mean_ptr, R, divisor, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * R
-    lanes = tl.arange(0, BLOCK_R)
-    # Two passes in a fixed order: the mean, then the sum of squared deviations from it (more
-    # accurate than E[x^2] - E[x]^2, and the same lane-then-tl.sum order as the sum kernel).
-    acc = tl.zeros([BLOCK_R], dtype=ACC)
-    for start in range(0, R, BLOCK_R):
-        cols = start + lanes
-        acc += tl.load(x_row + cols, mask=cols < R, other=0.0).to(ACC)
-    mean = tl.sum(acc, axis=0) / R
-    m2 = tl.zeros([BLOCK_R], dtype=ACC)
-    for start in range(0, R, BLOCK_R):
-        cols = start + lanes
-        mask = cols < R
-        d = tl.load(x_row + cols, mask=mask, other=0.0).to(ACC) - mean
-        m2 += tl.where(mask, d * d, 0.0)
+    # Two passes in a fixed order: the mean, then the sum of squared deviations from it.
+    mean = _lane_sum(x_row, R, BLOCK_R, ACC) / R
     # divisor = max(R - correction, 0) as torch: 0 gives inf (or nan when m2 == 0), like torch.
-    var = tl.sum(m2, axis=0) / divisor
+    var = _lane_sum_sq_dev(x_row, R, mean, BLOCK_R, ACC) / divisor
     tl.store(var_ptr + row, var)
     tl.store(mean_ptr + row, mean)
 
@@ -154,18 +161,8 @@ def _row_layer_norm_kernel(
     out_row = out_ptr + row * R
     lanes = tl.arange(0, BLOCK_R)
     # Pass 1: mean. Pass 2: biased variance from deviations. Pass 3: normalize and write.
-    acc = tl.zeros([BLOCK_R], dtype=ACC)
-    for start in range(0, R, BLOCK_R):
-        cols = start + lanes
-        acc += tl.load(x_row + cols, mask=cols < R, other=0.0).to(ACC)
-    mean = tl.sum(acc, axis=0) / R
-    m2 = tl.zeros([BLOCK_R], dtype=ACC)
-    for start in range(0, R, BLOCK_R):
-        cols = start + lanes
-        mask = cols < R
-        d = tl.load(x_row + cols, mask=mask, other=0.0).to(ACC) - mean
-        m2 += tl.where(mask, d * d, 0.0)
-    rstd = tl.rsqrt(tl.sum(m2, axis=0) / R + eps)
+    mean = _lane_sum(x_row, R, BLOCK_R, ACC) / R
+    rstd = tl.rsqrt(_lane_sum_sq_dev(x_row, R, mean, BLOCK_R, ACC) / R + eps)
     for start in range(0, R, BLOCK_R):
         cols = start + lanes
         mask = cols < R
