@@ -29,10 +29,9 @@ import inductor_bi  # noqa: E402,F401  (registers the backend)
 from inductor_bi import backend  # noqa: E402
 from inductor_bi.passes import rewrite_graph  # noqa: E402
 from inductor_bi.passes.attention import rewrite_attention_calls  # noqa: E402
-from tests._support import build_hf_model  # noqa: E402
+from tests._support import HF_GPU_HEAD_DIM, HF_GPU_MOE, HF_GPU_SIZE, build_hf_model  # noqa: E402
 
-SIZE = dict(hidden_size=1024, num_hidden_layers=4, num_attention_heads=16, num_key_value_heads=4,
-            vocab_size=32000, intermediate_size=2816, max_position_embeddings=1024)
+SIZE = HF_GPU_SIZE  # the model of tests/gpu/test_hf_gpu.py
 
 
 def fx_eager_backend(record: list | None):
@@ -122,7 +121,7 @@ def main():
     size = dict(SIZE, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                 vocab_size=128, intermediate_size=128) if args.tiny else SIZE
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
-    model = build_hf_model(args.model, size, head_dim=16 if args.tiny else 64, moe=(8, 512)).to(args.device, dtype)
+    model = build_hf_model(args.model, size, head_dim=16 if args.tiny else HF_GPU_HEAD_DIM, moe=HF_GPU_MOE).to(args.device, dtype)
     ids = torch.randint(1, size["vocab_size"], (1, max(pads)), generator=torch.Generator().manual_seed(1)).to(args.device)
 
     for mode in args.modes.split(","):

@@ -44,6 +44,20 @@ def graphs(monkeypatch):
     return seen
 
 
+# The Hugging Face models of the GPU tests (tests/gpu/test_hf_gpu.py) and of
+# benchmarks/diagnose_length.py: a moderate real size, so the two see the same model.
+HF_GPU_SIZE = dict(
+    hidden_size=1024,
+    num_hidden_layers=4,
+    num_attention_heads=16,
+    num_key_value_heads=4,
+    vocab_size=32000,
+    intermediate_size=2816,
+    max_position_embeddings=1024,
+)
+HF_GPU_HEAD_DIM, HF_GPU_MOE = 64, (8, 512)
+
+
 def build_hf_model(name: str, size: dict, head_dim: int, moe: tuple[int, int], experts_implementation=None):
     """A randomly initialised Hugging Face causal LM of the given family: ``size`` is the
     Llama-style config (GPT-2 takes the same dims), ``moe`` is (num_experts, moe_intermediate_size)."""

@@ -22,24 +22,16 @@ transformers = pytest.importorskip("transformers")
 import inductor_bi.backend as backend  # noqa: E402
 from inductor_bi.passes.guard import find_violations  # noqa: E402
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal  # noqa: E402
-from tests._support import build_hf_model  # noqa: E402
+from tests._support import HF_GPU_HEAD_DIM, HF_GPU_MOE, HF_GPU_SIZE, build_hf_model  # noqa: E402
 
-VOCAB = 32000
-SIZE = dict(
-    hidden_size=1024,
-    num_hidden_layers=4,
-    num_attention_heads=16,
-    num_key_value_heads=4,
-    vocab_size=VOCAB,
-    intermediate_size=2816,
-    max_position_embeddings=1024,
-)
+SIZE = HF_GPU_SIZE
+VOCAB = SIZE["vocab_size"]
 BATCH, SEQ = 8, 128
 LENGTHS = (128, 77, 128, 100, 128, 64, 128, 128)  # right padding on rows 1, 3, 5
 
 
 def build_model(name: str, experts_implementation: str | None = None) -> torch.nn.Module:
-    return build_hf_model(name, SIZE, head_dim=64, moe=(8, 512), experts_implementation=experts_implementation)
+    return build_hf_model(name, SIZE, head_dim=HF_GPU_HEAD_DIM, moe=HF_GPU_MOE, experts_implementation=experts_implementation)
 
 
 def _batch():
