@@ -51,6 +51,8 @@ def recorded_launches():
             stack.enter_context(_patched(module, "launch", record))
             stack.enter_context(_patched(module, "uses_interpreter", lambda device: False))
         cuda = torch.device("cuda")
+        # The H100's answer to "may this call use TMA?" (sm_90 >= MATMUL_TMA_MIN_CAPABILITY).
+        stack.enter_context(_patched(configs, "matmul_use_tma", lambda a, device: configs.MATMUL_USE_TMA and a.dtype in configs.MATMUL_TMA_DTYPES))
         stack.enter_context(_patched(reduction, "reduction_config", lambda r, dtype, device: configs.reduction_config(r, dtype, cuda)))
         yield calls
 
@@ -68,7 +70,8 @@ def _patched(module, name, value):
 def compile_for_h100(kernel, args, kwargs):
     """triton.compile for sm_90 with the specialization a real launch with these arguments gets."""
     names = kernel.arg_names
-    values = dict(zip(names, args))
+    values = {p.name: p.default for p in kernel.params if p.has_default}
+    values.update(zip(names, args))
     values.update({k: v for k, v in kwargs.items() if k not in LAUNCH_OPTIONS})
     signature, constexprs, attrs = {}, {}, {}
     for i, name in enumerate(names):
@@ -123,11 +126,11 @@ def float_ops(compiled) -> list[str]:
     return ops
 
 
-def matmul_calls(m: int, n: int, k: int):
+def matmul_calls(m: int, n: int, k: int, tma: bool | None = None, split_k: bool = False):
     a = torch.empty(m, k, dtype=torch.bfloat16, device="meta")
     w = torch.empty(n, k, dtype=torch.bfloat16, device="meta")
     with recorded_launches() as calls:
-        matmul.invariant_matmul(a, w.t(), split_k=False)
+        matmul.invariant_matmul(a, w.t(), split_k=split_k, tma=tma)
     return calls
 
 
@@ -165,17 +168,18 @@ def main():
     ap.add_argument("--matmul-candidates", action="store_true", help="tune_matmul.py's tiles instead of the shipped one")
     args = ap.parse_args()
     shipped = configs.MATMUL_CUDA[torch.bfloat16]
-    tiles = [shipped]
+    candidates = [(shipped, None)]
     if args.matmul_candidates:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         from tune_matmul import CANDIDATES
 
-        tiles = CANDIDATES
+        candidates = CANDIDATES
     try:
-        for cfg in tiles:
+        for cfg, tma in candidates:
             configs.MATMUL_CUDA[torch.bfloat16] = cfg
             tile = f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} c{cfg.k_chunk} w{cfg.num_warps} s{cfg.num_stages}"
-            report(f"matmul bf16 {tile} (4096^3)", matmul_calls(4096, 4096, 4096))
+            fetch = {None: "", True: " tma", False: " ptr"}[tma]
+            report(f"matmul bf16 {tile}{fetch} (4096^3)", matmul_calls(4096, 4096, 4096, tma=tma))
     finally:
         configs.MATMUL_CUDA[torch.bfloat16] = shipped
     if not args.matmul_candidates:

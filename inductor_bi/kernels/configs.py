@@ -60,6 +60,24 @@ MATMUL_INTERPRETER = MatmulConfig(block_m=32, block_n=32, block_k=32, k_chunk=12
 MATMUL_SPLIT_K_MAX_TILES = 64  # split when the output has fewer tiles than this (CUDA only)
 
 
+# Hopper and later fetch the tiles with TMA (tensor-memory-accelerator descriptors) where the
+# layout allows: fp16 / bf16, one batch. It changes only how tiles reach shared memory, not the
+# tiles, the MMA instructions or their order (same PTX arithmetic: tests/test_kernels_sm90_codegen).
+MATMUL_USE_TMA = True
+MATMUL_TMA_DTYPES = (torch.float16, torch.bfloat16)
+MATMUL_TMA_MIN_CAPABILITY = (9, 0)
+
+
+def matmul_use_tma(a: torch.Tensor, device: torch.device) -> bool:
+    """Whether this call may fetch tiles by TMA: a question of hardware and layout only."""
+    return (
+        MATMUL_USE_TMA
+        and device.type == "cuda"
+        and a.dtype in MATMUL_TMA_DTYPES
+        and torch.cuda.get_device_capability(device) >= MATMUL_TMA_MIN_CAPABILITY
+    )
+
+
 def matmul_config(dtype: torch.dtype, device: torch.device, interpreted: bool) -> MatmulConfig:
     """The pinned tile config: a function of (dtype, device) only, never of M or N."""
     return MATMUL_INTERPRETER if interpreted else MATMUL_CUDA[dtype]

@@ -31,6 +31,18 @@ SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 @triton.jit
+def _chunk_step(a, b, acc, total, step, step_hi, STEPS: tl.constexpr, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """One K step of the flat loop (so the software pipeline never restarts at a chunk boundary):
+    the accumulator restarts from zero at every chunk boundary and the chunk is added to the
+    running total, exactly the order the MERGE program follows."""
+    acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+    if (step + 1) % STEPS == 0 or step + 1 == step_hi:
+        total = total + acc
+        acc = tl.zeros(acc.shape, dtype=ACC_DTYPE)
+    return acc, total
+
+
+@triton.jit
 def _invariant_matmul_kernel(
     A, B, C, BIAS, WORK,
     M, N, K,
@@ -51,6 +63,8 @@ def _invariant_matmul_kernel(
     K_CHUNK: tl.constexpr,
     EVEN_K: tl.constexpr,
     GROUP_M: tl.constexpr,
+    USE_TMA: tl.constexpr = False,
+    B_KMAJOR: tl.constexpr = False,
 ):
     pid_tile = tl.program_id(0)
     pid_batch = tl.program_id(1).to(tl.int64)
@@ -89,34 +103,41 @@ def _invariant_matmul_kernel(
         else:
             step_lo = 0
             step_hi = n_steps
-        # Rows / columns past the edge load a valid row (index wrapped) instead of a masked one:
-        # each output element only ever reads its own row of A and column of B, so the extra rows
-        # are computed and dropped, and the loads need no M / N masks.
-        rows = (offs_m % M).to(tl.int64)
-        cols = (offs_n % N).to(tl.int64)
-        offs_k = step_lo * BLOCK_K + tl.arange(0, BLOCK_K)
-        a_ptrs = A + pid_batch * stride_ab + rows[:, None] * stride_am + offs_k.to(tl.int64)[None, :] * stride_ak
-        b_ptrs = B + pid_batch * stride_bb + offs_k.to(tl.int64)[:, None] * stride_bk + cols[None, :] * stride_bn
-        a_step = tl.full([], BLOCK_K, tl.int64) * stride_ak
-        b_step = tl.full([], BLOCK_K, tl.int64) * stride_bk
-        # One flat loop over the K steps (so the software pipeline never restarts at a chunk
-        # boundary): the accumulator restarts from zero at every chunk boundary and the chunk is
-        # added to the running total, exactly the order the MERGE program follows.
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-        for step in range(step_lo, step_hi):
-            if EVEN_K:
-                a = tl.load(a_ptrs)
-                b = tl.load(b_ptrs)
-            else:
-                k_left = K - step * BLOCK_K
-                a = tl.load(a_ptrs, mask=tl.arange(0, BLOCK_K)[None, :] < k_left, other=0.0)
-                b = tl.load(b_ptrs, mask=tl.arange(0, BLOCK_K)[:, None] < k_left, other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-            if (step + 1) % STEPS == 0 or step + 1 == step_hi:
-                total = total + acc
-                acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-            a_ptrs += a_step
-            b_ptrs += b_step
+        if USE_TMA:
+            # Hopper TMA: A and B are 2-D tensor descriptors (one batch). A box past an edge is
+            # filled with zeros: rows / columns past M / N are computed and dropped, K past K adds
+            # exact zero products, as the masked loads below do. Same tiles, same tl.dot: the same
+            # MMA instructions in the same order (checked on the PTX, tests/test_kernels_sm90_codegen).
+            for step in range(step_lo, step_hi):
+                a = A.load([pid_m * BLOCK_M, step * BLOCK_K])
+                if B_KMAJOR:  # B^T is stored [N, K] (a Linear weight): load its box, transpose
+                    b = B.load([pid_n * BLOCK_N, step * BLOCK_K]).T
+                else:
+                    b = B.load([step * BLOCK_K, pid_n * BLOCK_N])
+                acc, total = _chunk_step(a, b, acc, total, step, step_hi, STEPS, INPUT_PRECISION, ACC_DTYPE)
+        else:
+            # Rows / columns past the edge load a valid row (index wrapped) instead of a masked
+            # one: each output element only ever reads its own row of A and column of B, so the
+            # extra rows are computed and dropped, and the loads need no M / N masks.
+            rows = (offs_m % M).to(tl.int64)
+            cols = (offs_n % N).to(tl.int64)
+            offs_k = step_lo * BLOCK_K + tl.arange(0, BLOCK_K)
+            a_ptrs = A + pid_batch * stride_ab + rows[:, None] * stride_am + offs_k.to(tl.int64)[None, :] * stride_ak
+            b_ptrs = B + pid_batch * stride_bb + offs_k.to(tl.int64)[:, None] * stride_bk + cols[None, :] * stride_bn
+            a_step = tl.full([], BLOCK_K, tl.int64) * stride_ak
+            b_step = tl.full([], BLOCK_K, tl.int64) * stride_bk
+            for step in range(step_lo, step_hi):
+                if EVEN_K:
+                    a = tl.load(a_ptrs)
+                    b = tl.load(b_ptrs)
+                else:
+                    k_left = K - step * BLOCK_K
+                    a = tl.load(a_ptrs, mask=tl.arange(0, BLOCK_K)[None, :] < k_left, other=0.0)
+                    b = tl.load(b_ptrs, mask=tl.arange(0, BLOCK_K)[:, None] < k_left, other=0.0)
+                acc, total = _chunk_step(a, b, acc, total, step, step_hi, STEPS, INPUT_PRECISION, ACC_DTYPE)
+                a_ptrs += a_step
+                b_ptrs += b_step
         if MODE == 1:
             tl.store(WORK + pid_chunk * work_stride + work_offs, total, mask=mask_mn)
 
@@ -168,12 +189,14 @@ def invariant_matmul(
     beta: float = 1.0,
     alpha: float = 1.0,
     split_k: bool | None = None,
+    tma: bool | None = None,
 ) -> torch.Tensor:
     """``alpha * (a @ b) + beta * bias`` for 2-D ([M, K] @ [K, N]) or 3-D batched operands.
 
     ``bias`` broadcasts to the output like aten.addmm / aten.baddbmm's ``self``; ``beta == 0``
     ignores it (aten semantics). ``split_k`` forces (True) or forbids (False) the split-K mode;
-    ``None`` lets the shape decide. Either way the bits are the same.
+    ``None`` lets the shape decide. ``tma`` likewise forces or forbids fetching tiles by TMA
+    descriptors (``None``: where the hardware and layout allow). Either way the bits are the same.
     """
     _check(a, b, bias)
     batched = a.dim() == 3
@@ -198,13 +221,38 @@ def invariant_matmul(
         if bias is not None:
             bias3 = bias.expand(out_shape)
             bias3 = bias3 if batched else bias3.unsqueeze(0)
-        _run(a3, b3, out3, bias3, float(alpha), float(beta), split_k)
+        _run(a3, b3, out3, bias3, float(alpha), float(beta), split_k, tma)
 
     out = out3 if batched else out3.squeeze(0)
     return out.to(a.dtype) if compute_dtype != a.dtype else out
 
 
-def _run(a3, b3, out3, bias3, alpha, beta, split_k):
+def _tma_operands(a3, b3, cfg):
+    """2-D TMA descriptors for A [M, K] and B (as B^T [N, K] when K-major, else [K, N]), or None
+    when the layout does not allow them (TMA wants a unit last stride, 16-byte aligned bases and
+    row strides). Only how the tiles are fetched changes, never which tiles or in what order."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    if a3.shape[0] != 1:
+        return None
+    a2, b2 = a3[0], b3[0]
+    size = a2.element_size()
+
+    def fits(t):
+        return t.stride(1) == 1 and (t.stride(0) * size) % 16 == 0 and t.data_ptr() % 16 == 0
+
+    if not fits(a2):
+        return None
+    a_desc = TensorDescriptor(a2, list(a2.shape), list(a2.stride()), [cfg.block_m, cfg.block_k])
+    bt = b2.t()
+    if fits(bt):
+        return a_desc, TensorDescriptor(bt, list(bt.shape), list(bt.stride()), [cfg.block_n, cfg.block_k]), True
+    if fits(b2):
+        return a_desc, TensorDescriptor(b2, list(b2.shape), list(b2.stride()), [cfg.block_k, cfg.block_n]), False
+    return None
+
+
+def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
     nb, m, k = a3.shape
     n = b3.shape[-1]
     device = a3.device
@@ -236,10 +284,18 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k):
         num_stages=cfg.num_stages,
     )
 
+    a_arg, b_arg = a3, b3
+    if tma is None:
+        tma = configs.matmul_use_tma(a3, device)
+    descriptors = _tma_operands(a3, b3, cfg) if tma else None
+    if descriptors is not None:
+        a_arg, b_arg, common["B_KMAJOR"] = descriptors
+        common["USE_TMA"] = True
+
     def go(grid, mode, work):
         launch(
             _invariant_matmul_kernel, grid, device,
-            a3, b3, out3, bias_arg, work,
+            a_arg, b_arg, out3, bias_arg, work,
             m, n, k,
             *a3.stride(), *b3.stride(), *out3.stride(), *bias_strides,
             alpha, beta,
