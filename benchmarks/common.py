@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -32,6 +33,24 @@ def median_ms(fn, rep_ms: int = 100) -> float:
     import triton.testing
 
     return float(triton.testing.do_bench_cudagraph(fn, rep=rep_ms, return_mode="median"))
+
+
+@contextlib.contextmanager
+def pinned_matmul_tile(dtype: torch.dtype, cfg):
+    """Run invariant_matmul with one tile config for every M (both launch shapes set to ``cfg``),
+    to time or compile one candidate."""
+    from inductor_bi.kernels import configs
+
+    saved = configs.MATMUL_CUDA[dtype], configs.MATMUL_CUDA_TALL.get(dtype)
+    configs.MATMUL_CUDA[dtype] = configs.MATMUL_CUDA_TALL[dtype] = cfg
+    try:
+        yield
+    finally:
+        configs.MATMUL_CUDA[dtype] = saved[0]
+        if saved[1] is None:
+            configs.MATMUL_CUDA_TALL.pop(dtype)
+        else:
+            configs.MATMUL_CUDA_TALL[dtype] = saved[1]
 
 
 def write_json(path: str, payload: dict) -> None:

@@ -31,10 +31,13 @@ from triton.backends.nvidia.compiler import CUDABackend
 from triton.compiler import ASTSource
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from common import pinned_matmul_tile  # noqa: E402
 from inductor_bi.kernels import attention, configs, matmul, reduction  # noqa: E402
 
 H100 = GPUTarget("cuda", 90, 32)
+H100_SMS = 132  # H100 SXM
 LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg", "enable_fp_fusion")
 
 
@@ -53,6 +56,7 @@ def recorded_launches():
         cuda = torch.device("cuda")
         # The H100's answer to "may this call use TMA?" (sm_90 >= MATMUL_TMA_MIN_CAPABILITY).
         stack.enter_context(_patched(configs, "matmul_use_tma", lambda a, device: configs.MATMUL_USE_TMA and a.dtype in configs.MATMUL_TMA_DTYPES))
+        stack.enter_context(_patched(configs, "_sm_count", lambda device: H100_SMS))
         stack.enter_context(_patched(reduction, "reduction_config", lambda r, dtype, device: configs.reduction_config(r, dtype, cuda)))
         yield calls
 
@@ -121,6 +125,8 @@ def float_ops(compiled) -> list[str]:
         text = line.strip()
         if text.startswith(("//", ".")) or not text:
             continue
+        if text.startswith("shfl.sync.idx"):  # broadcasts an integer (the warp id), no arithmetic
+            continue
         if re.search(r"\.(f16|bf16|f32|f64)\b|wgmma|ex2|shfl", text):
             ops.append(text.split()[0])
     return ops
@@ -167,21 +173,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--matmul-candidates", action="store_true", help="tune_matmul.py's tiles instead of the shipped one")
     args = ap.parse_args()
-    shipped = configs.MATMUL_CUDA[torch.bfloat16]
-    candidates = [(shipped, None)]
+    candidates = [(None, None)]
     if args.matmul_candidates:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         from tune_matmul import CANDIDATES
 
         candidates = CANDIDATES
-    try:
-        for cfg, tma in candidates:
-            configs.MATMUL_CUDA[torch.bfloat16] = cfg
+    for cfg, tma in candidates:
+        if cfg is None:  # the shipped configs: the tall launch shape at 4096 rows, the short one at 64
+            report("matmul bf16 shipped, 4096^3", matmul_calls(4096, 4096, 4096))
+            report("matmul bf16 shipped, M=64 N=K=4096", matmul_calls(64, 4096, 4096))
+            continue
+        with pinned_matmul_tile(torch.bfloat16, cfg):
             tile = f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} c{cfg.k_chunk} w{cfg.num_warps} s{cfg.num_stages}"
-            fetch = {None: "", True: " tma", False: " ptr"}[tma]
-            report(f"matmul bf16 {tile}{fetch} (4096^3)", matmul_calls(4096, 4096, 4096, tma=tma))
-    finally:
-        configs.MATMUL_CUDA[torch.bfloat16] = shipped
+            report(f"matmul bf16 {tile}{' tma' if tma else ' ptr'} (4096^3)", matmul_calls(4096, 4096, 4096, tma=tma))
     if not args.matmul_candidates:
         report("attention bf16 prefill 4096, D=128", attention_calls(1, 4096, 4096))
         report("attention bf16 decode B=16 KV 4096", attention_calls(16, 1, 4096, pack_gqa=False))

@@ -18,8 +18,7 @@ import os
 
 import torch
 
-from common import environment, median_ms
-from inductor_bi.kernels import configs
+from common import environment, median_ms, pinned_matmul_tile
 from inductor_bi.kernels.configs import MatmulConfig
 from inductor_bi.kernels.matmul import invariant_matmul
 
@@ -47,35 +46,31 @@ def main():
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     dtype = torch.bfloat16
-    shipped = configs.MATMUL_CUDA[dtype]
     cases = [(m, n, k) for n, k in NK for m in MS]
     weights = {(n, k): torch.randn(n, k, device="cuda", dtype=dtype) / k**0.5 for n, k in NK}
     inputs = {(m, k): torch.randn(m, k, device="cuda", dtype=dtype) for m in MS for k in {k for _, k in NK}}
     results = {"environment": environment(), "cublas": {}, "configs": {}}
     print(f"{'case':24s}{'cuBLAS':>9s}" + "".join(f"{name(c):>30s}" for c in CANDIDATES), flush=True)
-    try:
-        for m, n, k in cases:
-            a, w = inputs[(m, k)], weights[(n, k)]
-            flops = 2.0 * m * n * k
-            line = f"M{m}xN{n}xK{k}".ljust(24)
-            cublas = flops / median_ms(lambda: torch.mm(a, w.t())) / 1e9
-            results["cublas"][f"{m},{n},{k}"] = cublas
-            line += f"{cublas:9.1f}"
-            configs.MATMUL_CUDA[dtype] = REFERENCE[0]
+    for m, n, k in cases:
+        a, w = inputs[(m, k)], weights[(n, k)]
+        flops = 2.0 * m * n * k
+        line = f"M{m}xN{n}xK{k}".ljust(24)
+        cublas = flops / median_ms(lambda: torch.mm(a, w.t())) / 1e9
+        results["cublas"][f"{m},{n},{k}"] = cublas
+        line += f"{cublas:9.1f}"
+        with pinned_matmul_tile(dtype, REFERENCE[0]):
             reference = invariant_matmul(a, w.t(), tma=REFERENCE[1])
-            for cfg, tma in CANDIDATES:
-                configs.MATMUL_CUDA[dtype] = cfg
+        for cfg, tma in CANDIDATES:
+            with pinned_matmul_tile(dtype, cfg):
                 out = invariant_matmul(a, w.t(), tma=tma)
                 ok = torch.equal(out, reference)
                 ok &= torch.equal(out[-1:], invariant_matmul(a[-1:], w.t(), tma=tma))
                 if m <= 64:
                     ok &= torch.equal(invariant_matmul(a, w.t(), split_k=True, tma=tma), out)
                 tflops = flops / median_ms(lambda: invariant_matmul(a, w.t(), tma=tma)) / 1e9
-                results["configs"].setdefault(name((cfg, tma)), {})[f"{m},{n},{k}"] = {"tflops": tflops, "same_bits": bool(ok)}
-                line += f"{tflops:9.1f} ({tflops / cublas:.2f}){'' if ok else '!'}".rjust(30)
-            print(line, flush=True)
-    finally:
-        configs.MATMUL_CUDA[dtype] = shipped
+            results["configs"].setdefault(name((cfg, tma)), {})[f"{m},{n},{k}"] = {"tflops": tflops, "same_bits": bool(ok)}
+            line += f"{tflops:9.1f} ({tflops / cublas:.2f}){'' if ok else '!'}".rjust(30)
+        print(line, flush=True)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "tune_matmul.json"), "w") as f:

@@ -1,10 +1,14 @@
 """invariant_matmul kernel on CPU (Triton interpreter): accuracy vs float64, bitwise invariance."""
 
+import contextlib
+
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from inductor_bi.kernels import matmul
+from inductor_bi.kernels._launch import launch
 from inductor_bi.kernels.matmul import invariant_matmul
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
 
@@ -68,6 +72,38 @@ def test_split_k_gives_the_same_bits_as_one_program(m, k, alpha, beta):
     one = invariant_matmul(a, b, bias, beta=beta, alpha=alpha, split_k=False)
     split = invariant_matmul(a, b, bias, beta=beta, alpha=alpha, split_k=True)
     assert_rows_equal(split, one, "split-K vs single program")
+
+
+@contextlib.contextmanager
+def _launch_flags():
+    """The compile-time flags of the kernel launches made inside the block (the last wins)."""
+    flags = {}
+
+    def spy(kernel, grid, device, *args, **kwargs):
+        flags.update({"USE_TMA": False, **kwargs})
+        return launch(kernel, grid, device, *args, **kwargs)
+
+    original, matmul.launch = matmul.launch, spy
+    try:
+        yield flags
+    finally:
+        matmul.launch = original
+
+
+@given(
+    m=st.integers(1, 40), n=st.integers(1, 70), k=st.sampled_from([8, 64, 136, 200]),
+    dtype=st.sampled_from([torch.float32, torch.float16]), weight_kmajor=st.booleans(), split=st.booleans(),
+)
+def test_tma_descriptor_loads_give_the_same_bits_as_pointer_loads(m, n, k, dtype, weight_kmajor, split):
+    a = torch.randn(m, k, dtype=dtype)
+    b = torch.randn(n, k, dtype=dtype).t() if weight_kmajor else torch.randn(k, n, dtype=dtype)
+    pointer = invariant_matmul(a, b, tma=False, split_k=split)
+    with _launch_flags() as flags:
+        tma = invariant_matmul(a, b, tma=True, split_k=split)
+    rows_fit = (k * a.element_size()) % 16 == 0
+    cols_fit = ((k if weight_kmajor else n) * a.element_size()) % 16 == 0
+    assert flags["USE_TMA"] == (rows_fit and cols_fit)  # descriptors where TMA allows, else pointers
+    assert torch.equal(tma, pointer)
 
 
 def test_batched_row_equals_alone():

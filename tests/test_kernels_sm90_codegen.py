@@ -6,6 +6,9 @@ time is spent on finding out why it got slow."""
 from __future__ import annotations
 
 import pytest
+import torch
+
+from inductor_bi.kernels import configs
 
 from tests._support import load_file
 
@@ -29,15 +32,38 @@ def test_attention_key_loop_is_pipelined_on_wgmma(shape):
         assert info["wgmma"] and info["async_copies_in_loop"] > 0, info
 
 
+def _matmul_float_ops(m, n, **kwargs):
+    (call,) = inspect_kernels.matmul_calls(m, n, 4096, **kwargs)
+    return inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*call))
+
+
 def test_matmul_float_ops_are_the_same_for_any_rows_or_columns():
     """Triton compiles a variant per argument value class (== 1, divisible by 16); the matmul's
     arithmetic must not follow it. (This check found nothing to fix in the matmul; the attention
-    kernel's variants differ in their row-sum tree, which is why that sum is order-free.)"""
-    def ops(m, n):
-        (call,) = inspect_kernels.matmul_calls(m, n, 4096)
-        return inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*call))
-
-    reference = ops(4096, 4096)
+    kernel's variants differ in their row-sum tree, which is why that sum is order-free.) The
+    4096-row call runs the tall launch shape, the others the short one: one arithmetic."""
+    reference = _matmul_float_ops(4096, 4096)
     assert any(op.startswith("wgmma") for op in reference)
     for m, n in [(1, 4096), (7, 4096), (77, 4096), (128, 4096), (4096, 1), (4096, 77)]:
-        assert ops(m, n) == reference, (m, n)
+        assert _matmul_float_ops(m, n) == reference, (m, n)
+
+
+@pytest.mark.parametrize("m", [64, 4096], ids=["short", "tall"])
+def test_matmul_tma_and_pointer_loads_run_the_same_float_ops(m):
+    """Layouts TMA cannot take (offset views, odd strides) fall back to pointer loads: same bits."""
+    assert _matmul_float_ops(m, 4096, tma=True) == _matmul_float_ops(m, 4096, tma=False)
+
+
+def test_matmul_tall_launch_shape_is_the_short_tile_per_warpgroup(monkeypatch):
+    for dtype, tall in configs.MATMUL_CUDA_TALL.items():
+        assert configs.tall_shares_arithmetic(configs.MATMUL_CUDA[dtype], tall), dtype
+    monkeypatch.setattr(configs, "_sm_count", lambda device: inspect_kernels.H100_SMS)
+    cuda, sms = torch.device("cuda"), inspect_kernels.H100_SMS
+    assert configs.matmul_config(torch.bfloat16, cuda, False, tiles_tall=sms) is configs.MATMUL_CUDA_TALL[torch.bfloat16]
+    assert configs.matmul_config(torch.bfloat16, cuda, False, tiles_tall=sms - 1) is configs.MATMUL_CUDA[torch.bfloat16]
+
+
+def test_matmul_split_k_programs_run_the_short_tile_float_ops():
+    (split, merge) = inspect_kernels.matmul_calls(64, 4096, 4096, split_k=True)
+    split_ops = inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*split))
+    assert [op for op in split_ops if op.startswith("wgmma.mma")] == [op for op in _matmul_float_ops(64, 4096) if op.startswith("wgmma.mma")]

@@ -9,6 +9,7 @@ fixed K chunks of the matmul, the fixed KV splits of attention).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -20,8 +21,10 @@ import torch
 
 @dataclass(frozen=True)
 class MatmulConfig:
-    # Output tile. BLOCK_M is pinned (never chosen from M) because the MMA instruction Triton
-    # emits, and so the order of the products inside one tl.dot, depends on the tile shape.
+    # Output tile. Rows: on CUDA a program's BLOCK_M rows are split between its warpgroups
+    # (4 warps each) in 64-row slabs, and each warpgroup runs the same MMA instruction sequence on
+    # its slab; so BLOCK_M (with num_warps) sets how much of the output one program computes, not
+    # how an element is computed. BLOCK_N does set the MMA instruction (its N width): pinned.
     block_m: int
     block_n: int
     # K step of one tl.dot: the innermost unit of the accumulation order.
@@ -37,18 +40,32 @@ class MatmulConfig:
     group_m: int = 8
 
 
-# CUDA tiles, per operand dtype. Never a function of M, and not of N either: in ``w @ x.T`` the
-# tokens are the columns, so N can follow the batch just as M does.
+# CUDA tiles, per operand dtype: the arithmetic (BLOCK_N, BLOCK_K, K chunk: the MMA instruction
+# m64n128k16 and its order) is one per dtype, never chosen from M or N (in ``w @ x.T`` the tokens
+# are the columns). Two launch shapes share it (H100 sweep: benchmarks/results/tune_matmul_h100_v5.txt,
+# every candidate bitwise equal to the others on every case):
+# - short: 64 rows, one warpgroup, 6 stages: fills the GPU with more programs when the output is
+#   small (0.6-1.06x cuBLAS at M <= 256);
+# - tall: 128 rows, two warpgroups each running the short tile's instruction sequence on its
+#   own 64 rows (identical floating-point PTX, tests/test_kernels_sm90_codegen), 4 stages:
+#   0.81-0.90x cuBLAS at M >= 1024 with TMA, where the short tile reached 0.66-0.71x.
 MATMUL_CUDA = {
-    # 64x128x64, 4 warps, 4 stages, 1024-wide K chunks: on an H100 the best balance over the
-    # Llama shapes (benchmarks/results/tune_matmul_h100_v3.txt): 0.53-0.63x cuBLAS at M >= 2048,
-    # 0.6-1.03x at M = 16..64. 128x128 tiles reach 0.64-0.73x at large M but drop to 0.3-0.5x at
-    # M <= 64 on N <= 4096, where decoding spends its time.
-    torch.float16: MatmulConfig(block_m=64, block_n=128, block_k=64, k_chunk=1024, num_warps=4, num_stages=4),
-    torch.bfloat16: MatmulConfig(block_m=64, block_n=128, block_k=64, k_chunk=1024, num_warps=4, num_stages=4),
+    torch.float16: MatmulConfig(block_m=64, block_n=128, block_k=64, k_chunk=1024, num_warps=4, num_stages=6),
+    torch.bfloat16: MatmulConfig(block_m=64, block_n=128, block_k=64, k_chunk=1024, num_warps=4, num_stages=6),
     torch.float32: MatmulConfig(block_m=64, block_n=64, block_k=32, k_chunk=512, num_warps=4, num_stages=3),
     torch.float64: MatmulConfig(block_m=32, block_n=32, block_k=16, k_chunk=512, num_warps=4, num_stages=2),
 }
+MATMUL_CUDA_TALL = {
+    torch.float16: MatmulConfig(block_m=128, block_n=128, block_k=64, k_chunk=1024, num_warps=8, num_stages=4),
+    torch.bfloat16: MatmulConfig(block_m=128, block_n=128, block_k=64, k_chunk=1024, num_warps=8, num_stages=4),
+}
+# Rows of output per warpgroup's MMA slab on Hopper (wgmma's M): a tall tile must be a whole
+# number of such slabs with one warpgroup (4 warps) per slab, so each slab's arithmetic is the
+# short tile's.
+MATMUL_ROWS_PER_WARPGROUP = 64
+# The tall launch shape is used once its tiles alone fill the GPU (at least one per SM); below
+# that the short tile's twice as many programs win (v5 sweep: M=256 x N=4096: 1.06x vs 0.73x).
+MATMUL_TALL_MIN_TILES_PER_SM = 1
 
 # Interpreter tiles (CPU reference mode): the interpreter's cost is per program, so tiles are
 # moderate; they are pinned for the same reason as on CUDA (tl.dot becomes one numpy matmul of
@@ -78,9 +95,30 @@ def matmul_use_tma(a: torch.Tensor, device: torch.device) -> bool:
     )
 
 
-def matmul_config(dtype: torch.dtype, device: torch.device, interpreted: bool) -> MatmulConfig:
-    """The pinned tile config: a function of (dtype, device) only, never of M or N."""
-    return MATMUL_INTERPRETER if interpreted else MATMUL_CUDA[dtype]
+def matmul_config(dtype: torch.dtype, device: torch.device, interpreted: bool, tiles_tall: int = 0) -> MatmulConfig:
+    """The pinned tile config of (dtype, device). ``tiles_tall`` (how many tall tiles the output
+    has) picks between the two launch shapes that share one arithmetic: how many output rows a
+    program computes may follow the batch, how each element is computed may not."""
+    if interpreted:
+        return MATMUL_INTERPRETER
+    tall = MATMUL_CUDA_TALL.get(dtype)
+    if tall is not None and tiles_tall >= MATMUL_TALL_MIN_TILES_PER_SM * _sm_count(device):
+        return tall
+    return MATMUL_CUDA[dtype]
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def tall_shares_arithmetic(short: MatmulConfig, tall: MatmulConfig) -> bool:
+    slabs = tall.block_m // MATMUL_ROWS_PER_WARPGROUP
+    return (
+        (tall.block_n, tall.block_k, tall.k_chunk) == (short.block_n, short.block_k, short.k_chunk)
+        and short.block_m == MATMUL_ROWS_PER_WARPGROUP and short.num_warps == 4
+        and tall.block_m % MATMUL_ROWS_PER_WARPGROUP == 0 and tall.num_warps == 4 * slabs
+    )
 
 
 def matmul_k_chunk(cfg: MatmulConfig, k: int) -> int:

@@ -70,6 +70,9 @@ def _config_details(val: torch.Tensor, k, device: torch.device | None = None) ->
         "warps": cfg.num_warps,
         "stages": cfg.num_stages,
     }
+    tall = configs.MATMUL_CUDA_TALL.get(val.dtype) if device.type == "cuda" else None
+    if tall is not None:  # a launch shape over the same arithmetic, for outputs that fill the GPU
+        details["tall_tile"] = f"{tall.block_m}x{tall.block_n}x{tall.block_k}, {tall.num_warps} warps, {tall.num_stages} stages"
     k = static_int(k)
     if k is None:
         details["K"] = "symbolic: chunks of k_chunk"

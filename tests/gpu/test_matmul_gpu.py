@@ -6,6 +6,7 @@ import torch.nn as nn
 from hypothesis import given
 from hypothesis import strategies as st
 
+from inductor_bi.kernels import configs
 from inductor_bi.kernels.matmul import invariant_matmul
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
 
@@ -48,6 +49,26 @@ def test_row_equals_alone_hypothesis(m, n, k, dtype, data):
     batched = invariant_matmul(a, w, bias)
     assert_rows_equal(batched[row : row + 1], invariant_matmul(a[row : row + 1], w, bias))
     assert_close_to_reference(batched, a.double() @ w.double() + bias.double(), dtype=dtype, tol_scale=2)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("m", [1, 64, 300, 4096])
+def test_tma_pointer_tall_and_short_paths_give_the_same_bits(dtype, m, monkeypatch):
+    """Every way of fetching and distributing tiles (TMA or pointer loads; 64- or 128-row programs;
+    split-K or not) runs one arithmetic, so all give the same bits, on both weight layouts."""
+    torch.manual_seed(0)
+    a = torch.randn(m, 4096, device="cuda", dtype=dtype)
+    weight = torch.randn(1024, 4096, device="cuda", dtype=dtype) / 64
+    outs = {}
+    for layout, b in {"[out, in].t()": weight.t(), "[in, out]": weight.t().contiguous()}.items():
+        for tall in (False, True):
+            monkeypatch.setattr(configs, "MATMUL_TALL_MIN_TILES_PER_SM", 0 if tall else 10**9)
+            for tma in (False, True):
+                for split in (False, True):
+                    outs[layout, tall, tma, split] = invariant_matmul(a, b, tma=tma, split_k=split)
+    reference = outs["[out, in].t()", False, False, False]
+    for key, out in outs.items():
+        assert_rows_equal(out, reference, str(key))
 
 
 def test_transposed_weight_like_linear():
