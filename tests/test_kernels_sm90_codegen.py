@@ -59,8 +59,10 @@ def test_matmul_tall_launch_shape_is_the_short_tile_per_warpgroup(monkeypatch):
         assert configs.tall_shares_arithmetic(configs.MATMUL_CUDA[dtype], tall), dtype
     monkeypatch.setattr(configs, "_sm_count", lambda device: inspect_kernels.H100_SMS)
     cuda, sms = torch.device("cuda"), inspect_kernels.H100_SMS
-    assert configs.matmul_config(torch.bfloat16, cuda, False, tiles_tall=sms) is configs.MATMUL_CUDA_TALL[torch.bfloat16]
-    assert configs.matmul_config(torch.bfloat16, cuda, False, tiles_tall=sms - 1) is configs.MATMUL_CUDA[torch.bfloat16]
+    tall, short = configs.MATMUL_CUDA_TALL[torch.bfloat16], configs.MATMUL_CUDA[torch.bfloat16]
+    assert configs.matmul_config(torch.bfloat16, cuda, False, rows=4096, tiles_tall=sms) is tall
+    assert configs.matmul_config(torch.bfloat16, cuda, False, rows=4096, tiles_tall=sms // 2) is short
+    assert configs.matmul_config(torch.bfloat16, cuda, False, rows=1, tiles_tall=1002) is short  # lm_head decode
 
 
 def test_matmul_split_k_programs_run_the_short_tile_float_ops():

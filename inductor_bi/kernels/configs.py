@@ -63,9 +63,11 @@ MATMUL_CUDA_TALL = {
 # number of such slabs with one warpgroup (4 warps) per slab, so each slab's arithmetic is the
 # short tile's.
 MATMUL_ROWS_PER_WARPGROUP = 64
-# The tall launch shape is used once its tiles alone fill the GPU (at least one per SM); below
-# that the short tile's twice as many programs win (v5 sweep: M=256 x N=4096: 1.06x vs 0.73x).
-MATMUL_TALL_MIN_TILES_PER_SM = 1
+# The tall launch shape is used once its tiles alone keep most SMs busy (H100, v5: 128 tall tiles
+# on 132 SMs, M=512 x N=4096, ran the short tile at 0.76x cuBLAS where tall tiles reach ~0.85x;
+# with 64 tall tiles the short tile's 128 programs won, 1.06x vs 0.73x at M=256) and the rows
+# fill a tall tile (at M=1..64 on the 128256-wide lm_head, tall tiles ran 0.62-0.72x, short ~1.0x).
+MATMUL_TALL_MIN_SM_FRACTION = 0.75
 
 # Interpreter tiles (CPU reference mode): the interpreter's cost is per program, so tiles are
 # moderate; they are pinned for the same reason as on CUDA (tl.dot becomes one numpy matmul of
@@ -95,14 +97,14 @@ def matmul_use_tma(a: torch.Tensor, device: torch.device) -> bool:
     )
 
 
-def matmul_config(dtype: torch.dtype, device: torch.device, interpreted: bool, tiles_tall: int = 0) -> MatmulConfig:
-    """The pinned tile config of (dtype, device). ``tiles_tall`` (how many tall tiles the output
-    has) picks between the two launch shapes that share one arithmetic: how many output rows a
-    program computes may follow the batch, how each element is computed may not."""
+def matmul_config(dtype: torch.dtype, device: torch.device, interpreted: bool, rows: int = 0, tiles_tall: int = 0) -> MatmulConfig:
+    """The pinned tile config of (dtype, device). ``rows`` (M) and ``tiles_tall`` (how many tall
+    tiles the output has) pick between the two launch shapes that share one arithmetic: how many
+    output rows a program computes may follow the batch, how each element is computed may not."""
     if interpreted:
         return MATMUL_INTERPRETER
     tall = MATMUL_CUDA_TALL.get(dtype)
-    if tall is not None and tiles_tall >= MATMUL_TALL_MIN_TILES_PER_SM * _sm_count(device):
+    if tall is not None and rows >= tall.block_m and tiles_tall >= MATMUL_TALL_MIN_SM_FRACTION * _sm_count(device):
         return tall
     return MATMUL_CUDA[dtype]
 

@@ -62,7 +62,7 @@ def test_tma_pointer_tall_and_short_paths_give_the_same_bits(dtype, m, monkeypat
     outs = {}
     for layout, b in {"[out, in].t()": weight.t(), "[in, out]": weight.t().contiguous()}.items():
         for tall in (False, True):
-            monkeypatch.setattr(configs, "MATMUL_TALL_MIN_TILES_PER_SM", 0 if tall else 10**9)
+            monkeypatch.setattr(configs, "MATMUL_TALL_MIN_SM_FRACTION", 0 if tall else 10**9)
             for tma in (False, True):
                 for split in (False, True):
                     outs[layout, tall, tma, split] = invariant_matmul(a, b, tma=tma, split_k=split)
