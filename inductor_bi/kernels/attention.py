@@ -412,7 +412,7 @@ def fixed_split_attention(
 
     ``path`` forces the sequential or split-parallel execution (tests); ``None`` lets the
     shapes decide. ``pack_gqa`` forces (True) or forbids (False) one program per group of query
-    heads sharing a K/V head; ``None`` takes ``configs.ATTENTION_PACK_GQA``. Either way the bits
+    heads sharing a K/V head; ``None`` packs when one tile holds a group's rows (``configs.attention_packs_gqa``). Either way the bits
     are the same.
     """
     return fixed_split_attention_with_lse(
@@ -427,7 +427,7 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
     cfg = configs.attention_config(max(d, dv), q4.dtype, interpreted=uses_interpreter(device))
     assert cfg.kv_split % cfg.block_n == 0, "a KV split must be whole key blocks"
     if pack_gqa is None:
-        pack_gqa = configs.ATTENTION_PACK_GQA
+        pack_gqa = configs.attention_packs_gqa(lq, hq // hkv, cfg)
     heads_per_prog = hq // hkv if pack_gqa else 1
     q_blocks = triton.cdiv(lq * heads_per_prog, cfg.block_m)
     programs = q_blocks * nb * (hq // heads_per_prog)

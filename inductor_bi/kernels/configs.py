@@ -237,8 +237,15 @@ ATTENTION_SPLIT_MAX_PROGRAMS = 128  # sequential programs below which to split (
 # position x head), so a decode step reads each K/V block once per group instead of once per
 # query head. It only decides which program computes a row: a row's arithmetic does not depend on
 # its tile row or companions, so the bits are the same packed or not (tests compare them
-# bitwise). Off until it is measured on a GPU (benchmarks/bench_attention.py times both).
-ATTENTION_PACK_GQA = False
+# bitwise). Used when one tile holds all of a group's rows (decode, short chunks): on the H100
+# (benchmarks/results/attention.json, v5) packed decode ran 1.3-3.2x faster than unpacked at
+# batch 4-64 (0.69-0.96x SDPA), while 1k-8k prefill ran 0-7% slower packed.
+ATTENTION_PACK_GQA = True
+
+
+def attention_packs_gqa(lq: int, group: int, cfg: "AttentionConfig") -> bool:
+    """Whether to pack a K/V head's query heads into one program: a question of speed only."""
+    return ATTENTION_PACK_GQA and group > 1 and lq * group <= cfg.block_m
 
 
 def attention_config(head_dim: int, dtype: torch.dtype, interpreted: bool) -> AttentionConfig:
