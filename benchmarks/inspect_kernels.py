@@ -56,7 +56,7 @@ def recorded_launches():
         cuda = torch.device("cuda")
         # The H100's answer to "may this call use TMA?" (sm_90 >= MATMUL_TMA_MIN_CAPABILITY).
         stack.enter_context(_patched(configs, "matmul_use_tma", lambda a, device: configs.MATMUL_USE_TMA and a.dtype in configs.MATMUL_TMA_DTYPES))
-        stack.enter_context(_patched(configs, "_sm_count", lambda device: H100_SMS))
+        stack.enter_context(_patched(configs, "_gpu", lambda device: (H100_SMS, 9)))
         stack.enter_context(_patched(reduction, "reduction_config", lambda r, dtype, device: configs.reduction_config(r, dtype, cuda)))
         yield calls
 

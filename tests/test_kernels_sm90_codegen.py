@@ -57,12 +57,14 @@ def test_matmul_tma_and_pointer_loads_run_the_same_float_ops(m):
 def test_matmul_tall_launch_shape_is_the_short_tile_per_warpgroup(monkeypatch):
     for dtype, tall in configs.MATMUL_CUDA_TALL.items():
         assert configs.tall_shares_arithmetic(configs.MATMUL_CUDA[dtype], tall), dtype
-    monkeypatch.setattr(configs, "_sm_count", lambda device: inspect_kernels.H100_SMS)
+    monkeypatch.setattr(configs, "_gpu", lambda device: (inspect_kernels.H100_SMS, 9))
     cuda, sms = torch.device("cuda"), inspect_kernels.H100_SMS
     tall, short = configs.MATMUL_CUDA_TALL[torch.bfloat16], configs.MATMUL_CUDA[torch.bfloat16]
     assert configs.matmul_config(torch.bfloat16, cuda, False, rows=4096, tiles_tall=sms) is tall
     assert configs.matmul_config(torch.bfloat16, cuda, False, rows=4096, tiles_tall=sms // 2) is short
     assert configs.matmul_config(torch.bfloat16, cuda, False, rows=1, tiles_tall=1002) is short  # lm_head decode
+    monkeypatch.setattr(configs, "_gpu", lambda device: (108, 8))  # an A100: mma.sync, no warpgroups
+    assert configs.matmul_config(torch.bfloat16, cuda, False, rows=4096, tiles_tall=10**4) is short
 
 
 def test_matmul_split_k_programs_run_the_short_tile_float_ops():

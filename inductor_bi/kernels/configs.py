@@ -68,6 +68,9 @@ MATMUL_ROWS_PER_WARPGROUP = 64
 # with 64 tall tiles the short tile's 128 programs won, 1.06x vs 0.73x at M=256) and the rows
 # fill a tall tile (at M=1..64 on the 128256-wide lm_head, tall tiles ran 0.62-0.72x, short ~1.0x).
 MATMUL_TALL_MIN_SM_FRACTION = 0.75
+# The tall shape's argument is Hopper's (wgmma works on 64-row slabs, one per warpgroup); other
+# architectures split a tile between warps differently, so they keep the short tile only.
+MATMUL_TALL_CAPABILITY_MAJOR = 9
 
 # Interpreter tiles (CPU reference mode): the interpreter's cost is per program, so tiles are
 # moderate; they are pinned for the same reason as on CUDA (tl.dot becomes one numpy matmul of
@@ -85,6 +88,11 @@ MATMUL_SPLIT_K_MAX_TILES = 64  # split when the output has fewer tiles than this
 MATMUL_USE_TMA = True
 MATMUL_TMA_DTYPES = (torch.float16, torch.bfloat16)
 MATMUL_TMA_MIN_CAPABILITY = (9, 0)
+# What a TMA descriptor can describe (CUDA's cuTensorMapEncodeTiled): 16-byte aligned base and
+# row stride, dims up to 2**32, strides below 2**40 bytes. Other tensors use pointer loads.
+MATMUL_TMA_ALIGN_BYTES = 16
+MATMUL_TMA_MAX_DIM = 2**32
+MATMUL_TMA_MAX_STRIDE_BYTES = 2**40
 
 
 def matmul_use_tma(a: torch.Tensor, device: torch.device) -> bool:
@@ -104,14 +112,18 @@ def matmul_config(dtype: torch.dtype, device: torch.device, interpreted: bool, r
     if interpreted:
         return MATMUL_INTERPRETER
     tall = MATMUL_CUDA_TALL.get(dtype)
-    if tall is not None and rows >= tall.block_m and tiles_tall >= MATMUL_TALL_MIN_SM_FRACTION * _sm_count(device):
-        return tall
+    if tall is not None and rows >= tall.block_m:
+        sm_count, capability_major = _gpu(device)
+        if capability_major == MATMUL_TALL_CAPABILITY_MAJOR and tiles_tall >= MATMUL_TALL_MIN_SM_FRACTION * sm_count:
+            return tall
     return MATMUL_CUDA[dtype]
 
 
 @functools.lru_cache(maxsize=None)
-def _sm_count(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
+def _gpu(device: torch.device) -> tuple[int, int]:
+    """(SM count, compute capability major) of a CUDA device."""
+    props = torch.cuda.get_device_properties(device)
+    return props.multi_processor_count, props.major
 
 
 def tall_shares_arithmetic(short: MatmulConfig, tall: MatmulConfig) -> bool:

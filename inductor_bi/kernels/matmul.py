@@ -233,13 +233,20 @@ def _tma_operands(a3, b3, cfg):
     row strides). Only how the tiles are fetched changes, never which tiles or in what order."""
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    if a3.shape[0] != 1:
+    if a3.shape[0] != 1 or 0 in a3.shape or 0 in b3.shape:  # descriptors need every dim >= 1
         return None
     a2, b2 = a3[0], b3[0]
     size = a2.element_size()
 
     def fits(t):
-        return t.stride(1) == 1 and (t.stride(0) * size) % 16 == 0 and t.data_ptr() % 16 == 0
+        align = configs.MATMUL_TMA_ALIGN_BYTES
+        return (
+            t.stride(1) == 1
+            and (t.stride(0) * size) % align == 0
+            and t.data_ptr() % align == 0
+            and max(t.shape) <= configs.MATMUL_TMA_MAX_DIM
+            and t.stride(0) * size < configs.MATMUL_TMA_MAX_STRIDE_BYTES
+        )
 
     if not fits(a2):
         return None
