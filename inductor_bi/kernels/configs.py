@@ -2,9 +2,11 @@
 
 The invariance rule: the order of operations that produces one output element may depend on the
 reduced extent (K, hidden size, KV length), the dtype and the constants below, never on the number
-of rows, the batch, the SM count or timing. So nothing here may be a function of M / rows / batch.
-Parallelism may still adapt to the batch where the arithmetic is identical by construction (the
-fixed K chunks of the matmul, the fixed KV splits of attention).
+of rows, the batch, the SM count or timing. So no arithmetic constant here is a function of M /
+rows / batch. Parallelism may still adapt to the batch where the arithmetic is identical by
+construction, and only the functions named for it take the batch: split-K over the matmul's fixed
+K chunks, the matmul's tall launch shape (64-row warpgroup slabs), attention's fixed KV splits and
+GQA head packing.
 """
 
 from __future__ import annotations
