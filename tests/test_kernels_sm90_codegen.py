@@ -58,13 +58,14 @@ def test_matmul_tall_launch_shape_is_the_short_tile_per_warpgroup(monkeypatch):
     for dtype, tall in configs.MATMUL_CUDA_TALL.items():
         assert configs.tall_shares_arithmetic(configs.MATMUL_CUDA[dtype], tall), dtype
     monkeypatch.setattr(configs, "_gpu", lambda device: (inspect_kernels.H100_SMS, 9))
-    cuda, sms = torch.device("cuda"), inspect_kernels.H100_SMS
+    cuda = torch.device("cuda")
     tall, short = configs.MATMUL_CUDA_TALL[torch.bfloat16], configs.MATMUL_CUDA[torch.bfloat16]
-    assert configs.matmul_config(torch.bfloat16, cuda, False, rows=4096, tiles_tall=sms) is tall
-    assert configs.matmul_config(torch.bfloat16, cuda, False, rows=4096, tiles_tall=sms // 2) is short
-    assert configs.matmul_config(torch.bfloat16, cuda, False, rows=1, tiles_tall=1002) is short  # lm_head decode
+    assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 4096, 4096)) is tall
+    assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 256, 4096)) is short  # 64 tall tiles
+    assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 512, 4096)) is tall  # 128 of 132 SMs
+    assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 1, 128256)) is short  # lm_head decode
     monkeypatch.setattr(configs, "_gpu", lambda device: (108, 8))  # an A100: mma.sync, no warpgroups
-    assert configs.matmul_config(torch.bfloat16, cuda, False, rows=4096, tiles_tall=10**4) is short
+    assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 4096, 4096)) is short
 
 
 def test_matmul_split_k_programs_run_the_short_tile_float_ops():

@@ -107,16 +107,18 @@ def matmul_use_tma(a: torch.Tensor, device: torch.device) -> bool:
     )
 
 
-def matmul_config(dtype: torch.dtype, device: torch.device, interpreted: bool, rows: int = 0, tiles_tall: int = 0) -> MatmulConfig:
-    """The pinned tile config of (dtype, device). ``rows`` (M) and ``tiles_tall`` (how many tall
-    tiles the output has) pick between the two launch shapes that share one arithmetic: how many
-    output rows a program computes may follow the batch, how each element is computed may not."""
+def matmul_config(dtype: torch.dtype, device: torch.device, interpreted: bool, output: tuple[int, int, int] = (0, 0, 0)) -> MatmulConfig:
+    """The pinned tile config of (dtype, device). ``output`` (batches, rows, columns) picks
+    between the two launch shapes that share one arithmetic: how many output rows a program
+    computes may follow the batch, how each element is computed may not."""
     if interpreted:
         return MATMUL_INTERPRETER
     tall = MATMUL_CUDA_TALL.get(dtype)
+    batches, rows, cols = output
     if tall is not None and rows >= tall.block_m:
         sm_count, capability_major = _gpu(device)
-        if capability_major == MATMUL_TALL_CAPABILITY_MAJOR and tiles_tall >= MATMUL_TALL_MIN_SM_FRACTION * sm_count:
+        tiles = batches * -(-rows // tall.block_m) * -(-cols // tall.block_n)
+        if capability_major == MATMUL_TALL_CAPABILITY_MAJOR and tiles >= MATMUL_TALL_MIN_SM_FRACTION * sm_count:
             return tall
     return MATMUL_CUDA[dtype]
 

@@ -263,9 +263,7 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
     nb, m, k = a3.shape
     n = b3.shape[-1]
     device = a3.device
-    tall = configs.MATMUL_CUDA_TALL.get(a3.dtype)
-    tiles_tall = nb * triton.cdiv(m, tall.block_m) * triton.cdiv(n, tall.block_n) if tall else 0
-    cfg = configs.matmul_config(a3.dtype, device, interpreted=uses_interpreter(device), rows=m, tiles_tall=tiles_tall)
+    cfg = configs.matmul_config(a3.dtype, device, interpreted=uses_interpreter(device), output=(nb, m, n))
     acc_dtype = tl.float64 if a3.dtype == torch.float64 else tl.float32
     tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
     k_chunk = configs.matmul_k_chunk(cfg, k)
