@@ -13,7 +13,9 @@ Nothing in it depends on M, the batch, or the other rows. Two execution modes gi
 by construction: FULL (one program walks every chunk) and SPLIT (one program per chunk writes its
 ``acc`` to an fp32 workspace; a MERGE program adds the partials in ascending chunk order from zero
 and applies the same epilogue). Small-M calls use SPLIT to fill the GPU (parallelism adapts to the
-batch; the arithmetic does not).
+batch; the arithmetic does not). Neither how tiles are fetched (Hopper TMA descriptors or pointer
+loads) nor how many 64-row warpgroup slabs one program computes (configs: short or tall launch
+shape) changes the instructions an element goes through.
 """
 
 from __future__ import annotations
