@@ -38,6 +38,8 @@ from inductor_bi.kernels import attention, configs, matmul, reduction  # noqa: E
 
 H100 = GPUTarget("cuda", 90, 32)
 H100_SMS = 132  # H100 SXM
+# What configs._gpu reads from an H100: SM count, capability major, shared memory per block.
+H100_PROPERTIES = (H100_SMS, 9, 232448)
 LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg", "enable_fp_fusion")
 
 
@@ -56,7 +58,7 @@ def recorded_launches():
         cuda = torch.device("cuda")
         # The H100's answer to "may this call use TMA?" (sm_90 >= MATMUL_TMA_MIN_CAPABILITY).
         stack.enter_context(_patched(configs, "matmul_use_tma", lambda a, device: configs.MATMUL_USE_TMA and a.dtype in configs.MATMUL_TMA_DTYPES))
-        stack.enter_context(_patched(configs, "_gpu", lambda device: (H100_SMS, 9)))
+        stack.enter_context(_patched(configs, "_gpu", lambda device: H100_PROPERTIES))
         stack.enter_context(_patched(reduction, "reduction_config", lambda r, dtype, device: configs.reduction_config(r, dtype, cuda)))
         yield calls
 

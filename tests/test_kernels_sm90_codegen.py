@@ -5,6 +5,8 @@ time is spent on finding out why it got slow."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -57,14 +59,14 @@ def test_matmul_tma_and_pointer_loads_run_the_same_float_ops(m):
 def test_matmul_tall_launch_shape_is_the_short_tile_per_warpgroup(monkeypatch):
     for dtype, tall in configs.MATMUL_CUDA_TALL.items():
         assert configs.tall_shares_arithmetic(configs.MATMUL_CUDA[dtype], tall), dtype
-    monkeypatch.setattr(configs, "_gpu", lambda device: (inspect_kernels.H100_SMS, 9))
+    monkeypatch.setattr(configs, "_gpu", lambda device: inspect_kernels.H100_PROPERTIES)
     cuda = torch.device("cuda")
     tall, short = configs.MATMUL_CUDA_TALL[torch.bfloat16], configs.MATMUL_CUDA[torch.bfloat16]
     assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 4096, 4096)) is tall
     assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 256, 4096)) is short  # 64 tall tiles
     assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 512, 4096)) is tall  # 128 of 132 SMs
     assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 1, 128256)) is short  # lm_head decode
-    monkeypatch.setattr(configs, "_gpu", lambda device: (108, 8))  # an A100: mma.sync, no warpgroups
+    monkeypatch.setattr(configs, "_gpu", lambda device: (108, 8, 166912))  # an A100: mma.sync, no warpgroups
     assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 4096, 4096)) is short
 
 
@@ -72,3 +74,15 @@ def test_matmul_split_k_programs_run_the_short_tile_float_ops():
     (split, merge) = inspect_kernels.matmul_calls(64, 4096, 4096, split_k=True)
     split_ops = inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*split))
     assert [op for op in split_ops if op.startswith("wgmma.mma")] == [op for op in _matmul_float_ops(64, 4096) if op.startswith("wgmma.mma")]
+
+
+def test_matmul_stages_fit_the_gpus_shared_memory(monkeypatch):
+    """Pipeline depth is not arithmetic: a GPU with less shared memory per block gets fewer stages
+    of the same tile instead of a launch failure."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cuda, short = torch.device("cuda"), configs.MATMUL_CUDA[torch.bfloat16]
+    monkeypatch.setattr(configs, "_gpu", lambda device: inspect_kernels.H100_PROPERTIES)
+    assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 16, 4096)) == short
+    monkeypatch.setattr(configs, "_gpu", lambda device: (128, 8, 101376))  # 99 KiB per block (sm_89)
+    fitted = configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 16, 4096))
+    assert fitted.num_stages == 4 and dataclasses.replace(fitted, num_stages=short.num_stages) == short

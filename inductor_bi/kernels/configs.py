@@ -11,6 +11,7 @@ GQA head packing.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -116,18 +117,36 @@ def matmul_config(dtype: torch.dtype, device: torch.device, interpreted: bool, o
     tall = MATMUL_CUDA_TALL.get(dtype)
     batches, rows, cols = output
     if tall is not None and rows >= tall.block_m:
-        sm_count, capability_major = _gpu(device)
+        sm_count, capability_major, _ = _gpu(device)
         tiles = batches * -(-rows // tall.block_m) * -(-cols // tall.block_n)
         if capability_major == MATMUL_TALL_CAPABILITY_MAJOR and tiles >= MATMUL_TALL_MIN_SM_FRACTION * sm_count:
             return tall
-    return MATMUL_CUDA[dtype]
+    return _stages_that_fit(MATMUL_CUDA[dtype], dtype, device)
+
+
+# Pipeline depth (stages) decides how many K steps are in flight, not the order of the adds (v5
+# sweep: 4 and 6 stages gave equal bits). GPUs with less shared memory per block than the H100's
+# 227 KiB (consumer parts: ~99 KiB) get fewer stages instead of a launch failure; at least 2.
+MATMUL_MIN_STAGES = 2
+
+
+def _stages_that_fit(cfg: MatmulConfig, dtype: torch.dtype, device: torch.device) -> MatmulConfig:
+    if not torch.cuda.is_available():  # explain reports the CUDA configs from a CPU machine
+        return cfg
+    stage_bytes = (cfg.block_m * cfg.block_k + cfg.block_k * cfg.block_n) * dtype.itemsize
+    stages = max(MATMUL_MIN_STAGES, min(cfg.num_stages, _gpu(device)[2] // stage_bytes))
+    return cfg if stages == cfg.num_stages else dataclasses.replace(cfg, num_stages=stages)
 
 
 @functools.lru_cache(maxsize=None)
-def _gpu(device: torch.device) -> tuple[int, int]:
-    """(SM count, compute capability major) of a CUDA device."""
+def _gpu(device: torch.device) -> tuple[int, int, int]:
+    """(SM count, compute capability major, shared memory bytes one block may use) of a CUDA device."""
+    import triton
+
     props = torch.cuda.get_device_properties(device)
-    return props.multi_processor_count, props.major
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    shared = triton.runtime.driver.active.utils.get_device_properties(index)["max_shared_mem"]
+    return props.multi_processor_count, props.major, shared
 
 
 def tall_shares_arithmetic(short: MatmulConfig, tall: MatmulConfig) -> bool:
