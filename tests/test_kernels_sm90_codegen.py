@@ -21,8 +21,9 @@ def _compiled(calls):
     return [inspect_kernels.resources(inspect_kernels.compile_for_h100(*call)) for call in calls]
 
 
-def test_matmul_k_loop_is_pipelined_on_wgmma_without_spills():
-    (info,) = _compiled(inspect_kernels.matmul_calls(4096, 4096, 4096))
+@pytest.mark.parametrize("m", [64, 4096], ids=["short", "tall"])
+def test_matmul_k_loop_is_pipelined_on_wgmma_without_spills(m):
+    (info,) = _compiled(inspect_kernels.matmul_calls(m, 4096, 4096))
     assert info["wgmma"] and info["async_copies_in_loop"] >= 2, info  # A and B tiles prefetched
     assert 1 in info["wgmma_pendings_in_loop"], info  # one wgmma stays in flight across K steps
     assert info["spill_stores"] == 0 and info["spill_loads"] == 0, info
