@@ -39,7 +39,7 @@ from inductor_bi.kernels import attention, configs, matmul, reduction  # noqa: E
 H100 = GPUTarget("cuda", 90, 32)
 H100_SMS = 132  # H100 SXM
 # What configs._gpu reads from an H100: SM count, capability major, shared memory per block.
-H100_PROPERTIES = (H100_SMS, 9, 232448)
+H100_PROPERTIES = configs.GpuProperties(sm_count=H100_SMS, capability_major=9, shared_bytes=232448)
 LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg", "enable_fp_fusion")
 
 
@@ -56,7 +56,7 @@ def recorded_launches():
             stack.enter_context(_patched(module, "launch", record))
             stack.enter_context(_patched(module, "uses_interpreter", lambda device: False))
         cuda = torch.device("cuda")
-        # The H100's answer to "may this call use TMA?" (sm_90 >= MATMUL_TMA_MIN_CAPABILITY).
+        # The H100's answer to "may this call use TMA?" (sm_90 >= MATMUL_TMA_MIN_CAPABILITY_MAJOR).
         stack.enter_context(_patched(configs, "matmul_use_tma", lambda a, device: configs.MATMUL_USE_TMA and a.dtype in configs.MATMUL_TMA_DTYPES))
         stack.enter_context(_patched(configs, "_gpu", lambda device: H100_PROPERTIES))
         stack.enter_context(_patched(reduction, "reduction_config", lambda r, dtype, device: configs.reduction_config(r, dtype, cuda)))

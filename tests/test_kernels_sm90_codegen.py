@@ -67,7 +67,7 @@ def test_matmul_tall_launch_shape_is_the_short_tile_per_warpgroup(monkeypatch):
     assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 256, 4096)) is short  # 64 tall tiles
     assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 512, 4096)) is tall  # 128 of 132 SMs
     assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 1, 128256)) is short  # lm_head decode
-    monkeypatch.setattr(configs, "_gpu", lambda device: (108, 8, 166912))  # an A100: mma.sync, no warpgroups
+    monkeypatch.setattr(configs, "_gpu", lambda device: configs.GpuProperties(108, 8, 166912))  # an A100: mma.sync, no warpgroups
     assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 4096, 4096)) is short
 
 
@@ -84,6 +84,6 @@ def test_matmul_stages_fit_the_gpus_shared_memory(monkeypatch):
     cuda, short = torch.device("cuda"), configs.MATMUL_CUDA[torch.bfloat16]
     monkeypatch.setattr(configs, "_gpu", lambda device: inspect_kernels.H100_PROPERTIES)
     assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 16, 4096)) == short
-    monkeypatch.setattr(configs, "_gpu", lambda device: (128, 8, 101376))  # 99 KiB per block (sm_89)
+    monkeypatch.setattr(configs, "_gpu", lambda device: configs.GpuProperties(128, 8, 101376))  # 99 KiB per block (sm_89)
     fitted = configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 16, 4096))
     assert fitted.num_stages == 4 and dataclasses.replace(fitted, num_stages=short.num_stages) == short

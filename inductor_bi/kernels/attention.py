@@ -412,8 +412,8 @@ def fixed_split_attention(
 
     ``path`` forces the sequential or split-parallel execution (tests); ``None`` lets the
     shapes decide. ``pack_gqa`` forces (True) or forbids (False) one program per group of query
-    heads sharing a K/V head; ``None`` packs when one tile holds a group's rows (``configs.attention_packs_gqa``). Either way the bits
-    are the same.
+    heads sharing a K/V head; ``None`` packs when one tile holds a group's rows
+    (``configs.attention_packs_gqa``). Either way the bits are the same.
     """
     return fixed_split_attention_with_lse(
         q, k, v, attn_mask, is_causal, scale, enable_gqa, path=path, pack_gqa=pack_gqa

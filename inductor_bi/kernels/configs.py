@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -90,7 +91,7 @@ MATMUL_SPLIT_K_MAX_TILES = 64  # split when the output has fewer tiles than this
 # tiles, the MMA instructions or their order (same PTX arithmetic: tests/test_kernels_sm90_codegen).
 MATMUL_USE_TMA = True
 MATMUL_TMA_DTYPES = (torch.float16, torch.bfloat16)
-MATMUL_TMA_MIN_CAPABILITY = (9, 0)
+MATMUL_TMA_MIN_CAPABILITY_MAJOR = 9
 # What a TMA descriptor can describe (CUDA's cuTensorMapEncodeTiled): 16-byte aligned base and
 # row stride, dims up to 2**32, strides below 2**40 bytes. Other tensors use pointer loads.
 MATMUL_TMA_ALIGN_BYTES = 16
@@ -104,7 +105,7 @@ def matmul_use_tma(a: torch.Tensor, device: torch.device) -> bool:
         MATMUL_USE_TMA
         and device.type == "cuda"
         and a.dtype in MATMUL_TMA_DTYPES
-        and torch.cuda.get_device_capability(device) >= MATMUL_TMA_MIN_CAPABILITY
+        and _gpu(device).capability_major >= MATMUL_TMA_MIN_CAPABILITY_MAJOR
     )
 
 
@@ -117,9 +118,9 @@ def matmul_config(dtype: torch.dtype, device: torch.device, interpreted: bool, o
     tall = MATMUL_CUDA_TALL.get(dtype)
     batches, rows, cols = output
     if tall is not None and rows >= tall.block_m:
-        sm_count, capability_major, _ = _gpu(device)
+        gpu = _gpu(device)
         tiles = batches * -(-rows // tall.block_m) * -(-cols // tall.block_n)
-        if capability_major == MATMUL_TALL_CAPABILITY_MAJOR and tiles >= MATMUL_TALL_MIN_SM_FRACTION * sm_count:
+        if gpu.capability_major == MATMUL_TALL_CAPABILITY_MAJOR and tiles >= MATMUL_TALL_MIN_SM_FRACTION * gpu.sm_count:
             return tall
     return _stages_that_fit(MATMUL_CUDA[dtype], dtype, device)
 
@@ -134,19 +135,25 @@ def _stages_that_fit(cfg: MatmulConfig, dtype: torch.dtype, device: torch.device
     if not torch.cuda.is_available():  # explain reports the CUDA configs from a CPU machine
         return cfg
     stage_bytes = (cfg.block_m * cfg.block_k + cfg.block_k * cfg.block_n) * dtype.itemsize
-    stages = max(MATMUL_MIN_STAGES, min(cfg.num_stages, _gpu(device)[2] // stage_bytes))
+    stages = max(MATMUL_MIN_STAGES, min(cfg.num_stages, _gpu(device).shared_bytes // stage_bytes))
     return cfg if stages == cfg.num_stages else dataclasses.replace(cfg, num_stages=stages)
 
 
+class GpuProperties(NamedTuple):
+    sm_count: int
+    capability_major: int
+    shared_bytes: int  # shared memory one block may use (opt-in maximum)
+
+
 @functools.lru_cache(maxsize=None)
-def _gpu(device: torch.device) -> tuple[int, int, int]:
-    """(SM count, compute capability major, shared memory bytes one block may use) of a CUDA device."""
+def _gpu(device: torch.device) -> GpuProperties:
+    """What the launch choices read from a CUDA device."""
     import triton
 
     props = torch.cuda.get_device_properties(device)
     index = device.index if device.index is not None else torch.cuda.current_device()
     shared = triton.runtime.driver.active.utils.get_device_properties(index)["max_shared_mem"]
-    return props.multi_processor_count, props.major, shared
+    return GpuProperties(props.multi_processor_count, props.major, shared)
 
 
 def tall_shares_arithmetic(short: MatmulConfig, tall: MatmulConfig) -> bool:
