@@ -1,0 +1,59 @@
+"""Small-M matmul: how the fixed K chunks are run (one program, or one program per chunk plus a
+merge) and how wide they are, on the shapes where the work is reading the weights (bf16, H100).
+
+Strategies that keep the shipped arithmetic must equal the shipped kernel bitwise (a '!' marks a
+case that differs); chunk-width candidates change the arithmetic (the chunk is a function of K
+alone, so still invariant) and are checked for split == unsplit and row == row alone instead.
+
+    python benchmarks/tune_split_k.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from common import environment, median_ms, pinned_matmul_tile
+from inductor_bi.kernels import configs
+from inductor_bi.kernels.matmul import invariant_matmul
+
+# (N, K): llama-1b (2048 hidden, 512 kv, 8192 mlp) and Llama-3-8B projections.
+NK = [(2048, 2048), (512, 2048), (8192, 2048), (2048, 8192), (4096, 4096), (1024, 4096), (4096, 14336)]
+MS = [1, 16, 64]
+STRATEGIES = {  # name: invariant_matmul keyword arguments (shipped arithmetic)
+    "one program": dict(split_k=False),
+    "split + merge": dict(split_k=True),
+    "shipped rule": dict(),
+}
+CHUNKS = [256, 512]  # chunk widths to try against the shipped 1024 (rule: split as shipped)
+
+
+def main():
+    print(environment())
+    dtype = torch.bfloat16
+    shipped = configs.MATMUL_CUDA[dtype]
+    print(f"{'case':22s}{'cuBLAS us':>10s}" + "".join(f"{s:>20s}" for s in STRATEGIES) + "".join(f"{f'c{c}':>20s}" for c in CHUNKS))
+    for n, k in NK:
+        w = torch.randn(n, k, device="cuda", dtype=dtype) / k**0.5
+        for m in MS:
+            a = torch.randn(m, k, device="cuda", dtype=dtype)
+            cublas = median_ms(lambda: torch.mm(a, w.t())) * 1000
+            line = f"M{m}xN{n}xK{k}".ljust(22) + f"{cublas:10.1f}"
+            reference = invariant_matmul(a, w.t(), split_k=False)
+            for kw in STRATEGIES.values():
+                ok = torch.equal(invariant_matmul(a, w.t(), **kw), reference)
+                t = median_ms(lambda: invariant_matmul(a, w.t(), **kw)) * 1000
+                line += f"{t:8.1f} ({cublas / t:.2f}){'' if ok else '!'}".rjust(20)
+            for c in CHUNKS:
+                with pinned_matmul_tile(dtype, dataclasses.replace(shipped, k_chunk=c)):
+                    out = invariant_matmul(a, w.t())
+                    ok = torch.equal(out, invariant_matmul(a, w.t(), split_k=False))
+                    ok &= torch.equal(out[-1:], invariant_matmul(a[-1:], w.t()))
+                    t = median_ms(lambda: invariant_matmul(a, w.t())) * 1000
+                line += f"{t:8.1f} ({cublas / t:.2f}){'' if ok else '!'}".rjust(20)
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
