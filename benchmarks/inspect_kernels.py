@@ -40,7 +40,7 @@ H100 = GPUTarget("cuda", 90, 32)
 H100_SMS = 132  # H100 SXM
 # What configs._gpu reads from an H100: SM count, capability major, shared memory per block.
 H100_PROPERTIES = configs.GpuProperties(sm_count=H100_SMS, capability_major=9, shared_bytes=232448)
-LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg", "enable_fp_fusion")
+LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg", "enable_fp_fusion", "launch_pdl")
 
 
 @contextlib.contextmanager
@@ -59,6 +59,8 @@ def recorded_launches():
         # The H100's answer to "may this call use TMA?" (sm_90 >= MATMUL_TMA_MIN_CAPABILITY_MAJOR).
         stack.enter_context(_patched(configs, "matmul_use_tma", lambda a, device: configs.MATMUL_USE_TMA and a.dtype in configs.MATMUL_TMA_DTYPES))
         stack.enter_context(_patched(configs, "_gpu", lambda device: H100_PROPERTIES))
+        launch_options = configs.split_merge_launch_options  # asked of the H100, not the meta device
+        stack.enter_context(_patched(configs, "split_merge_launch_options", lambda device, interpreted: launch_options(cuda, interpreted)))
         stack.enter_context(_patched(reduction, "reduction_config", lambda r, dtype, device: configs.reduction_config(r, dtype, cuda)))
         yield calls
 
@@ -155,11 +157,11 @@ def reduction_calls(rows: int, r: int, dtype=torch.bfloat16):
     return calls
 
 
-def attention_calls(batch: int, lq: int, lk: int, pack_gqa: bool | None = None):
+def attention_calls(batch: int, lq: int, lk: int, pack_gqa: bool | None = None, path: str = "sequential"):
     q = torch.empty(batch, 32, lq, 128, dtype=torch.bfloat16, device="meta")
     kv = torch.empty(batch, 8, lk, 128, dtype=torch.bfloat16, device="meta")
     with recorded_launches() as calls:
-        attention.fixed_split_attention(q, kv, kv, is_causal=lq > 1, enable_gqa=True, path="sequential", pack_gqa=pack_gqa)
+        attention.fixed_split_attention(q, kv, kv, is_causal=lq > 1, enable_gqa=True, path=path, pack_gqa=pack_gqa)
     return calls
 
 

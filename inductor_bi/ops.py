@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from .kernels import attention as _attention
 from .kernels import reduction
 from .kernels.attention import fixed_split_attention as _fixed_split_attention_kernel
 from .kernels.matmul import invariant_matmul as _invariant_matmul_kernel
@@ -83,7 +84,8 @@ def fixed_split_attention(
 
 @fixed_split_attention.register_fake
 def _(q, k, v, attn_mask, is_causal, scale, enable_gqa):
-    return q.new_empty((*q.shape[:-1], v.shape[-1]))
+    lead = torch.broadcast_shapes(q.shape[:-3], k.shape[:-3], v.shape[:-3])
+    return _attention.empty_output(lead, q.shape[-3], q.shape[-2], v.shape[-1], q.dtype, q.device)
 
 
 def _attention_setup_context(ctx, inputs, output):
@@ -132,24 +134,28 @@ fixed_split_attention.register_autograd(_attention_backward, setup_context=_atte
 
 
 @torch.library.custom_op(f"{LIBRARY}::invariant_sum", mutates_args=())
-def invariant_sum(x: torch.Tensor, dims: Optional[list[int]], keepdim: bool, dtype: Optional[torch.dtype]) -> torch.Tensor:
-    """aten.sum with a fixed per-row order."""
-    return reduction.invariant_sum(x, dims, keepdim, dtype)
+def invariant_sum(
+    x: torch.Tensor, dims: Optional[list[int]], keepdim: bool, dtype: Optional[torch.dtype], square: bool = False
+) -> torch.Tensor:
+    """aten.sum with a fixed per-row order (of ``x * x`` squared in the accumulator dtype with ``square``)."""
+    return reduction.invariant_sum(x, dims, keepdim, dtype, square)
 
 
 @invariant_sum.register_fake
-def _(x, dims, keepdim, dtype):
+def _(x, dims, keepdim, dtype, square=False):
     return torch.sum(x, dims or list(range(x.dim())), keepdim, dtype=dtype)
 
 
 @torch.library.custom_op(f"{LIBRARY}::invariant_mean", mutates_args=())
-def invariant_mean(x: torch.Tensor, dims: Optional[list[int]], keepdim: bool, dtype: Optional[torch.dtype]) -> torch.Tensor:
-    """aten.mean with a fixed per-row order."""
-    return reduction.invariant_mean(x, dims, keepdim, dtype)
+def invariant_mean(
+    x: torch.Tensor, dims: Optional[list[int]], keepdim: bool, dtype: Optional[torch.dtype], square: bool = False
+) -> torch.Tensor:
+    """aten.mean with a fixed per-row order (of ``x * x`` squared in the accumulator dtype with ``square``)."""
+    return reduction.invariant_mean(x, dims, keepdim, dtype, square)
 
 
 @invariant_mean.register_fake
-def _(x, dims, keepdim, dtype):
+def _(x, dims, keepdim, dtype, square=False):
     return torch.mean(x, dims or list(range(x.dim())), keepdim, dtype=dtype)
 
 

@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 
 from inductor_bi.kernels.attention import _order_free_row_sum, fixed_split_attention, fixed_split_attention_with_lse
+from inductor_bi.testing import assert_close_to_reference
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:inductor_bi. running batch-invariant Triton kernels"),
@@ -383,3 +384,15 @@ def test_softmax_row_sum_is_the_same_for_any_column_order(block_n):
     assert len(plain_orders) > 1, "the data must be able to tell orders apart"
     exact = p.double().sum(1)
     assert torch.all((ref.double() - exact).abs() <= exact * 2.0**-23 + block_n * 2.0**-37)
+
+
+def test_output_is_laid_out_token_major_so_merging_heads_is_a_view():
+    """[B, Hq, Lq, Dv] with [B, Lq, Hq, Dv] memory, like torch's flash SDPA: the usual
+    ``out.transpose(1, 2).reshape(B, Lq, Hq * Dv)`` needs no copy, and the values are right."""
+    q, k, v = (torch.randn(2, h, 5, 16) for h in (4, 2, 2))
+    out = fixed_split_attention(q, k, v, is_causal=True, enable_gqa=True)
+    assert out.shape == (2, 4, 5, 16) and out.transpose(1, 2).is_contiguous()
+    merged = out.transpose(1, 2).reshape(2, 5, 64)
+    assert merged.data_ptr() == out.data_ptr()
+    ref = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=True, enable_gqa=True)
+    assert_close_to_reference(out, ref, dtype=torch.float32)

@@ -98,6 +98,18 @@ def test_sum_and_mean_row_equals_alone_for_any_batch(case, dims, keepdim, mean):
     assert_row_equals_alone(lambda x: fn(x, dims, keepdim), row, before, after, other)
 
 
+@given(batches(inner_ndim=2), st.sampled_from([[-1], [1, 2]]), st.booleans())
+def test_sum_of_squares_row_equals_alone_and_equals_the_written_squares(case, dims, mean):
+    """``square=True`` (the backend's fold of RMSNorm's x.float().pow(2).mean()) gives a row the
+    same bits alone as in any batch, and in the interpreter (no FMA) exactly what summing the
+    squares written to memory gives."""
+    _, _, row, before, after, other = case
+    fn = invariant_mean if mean else invariant_sum
+    assert_row_equals_alone(lambda x: fn(x, dims, True, torch.float32, square=True), row, before, after, other)
+    x = torch.cat([before, row, after])
+    assert torch.equal(fn(x, dims, True, torch.float32, square=True), fn(x.float().pow(2), dims, True))
+
+
 @given(batches(inner_ndim=2), st.sampled_from([[1], [-1], [1, 2]]), st.sampled_from([0, 1]), st.booleans())
 def test_var_mean_row_equals_alone_for_any_batch(case, dims, correction, keepdim):
     _, _, row, before, after, other = case
@@ -164,6 +176,16 @@ def test_sum_mean_var_mean_close_to_float64(dtype):
             assert var.shape == ref_var.shape and mean.shape == ref_mean.shape
             assert_close_to_reference(var, ref_var, dtype)
             assert_close_to_reference(mean, ref_mean, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES + [torch.bfloat16, torch.float64])
+def test_sum_of_squares_close_to_float64(dtype):
+    x = _randn((5, 300), dtype, 7, scale=4.0)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    ref = x.double().pow(2)
+    assert invariant_mean(x, [-1], False, acc, square=True).dtype == acc
+    assert_close_to_reference(invariant_mean(x, [-1], False, acc, square=True), ref.mean(-1), dtype=acc)
+    assert_close_to_reference(invariant_sum(x, [-1], False, acc, square=True), ref.sum(-1), dtype=acc)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

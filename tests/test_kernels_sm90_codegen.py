@@ -87,3 +87,28 @@ def test_matmul_stages_fit_the_gpus_shared_memory(monkeypatch):
     monkeypatch.setattr(configs, "_gpu", lambda device: configs.GpuProperties(128, 8, 101376))  # 99 KiB per block (sm_89)
     fitted = configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 16, 4096))
     assert fitted.num_stages == 4 and dataclasses.replace(fitted, num_stages=short.num_stages) == short
+
+
+@pytest.mark.parametrize(
+    "calls",
+    [lambda: inspect_kernels.matmul_calls(16, 4096, 4096, split_k=True), lambda: inspect_kernels.attention_calls(4, 1, 4096, path="split")],
+    ids=["matmul", "attention"],
+)
+def test_merge_launched_early_waits_for_the_split_and_adds_the_same_way(calls, monkeypatch):
+    """Programmatic dependent launch (configs.SPLIT_MERGE_PDL) lets the merge grid start while the
+    split grid runs: the merge must wait (griddepcontrol.wait) before it reads a partial, and
+    both kernels must keep the float ops they have without it."""
+    (split, merge) = calls()
+    assert merge[2].get("launch_pdl") and not split[2].get("launch_pdl")
+    monkeypatch.setattr(configs, "SPLIT_MERGE_PDL", False)
+    (split_plain, merge_plain) = calls()
+    assert "launch_pdl" not in merge_plain[2]
+    compiled = {name: inspect_kernels.compile_for_h100(*call) for name, call in
+                [("split", split), ("merge", merge), ("split_plain", split_plain), ("merge_plain", merge_plain)]}
+    merge_ptx = compiled["merge"].asm["ptx"]
+    assert "griddepcontrol.wait" in merge_ptx
+    assert merge_ptx.index("griddepcontrol.wait") < merge_ptx.index("ld.global")  # before any partial is read
+    assert "griddepcontrol.launch_dependents" in compiled["split"].asm["ptx"]
+    assert "griddepcontrol" not in compiled["merge_plain"].asm["ptx"]
+    for name in ("split", "merge"):
+        assert inspect_kernels.float_ops(compiled[name]) == inspect_kernels.float_ops(compiled[name + "_plain"]), name

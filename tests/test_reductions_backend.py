@@ -77,6 +77,41 @@ def test_no_float_reduction_is_left_to_inductor(graphs):
     assert {"inductor_bi.invariant_layer_norm.default", "inductor_bi.invariant_matmul.default"} <= forward_ops
 
 
+def test_rms_norm_squares_are_summed_in_the_kernel_not_written(graphs):
+    """x.float().pow(2).mean(-1) reads x once: the pow folds into the mean (no fp32 copy of the
+    squares), and the result keeps row invariance and accuracy."""
+    torch._dynamo.reset()
+    norm = RMSNorm(64).to(torch.float16)
+
+    def upcast_norm(x):
+        h = x.float()
+        return norm.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.eps)).to(x.dtype)
+
+    x = torch.randn(5, 3, 64, dtype=torch.float16)
+    compiled = torch.compile(upcast_norm, backend="batch_invariant", dynamic=True)
+    with torch.no_grad():
+        out, alone = compiled(x), compiled(x[2:3])
+    gm, rewrites = graphs[0]
+    assert [r.original for r in rewrites] == ["aten.mean.dim of x*x"]
+    assert not [n for n in gm.graph.nodes if n.target is torch.ops.aten.pow.Tensor_Scalar]
+    means = [n for n in gm.graph.nodes if n.target is torch.ops.inductor_bi.invariant_mean.default]
+    assert means[0].args[0].meta["val"].dtype == torch.float16  # the fp16 input itself, widened in the kernel
+    assert_rows_equal(out[2:3], alone)
+    ref = norm.weight.double() * (x.double() * torch.rsqrt(x.double().pow(2).mean(-1, keepdim=True) + norm.eps))
+    assert_close_to_reference(out, ref, dtype=torch.float16)
+
+
+def test_attention_output_needs_no_copy_to_merge_heads(graphs):
+    """fixed_split_attention writes [B, L, H, D] memory (kernels.attention.empty_output), so the
+    block's transpose(1, 2).reshape(...) stays a view: no copy kernel between attention and o."""
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.compile(Block(norm="rms"), backend="batch_invariant")(torch.randn(2, 8, 32))
+    gm, _ = graphs[0]
+    assert any(n.target is torch.ops.inductor_bi.fixed_split_attention.default for n in gm.graph.nodes)
+    assert not [n for n in gm.graph.nodes if n.target in (torch.ops.aten.clone.default, torch.ops.aten.copy.default)]
+
+
 def test_training_gradients_match_reference():
     torch._dynamo.reset()
     block = Block(norm="rms")

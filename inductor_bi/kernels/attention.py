@@ -28,6 +28,7 @@ import math
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from . import configs
 from ._launch import interpreter_dtype, launch, uses_interpreter
@@ -145,6 +146,7 @@ def _fixed_split_attention_kernel(
     BLOCK_DV: tl.constexpr,
     KV_SPLIT: tl.constexpr,
     HEADS_PER_PROG: tl.constexpr,
+    USE_PDL: tl.constexpr = False,
 ):
     LN2: tl.constexpr = 0.6931471805599453
     # One flat grid axis (the batch*heads product can pass CUDA's 65535 limit on axis 1); the
@@ -207,6 +209,8 @@ def _fixed_split_attention_kernel(
     work_row = pid_bg * N_SPLITS * rows + offs_r.to(tl.int64)
 
     if MODE == 1:
+        if USE_PDL:  # let the MERGE grid be scheduled now; it waits for this grid's end
+            gdc_launch_dependents()
         split_lo = pid_split
         split_hi = pid_split + 1
     else:
@@ -223,6 +227,8 @@ def _fixed_split_attention_kernel(
         v_base = V + b * stride_vb + h_kv * stride_vh + offs_dv64[None, :] * stride_vd
         mask_base = MASK + b * stride_mb + head_2d * stride_mh + offs_m64[:, None] * stride_mm
 
+    if MODE == 2 and USE_PDL:  # launched early (configs.SPLIT_MERGE_PDL): wait for every SPLIT store
+        gdc_wait()
     run_m = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     run_l = tl.zeros((BLOCK_M,), dtype=tl.float32)
     run_a = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
@@ -355,7 +361,7 @@ def fixed_split_attention_with_lse(
     device = q.device
     interpreted = uses_interpreter(device)
     compute_dtype = interpreter_dtype(q.dtype) if interpreted else q.dtype
-    out = torch.empty(out_shape, dtype=compute_dtype, device=device)
+    out = empty_output(lead, hq, lq, dv, compute_dtype, device)
     lse = torch.empty(out_shape[:-1], dtype=torch.float32, device=device)
     if out.numel() == 0 or lk == 0:
         # Nothing to compute, or no key to see: torch gives zeros for rows without a key.
@@ -386,6 +392,14 @@ def fixed_split_attention_with_lse(
         mask4 = mask.reshape(-1, hq, lq, lk)
     _run(q4, k4, v4, mask4, mask_is_bool, out4, lse.view(-1, hq, lq), bool(is_causal), float(scale), path, pack_gqa)
     return out.to(q.dtype), lse
+
+
+def empty_output(lead, hq: int, lq: int, dv: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """The output [*lead, Hq, Lq, Dv], laid out as [*lead, Lq, Hq, Dv] in memory (torch's flash
+    SDPA does the same): a model's ``out.transpose(-3, -2).reshape(..., Lq, Hq * Dv)`` is then a
+    view, not a copy kernel. The custom op's fake implementation uses it too, so the compiled
+    graph's strides are the real ones."""
+    return torch.empty((*lead, lq, hq, dv), dtype=dtype, device=device).transpose(-3, -2)
 
 
 def fixed_split_attention(
@@ -460,14 +474,14 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
         enable_fp_fusion=False,
     )
 
-    def go(grid, mode, work_m, work_l, work_a):
+    def go(grid, mode, work_m, work_l, work_a, **options):
         launch(
             _fixed_split_attention_kernel, grid, device,
             q4, k4, v4, mask_arg, out4, lse3, work_m, work_l, work_a,
             lq, lk, d, dv, hq, hq // hkv, n_splits,
             *q4.stride(), *k4.stride(), *v4.stride(), *mask_strides, *out4.stride(),
             scale * math.log2(math.e),
-            MODE=mode, **common,
+            MODE=mode, **common, **options,
         )
 
     if not split:
@@ -476,5 +490,6 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
     work_m = torch.empty((nb * hq, n_splits, lq), dtype=torch.float32, device=device)
     work_l = torch.empty_like(work_m)
     work_a = torch.empty((nb * hq, n_splits, lq, dv), dtype=torch.float32, device=device)
-    go((programs, n_splits), _SPLIT, work_m, work_l, work_a)
-    go((programs, 1), _MERGE, work_m, work_l, work_a)
+    split_options, merge_options = configs.split_merge_launch_options(device, uses_interpreter(device))
+    go((programs, n_splits), _SPLIT, work_m, work_l, work_a, **split_options)
+    go((programs, 1), _MERGE, work_m, work_l, work_a, **merge_options)

@@ -171,6 +171,21 @@ def matmul_k_chunk(cfg: MatmulConfig, k: int) -> int:
     return max(cfg.block_k, min(cfg.k_chunk, -(-k // cfg.block_k) * cfg.block_k))
 
 
+# Programmatic dependent launch (Hopper and later) for the merge launch of split-K and of
+# split-KV attention: the merge grid is scheduled while the split grid still runs and waits in
+# ``griddepcontrol.wait`` until the split grid has finished and its stores are visible, so the
+# launch gap between the two kernels goes. It changes when the merge starts, not what it adds.
+SPLIT_MERGE_PDL = True
+PDL_MIN_CAPABILITY_MAJOR = 9
+
+
+def split_merge_launch_options(device: torch.device, interpreted: bool) -> tuple[dict, dict]:
+    """Extra kernel arguments for a split launch and for its merge launch."""
+    if SPLIT_MERGE_PDL and not interpreted and device.type == "cuda" and _gpu(device).capability_major >= PDL_MIN_CAPABILITY_MAJOR:
+        return {"USE_PDL": True}, {"USE_PDL": True, "launch_pdl": True}
+    return {}, {}
+
+
 def matmul_use_split_k(output_tiles: int, n_chunks: int, device: torch.device) -> bool:
     """Whether to run the K chunks in separate programs: only a question of filling the GPU."""
     return device.type == "cuda" and n_chunks > 1 and output_tiles < MATMUL_SPLIT_K_MAX_TILES

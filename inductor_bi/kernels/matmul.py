@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from . import configs
 from ._launch import interpreter_dtype, launch, uses_interpreter
@@ -67,6 +68,7 @@ def _invariant_matmul_kernel(
     GROUP_M: tl.constexpr,
     USE_TMA: tl.constexpr = False,
     B_KMAJOR: tl.constexpr = False,
+    USE_PDL: tl.constexpr = False,
 ):
     pid_tile = tl.program_id(0)
     pid_batch = tl.program_id(1).to(tl.int64)
@@ -96,10 +98,14 @@ def _invariant_matmul_kernel(
 
     total = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     if MODE == 2:  # MERGE: add the chunk partials in ascending order, from zero.
+        if USE_PDL:  # launched early (configs.SPLIT_MERGE_PDL): wait for every SPLIT store
+            gdc_wait()
         for c in range(0, tl.cdiv(K, K_CHUNK)):
             total = total + tl.load(WORK + c * work_stride + work_offs, mask=mask_mn, other=0.0)
     else:
         if MODE == 1:
+            if USE_PDL:  # let the MERGE grid be scheduled now; it waits for this grid's end
+                gdc_launch_dependents()
             step_lo = pid_chunk * STEPS
             step_hi = tl.minimum(step_lo + STEPS, n_steps)
         else:
@@ -301,14 +307,14 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
         a_arg, b_arg, common["B_KMAJOR"] = descriptors
         common["USE_TMA"] = True
 
-    def go(grid, mode, work):
+    def go(grid, mode, work, **options):
         launch(
             _invariant_matmul_kernel, grid, device,
             a_arg, b_arg, out3, bias_arg, work,
             m, n, k,
             *a3.stride(), *b3.stride(), *out3.stride(), *bias_strides,
             alpha, beta,
-            MODE=mode, **common,
+            MODE=mode, **common, **options,
         )
 
     if not split_k:
@@ -316,5 +322,6 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
         return
     work_dtype = torch.float64 if a3.dtype == torch.float64 else torch.float32
     work = torch.empty((n_chunks, nb, m, n), dtype=work_dtype, device=device)
-    go((tiles, nb, n_chunks), _SPLIT, work)
-    go((tiles, nb, 1), _MERGE, work)
+    split_options, merge_options = configs.split_merge_launch_options(device, uses_interpreter(device))
+    go((tiles, nb, n_chunks), _SPLIT, work, **split_options)
+    go((tiles, nb, 1), _MERGE, work, **merge_options)

@@ -37,14 +37,17 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 @triton.jit
-def _lane_sum(x_row, R, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
-    """Sum of the row: lane j adds elements j, j + BLOCK_R, j + 2 BLOCK_R, ... in that order,
-    then one tl.sum closes the row."""
+def _lane_sum(x_row, R, BLOCK_R: tl.constexpr, ACC: tl.constexpr, SQUARE: tl.constexpr):
+    """Sum of the row (of its squares with SQUARE, each squared in ACC): lane j adds elements
+    j, j + BLOCK_R, j + 2 BLOCK_R, ... in that order, then one tl.sum closes the row."""
     lanes = tl.arange(0, BLOCK_R)
     acc = tl.zeros([BLOCK_R], dtype=ACC)
     for start in range(0, R, BLOCK_R):
         cols = start + lanes
-        acc += tl.load(x_row + cols, mask=cols < R, other=0.0).to(ACC)
+        x = tl.load(x_row + cols, mask=cols < R, other=0.0).to(ACC)
+        if SQUARE:
+            x = x * x
+        acc += x
     return tl.sum(acc, axis=0)
 
 
@@ -63,9 +66,11 @@ def _lane_sum_sq_dev(x_row, R, mean, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
 
 
 @triton.jit
-def _row_sum_kernel(x_ptr, out_ptr, R, DIVIDE_BY_R: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
+def _row_sum_kernel(
+    x_ptr, out_ptr, R, DIVIDE_BY_R: tl.constexpr, SQUARE: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr
+):
     row = tl.program_id(0).to(tl.int64)
-    total = _lane_sum(x_ptr + row * R, R, BLOCK_R, ACC)
+    total = _lane_sum(x_ptr + row * R, R, BLOCK_R, ACC, SQUARE)
     if DIVIDE_BY_R:
         total = total / R
     tl.store(out_ptr + row, total)
@@ -76,7 +81,7 @@ def _row_var_mean_kernel(x_ptr, var_ptr, mean_ptr, R, divisor, BLOCK_R: tl.const
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * R
     # Two passes in a fixed order: the mean, then the sum of squared deviations from it.
-    mean = _lane_sum(x_row, R, BLOCK_R, ACC) / R
+    mean = _lane_sum(x_row, R, BLOCK_R, ACC, False) / R
     # divisor = max(R - correction, 0) as torch: 0 gives inf (or nan when m2 == 0), like torch.
     var = _lane_sum_sq_dev(x_row, R, mean, BLOCK_R, ACC) / divisor
     tl.store(var_ptr + row, var)
@@ -161,7 +166,7 @@ def _row_layer_norm_kernel(
     out_row = out_ptr + row * R
     lanes = tl.arange(0, BLOCK_R)
     # Pass 1: mean. Pass 2: biased variance from deviations. Pass 3: normalize and write.
-    mean = _lane_sum(x_row, R, BLOCK_R, ACC) / R
+    mean = _lane_sum(x_row, R, BLOCK_R, ACC, False) / R
     rstd = tl.rsqrt(_lane_sum_sq_dev(x_row, R, mean, BLOCK_R, ACC) / R + eps)
     for start in range(0, R, BLOCK_R):
         cols = start + lanes
@@ -278,7 +283,7 @@ def _normalized_extent(x: torch.Tensor, normalized_ndim, params: Sequence[torch.
 # ---------------------------------------------------------------------------------------------
 
 
-def _row_sum(x: torch.Tensor, dims, keepdim: bool, dtype: torch.dtype | None, divide_by_r: bool, op: str):
+def _row_sum(x: torch.Tensor, dims, keepdim: bool, dtype: torch.dtype | None, divide_by_r: bool, op: str, square: bool):
     _require_float(x, op)
     out_dtype = dtype or x.dtype
     if out_dtype not in _FLOAT_DTYPES:
@@ -292,19 +297,22 @@ def _row_sum(x: torch.Tensor, dims, keepdim: bool, dtype: torch.dtype | None, di
     xk = _kernel_operand(x2)
     out = torch.empty(rows, dtype=_kernel_out_dtype(out_dtype, x.device), device=x.device)
     acc = _acc_dtype(x.dtype, out_dtype)
-    _launch_rows(_row_sum_kernel, rows, r, xk.dtype, x.device, xk, out, r, DIVIDE_BY_R=divide_by_r, ACC=acc)
+    _launch_rows(_row_sum_kernel, rows, r, xk.dtype, x.device, xk, out, r, DIVIDE_BY_R=divide_by_r, SQUARE=square, ACC=acc)
     return out.to(out_dtype).reshape(shape)
 
 
-def invariant_sum(x: torch.Tensor, dims=None, keepdim: bool = False, dtype: torch.dtype | None = None):
+def invariant_sum(x: torch.Tensor, dims=None, keepdim: bool = False, dtype: torch.dtype | None = None, square: bool = False):
     """aten.sum.dim_IntList: sum over ``dims`` (None / [] = all), fp32 accumulation (fp64 when
-    the input or output is float64), result in ``dtype or x.dtype``."""
-    return _row_sum(x, dims, keepdim, dtype, divide_by_r=False, op="invariant_sum")
+    the input or output is float64), result in ``dtype or x.dtype``. ``square``: the sum of
+    ``x * x``, each element widened to the accumulator dtype and squared there (what
+    ``x.to(dtype).pow(2).sum(...)`` computes, without writing the squares to memory)."""
+    return _row_sum(x, dims, keepdim, dtype, divide_by_r=False, op="invariant_sum", square=square)
 
 
-def invariant_mean(x: torch.Tensor, dims=None, keepdim: bool = False, dtype: torch.dtype | None = None):
-    """aten.mean.dim: the fp32 row sum divided by R in fp32, then cast to ``dtype or x.dtype``."""
-    return _row_sum(x, dims, keepdim, dtype, divide_by_r=True, op="invariant_mean")
+def invariant_mean(x: torch.Tensor, dims=None, keepdim: bool = False, dtype: torch.dtype | None = None, square: bool = False):
+    """aten.mean.dim: the fp32 row sum divided by R in fp32, then cast to ``dtype or x.dtype``;
+    ``square`` as in ``invariant_sum`` (RMSNorm's mean of squares)."""
+    return _row_sum(x, dims, keepdim, dtype, divide_by_r=True, op="invariant_mean", square=square)
 
 
 def invariant_var_mean(x: torch.Tensor, dims=None, correction=1, keepdim: bool = False):

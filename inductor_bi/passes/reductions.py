@@ -74,6 +74,36 @@ REDUCTION_OPS = {
 FUSED_OPS = {aten._softmax.default, aten._log_softmax.default, aten.native_layer_norm.default}
 
 
+# Sums / means that may read the tensor a square was computed from instead of the squares
+# (RMSNorm's mean(x.float().pow(2))): the squares never go to memory, and the kernel squares in the
+# accumulator dtype exactly as the pow would have (widening bf16 / fp16 to fp32 is exact).
+SQUARE_FOLDABLE = {aten.sum.dim_IntList, aten.sum.default, aten.mean.dim, aten.mean.default}
+_ACC_DTYPES = (torch.float32, torch.float64)
+
+
+def _squared_source(node: torch.fx.Node) -> torch.fx.Node | None:
+    """``y`` when ``node`` reduces ``y * y`` (or ``y ** 2``) computed in fp32 / fp64 and used by
+    nothing else, with ``y`` possibly a widening cast (then what it widens); else None."""
+    sq = node.args[0]
+    if node.target not in SQUARE_FOLDABLE or node.kwargs.get("dtype") is not None or len(sq.users) != 1:
+        return None
+    if sq.target is aten.pow.Tensor_Scalar and sq.args[1] == 2:
+        y = sq.args[0]
+    elif sq.target is aten.mul.Tensor and sq.args[0] is sq.args[1]:
+        y = sq.args[0]
+    else:
+        return None
+    acc = sq.meta["val"].dtype
+    if not isinstance(y, torch.fx.Node) or acc not in _ACC_DTYPES:
+        return None
+    if y.target is torch.ops.prims.convert_element_type.default and y.args[1] == acc:
+        y = y.args[0]
+    y_val = y.meta.get("val")
+    if not isinstance(y_val, torch.Tensor) or not y_val.dtype.is_floating_point or y_val.dtype.itemsize > acc.itemsize:
+        return None
+    return y
+
+
 def rewrite_reductions(gm: torch.fx.GraphModule) -> list[Rewrite]:
     rewrites = []
     for node in list(gm.graph.nodes):
@@ -83,8 +113,12 @@ def rewrite_reductions(gm: torch.fx.GraphModule) -> list[Rewrite]:
         if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
             continue  # integer / bool reductions are exact
         target, args = REDUCTION_OPS[node.target](*node.args, **node.kwargs)
+        squared = _squared_source(node)
+        if squared is not None:
+            squares = node.args[0]
+            args = (squared, *args[1:3], x.dtype, True)
         record = Rewrite(
-            original=str(node.target),
+            original=str(node.target) + (" of x*x" if squared is not None else ""),
             replacement=str(target),
             shapes=input_shapes(node),
             dtype=str(x.dtype),
@@ -98,6 +132,11 @@ def rewrite_reductions(gm: torch.fx.GraphModule) -> list[Rewrite]:
             replace_node(node, operator.getitem, (both, 0))
         else:
             replace_node(node, target, args)
+        if squared is not None and not squares.users:
+            widened = squares.args[0]
+            gm.graph.erase_node(squares)
+            if widened is not squared and not widened.users:
+                gm.graph.erase_node(widened)
         rewrites.append(record)
     return rewrites
 
