@@ -10,6 +10,7 @@ alone, so still invariant) and are checked for split == unsplit and row == row a
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 import torch
@@ -21,19 +22,22 @@ from inductor_bi.kernels.matmul import invariant_matmul
 # (N, K): llama-1b (2048 hidden, 512 kv, 8192 mlp) and Llama-3-8B projections.
 NK = [(2048, 2048), (512, 2048), (8192, 2048), (2048, 8192), (4096, 4096), (1024, 4096), (4096, 14336)]
 MS = [1, 16, 64]
-STRATEGIES = {  # name: invariant_matmul keyword arguments (shipped arithmetic)
-    "one program": dict(split_k=False),
-    "split + merge": dict(split_k=True),
-    "shipped rule": dict(),
+STRATEGIES = {  # name: (invariant_matmul keyword arguments, merge launched early by PDL); shipped arithmetic
+    "one program": (dict(split_k=False), True),
+    "split, merge": (dict(split_k=True), False),
+    "split, PDL merge": (dict(split_k=True), True),
+    "shipped rule": (dict(), True),
 }
-CHUNKS = [256, 512]  # chunk widths to try against the shipped 1024 (rule: split as shipped)
 
 
 def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--chunks", default="", help="chunk widths to try against the shipped one, e.g. 256,512")
+    chunks = [int(c) for c in ap.parse_args().chunks.split(",") if c]
     print(environment())
     dtype = torch.bfloat16
     shipped = configs.MATMUL_CUDA[dtype]
-    print(f"{'case':22s}{'cuBLAS us':>10s}" + "".join(f"{s:>20s}" for s in STRATEGIES) + "".join(f"{f'c{c}':>20s}" for c in CHUNKS))
+    print(f"{'case':22s}{'cuBLAS us':>10s}" + "".join(f"{s:>20s}" for s in STRATEGIES) + "".join(f"{f'c{c}':>20s}" for c in chunks))
     for n, k in NK:
         w = torch.randn(n, k, device="cuda", dtype=dtype) / k**0.5
         for m in MS:
@@ -41,11 +45,13 @@ def main():
             cublas = median_ms(lambda: torch.mm(a, w.t())) * 1000
             line = f"M{m}xN{n}xK{k}".ljust(22) + f"{cublas:10.1f}"
             reference = invariant_matmul(a, w.t(), split_k=False)
-            for kw in STRATEGIES.values():
+            for kw, pdl in STRATEGIES.values():
+                configs.SPLIT_MERGE_PDL = pdl
                 ok = torch.equal(invariant_matmul(a, w.t(), **kw), reference)
                 t = median_ms(lambda: invariant_matmul(a, w.t(), **kw)) * 1000
                 line += f"{t:8.1f} ({cublas / t:.2f}){'' if ok else '!'}".rjust(20)
-            for c in CHUNKS:
+            configs.SPLIT_MERGE_PDL = True
+            for c in chunks:
                 with pinned_matmul_tile(dtype, dataclasses.replace(shipped, k_chunk=c)):
                     out = invariant_matmul(a, w.t())
                     ok = torch.equal(out, invariant_matmul(a, w.t(), split_k=False))

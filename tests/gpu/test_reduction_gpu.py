@@ -40,6 +40,11 @@ def _row_ops(hidden, dtype):
     return {
         "sum": (lambda x: invariant_sum(x, [-1]), lambda x: x.sum(-1)),
         "mean": (lambda x: invariant_mean(x, [-1], keepdim=True), lambda x: x.mean(-1, keepdim=True)),
+        # RMSNorm's mean of squares as the backend folds it (x widened and squared in the kernel).
+        "mean_of_squares": (
+            lambda x: invariant_mean(x, [-1], True, torch.float32, square=True),
+            lambda x: x.pow(2).mean(-1, keepdim=True),
+        ),
         "var_mean": (lambda x: invariant_var_mean(x, [-1]), lambda x: torch.var_mean(x, -1)),
         "softmax": (lambda x: invariant_softmax(x, -1), lambda x: torch.softmax(x, -1)),
         "log_softmax": (lambda x: invariant_log_softmax(x, -1), lambda x: torch.log_softmax(x, -1)),
@@ -78,7 +83,7 @@ def _unaligned_copy(row):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("hidden", HIDDEN)
-@pytest.mark.parametrize("name", ["sum", "mean", "var_mean", "softmax", "log_softmax", "rms_norm", "layer_norm"])
+@pytest.mark.parametrize("name", ["sum", "mean", "mean_of_squares", "var_mean", "softmax", "log_softmax", "rms_norm", "layer_norm"])
 def test_row_equals_alone_for_batch_sizes_1_to_4096(dtype, hidden, name):
     torch.manual_seed(0)
     fn, ref = _row_ops(hidden, dtype)[name]
