@@ -209,8 +209,6 @@ def _fixed_split_attention_kernel(
     work_row = pid_bg * N_SPLITS * rows + offs_r.to(tl.int64)
 
     if MODE == 1:
-        if USE_PDL:  # let the MERGE grid be scheduled now; it waits for this grid's end
-            gdc_launch_dependents()
         split_lo = pid_split
         split_hi = pid_split + 1
     else:
@@ -267,6 +265,8 @@ def _fixed_split_attention_kernel(
                 tl.store(WORK_M + ws, part_m, mask=row_ok)
                 tl.store(WORK_L + ws, part_l, mask=row_ok)
                 tl.store(WORK_A + ws[:, None] * DV + offs_dv64[None, :], part_a, mask=row_ok[:, None] & dv_ok[None, :])
+                if USE_PDL:  # the MERGE grid may be scheduled now (it still waits for this grid's end)
+                    gdc_launch_dependents()
         if MODE != 1:  # SEQUENTIAL and MERGE share this merge code, so their bits agree.
             sees_split = part_m > float("-inf")
             new_run_m = tl.maximum(run_m, part_m)

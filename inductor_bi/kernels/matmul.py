@@ -104,8 +104,6 @@ def _invariant_matmul_kernel(
             total = total + tl.load(WORK + c * work_stride + work_offs, mask=mask_mn, other=0.0)
     else:
         if MODE == 1:
-            if USE_PDL:  # let the MERGE grid be scheduled now; it waits for this grid's end
-                gdc_launch_dependents()
             step_lo = pid_chunk * STEPS
             step_hi = tl.minimum(step_lo + STEPS, n_steps)
         else:
@@ -148,6 +146,8 @@ def _invariant_matmul_kernel(
                 b_ptrs += b_step
         if MODE == 1:
             tl.store(WORK + pid_chunk * work_stride + work_offs, total, mask=mask_mn)
+            if USE_PDL:  # the MERGE grid may be scheduled now (it still waits for this grid's end)
+                gdc_launch_dependents()
 
     if MODE != 1:  # FULL and MERGE share this epilogue, so their bits agree.
         result = total
