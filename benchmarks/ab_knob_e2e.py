@@ -1,0 +1,61 @@
+"""A/B one boolean launch knob of ``inductor_bi.kernels.configs`` end to end: the llama-1b model
+compiled once with the backend, each decode step / prefill timed with the knob on and off in
+alternation (ABAB...), so machine drift hits both sides alike. Only for knobs read at launch
+time that leave the bits unchanged (the script checks the logits are equal).
+
+    python benchmarks/ab_knob_e2e.py SPLIT_MERGE_PDL
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import statistics
+
+import torch
+
+from common import environment, median_ms
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+import inductor_bi  # noqa: E402,F401
+from inductor_bi.kernels import configs  # noqa: E402
+from llm import PRESETS, build_model  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("knob")
+    ap.add_argument("--preset", default="llama-1b")
+    ap.add_argument("--batches", default="1,8,64")
+    ap.add_argument("--prefill-len", type=int, default=256)
+    ap.add_argument("--kv-len", type=int, default=384)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--prefill", action="store_true", help="time prefill too (slow at batch 64)")
+    args = ap.parse_args()
+    print(environment())
+    margs = PRESETS[args.preset]
+    model = build_model(margs, "cuda", torch.bfloat16)
+    model.setup_kv_cache()
+    step = torch.compile(model.step, backend="batch_invariant", dynamic=True)
+    prefill = torch.compile(model, backend="batch_invariant", dynamic=True)
+    with torch.no_grad():
+        for b in (int(x) for x in args.batches.split(",")):
+            dec = (torch.randint(0, margs.vocab_size, (b,), device="cuda"), torch.arange(b, device="cuda") % margs.max_batch,
+                   torch.full((b,), args.kv_len - 1, device="cuda"), args.kv_len)
+            tokens = torch.randint(0, margs.vocab_size, (b, args.prefill_len), device="cuda")
+            phases = [("decode", lambda: step(*dec))] + ([("prefill", lambda: prefill(tokens))] if args.prefill else [])
+            for phase, fn in phases:
+                times, outs = {True: [], False: []}, {}
+                for _ in range(args.rounds):
+                    for value in (True, False):
+                        setattr(configs, args.knob, value)
+                        outs[value] = fn().clone()
+                        times[value].append(median_ms(fn))
+                same = torch.equal(outs[True], outs[False])
+                on, off = statistics.median(times[True]), statistics.median(times[False])
+                print(f"B={b:3d} {phase:8s} {args.knob}=on {on:8.3f} ms  off {off:8.3f} ms  on/off {on / off:.3f}  same bits: {same}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
