@@ -97,7 +97,8 @@ def test_matmul_stages_fit_the_gpus_shared_memory(monkeypatch):
 def test_merge_launched_early_waits_for_the_split_and_adds_the_same_way(calls, monkeypatch):
     """Programmatic dependent launch (configs.SPLIT_MERGE_PDL) lets the merge grid start while the
     split grid runs: the merge must wait (griddepcontrol.wait) before it reads a partial, and
-    both kernels must keep the float ops they have without it."""
+    both kernels must keep the float ops they have without it (shipped off: see configs)."""
+    monkeypatch.setattr(configs, "SPLIT_MERGE_PDL", True)
     (split, merge) = calls()
     assert merge[2].get("launch_pdl") and not split[2].get("launch_pdl")
     monkeypatch.setattr(configs, "SPLIT_MERGE_PDL", False)

@@ -173,9 +173,12 @@ def matmul_k_chunk(cfg: MatmulConfig, k: int) -> int:
 
 # Programmatic dependent launch (Hopper and later) for the merge launch of split-K and of
 # split-KV attention: the merge grid is scheduled while the split grid still runs and waits in
-# ``griddepcontrol.wait`` until the split grid has finished and its stores are visible, so the
-# launch gap between the two kernels goes. It changes when the merge starts, not what it adds.
-SPLIT_MERGE_PDL = True
+# ``griddepcontrol.wait`` until the split grid has finished and its stores are visible. It changes
+# when the merge starts, not what it adds. Off: measured on the H100 (v6,
+# benchmarks/results/ab_pdl_h100_v6.txt), the llama-1b decode step ran 2% slower with it at batch 1
+# and 8 (1.919 vs 1.879 ms) and the same at 64; alone, split-K matmuls gained at most 0.4 us at
+# M=1 and lost up to 1.5 us at M=64 (tune_split_k_h100_v6.txt, merge released at the split's start).
+SPLIT_MERGE_PDL = False
 PDL_MIN_CAPABILITY_MAJOR = 9
 
 
