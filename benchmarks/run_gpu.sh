@@ -12,8 +12,9 @@
 #   llm       examples/llm.py serving: 500 requests, quick run, stock report (~370 s)
 #   bench     matmul vs cuBLAS, attention vs SDPA, packed and unpacked GQA (not timed as a part)
 #   e2e       the llama-1b model end to end vs stock torch.compile (~300 s with its compiles)
-#   tune      tile / fetch-path sweeps: matmul candidates (bitwise vs the v4 kernel, ~170 s),
-#             attention tiles (not part of `all`: run when changing configs)
+#   tune      sweeps: small-M split-K strategies (merge tile, PDL; bitwise vs the shipped kernel,
+#             ~60 s), matmul tiles / fetch paths (bitwise vs the v4 kernel, ~170 s), attention
+#             tiles (not part of `all`: run when changing configs; more than one call's limit)
 #   all       kernels hf llm bench e2e (more than one device call's limit)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +47,7 @@ for part in "${parts[@]}"; do
     llm) tests "$log" 570 -s tests/gpu/test_llm_gpu.py ;;
     bench) { timeout 300 python3 benchmarks/bench_matmul.py --out "$out"; timeout 240 python3 benchmarks/bench_attention.py --out "$out"; } 2>&1 | tee -a "$log" | tail -40 ;;
     e2e) timeout 570 python3 benchmarks/bench_e2e.py --out "$out" 2>&1 | tee -a "$log" | tail -12 ;;
-    tune) { timeout 330 python3 benchmarks/tune_matmul.py --out "$out"; timeout 240 python3 benchmarks/tune_attention.py; } 2>&1 | tee -a "$log" | grep -v Warn | tail -45 ;;
+    tune) { timeout 150 python3 benchmarks/tune_split_k.py; timeout 330 python3 benchmarks/tune_matmul.py --out "$out"; timeout 240 python3 benchmarks/tune_attention.py; } 2>&1 | tee -a "$log" | grep -v Warn | tail -70 ;;
     *) echo "unknown part: $part (kernels, hf, llm, bench, e2e, tune, all)" >&2; exit 2 ;;
   esac
 done

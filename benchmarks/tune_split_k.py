@@ -11,6 +11,7 @@ alone, so still invariant) and are checked for split == unsplit and row == row a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 
 import torch
@@ -22,12 +23,26 @@ from inductor_bi.kernels.matmul import invariant_matmul
 # (N, K): llama-1b (2048 hidden, 512 kv, 8192 mlp) and Llama-3-8B projections.
 NK = [(2048, 2048), (512, 2048), (8192, 2048), (2048, 8192), (4096, 4096), (1024, 4096), (4096, 14336)]
 MS = [1, 16, 64]
-STRATEGIES = {  # name: (invariant_matmul keyword arguments, merge launched early by PDL); shipped arithmetic
-    "one program": (dict(split_k=False), True),
-    "split, merge": (dict(split_k=True), False),
-    "split, PDL merge": (dict(split_k=True), True),
-    "shipped rule": (dict(), True),
+STRATEGIES = {  # name: (invariant_matmul keyword arguments, configs knobs); all the shipped arithmetic
+    "one program": (dict(split_k=False), {}),
+    "split, merge": (dict(split_k=True), {}),
+    "split, PDL merge": (dict(split_k=True), {"SPLIT_MERGE_PDL": True}),
+    "split, merge 16x128": (dict(split_k=True), {"MATMUL_MERGE_TILE": (16, 128)}),
+    "split, merge 32x64": (dict(split_k=True), {"MATMUL_MERGE_TILE": (32, 64)}),
+    "shipped rule": (dict(), {}),
 }
+
+
+@contextlib.contextmanager
+def knobs_set(knobs: dict):
+    saved = {name: getattr(configs, name) for name in knobs}
+    for name, value in knobs.items():
+        setattr(configs, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(configs, name, value)
 
 
 def main():
@@ -37,7 +52,7 @@ def main():
     print(environment())
     dtype = torch.bfloat16
     shipped = configs.MATMUL_CUDA[dtype]
-    print(f"{'case':22s}{'cuBLAS us':>10s}" + "".join(f"{s:>20s}" for s in STRATEGIES) + "".join(f"{f'c{c}':>20s}" for c in chunks))
+    print(f"{'case':22s}{'cuBLAS us':>10s}" + "".join(f"{s:>24s}" for s in STRATEGIES) + "".join(f"{f'c{c}':>20s}" for c in chunks))
     for n, k in NK:
         w = torch.randn(n, k, device="cuda", dtype=dtype) / k**0.5
         for m in MS:
@@ -45,12 +60,11 @@ def main():
             cublas = median_ms(lambda: torch.mm(a, w.t())) * 1000
             line = f"M{m}xN{n}xK{k}".ljust(22) + f"{cublas:10.1f}"
             reference = invariant_matmul(a, w.t(), split_k=False)
-            for kw, pdl in STRATEGIES.values():
-                configs.SPLIT_MERGE_PDL = pdl
-                ok = torch.equal(invariant_matmul(a, w.t(), **kw), reference)
-                t = median_ms(lambda: invariant_matmul(a, w.t(), **kw)) * 1000
-                line += f"{t:8.1f} ({cublas / t:.2f}){'' if ok else '!'}".rjust(20)
-            configs.SPLIT_MERGE_PDL = True
+            for kw, knobs in STRATEGIES.values():
+                with knobs_set(knobs):
+                    ok = torch.equal(invariant_matmul(a, w.t(), **kw), reference)
+                    t = median_ms(lambda: invariant_matmul(a, w.t(), **kw)) * 1000
+                line += f"{t:8.1f} ({cublas / t:.2f}){'' if ok else '!'}".rjust(24)
             for c in chunks:
                 with pinned_matmul_tile(dtype, dataclasses.replace(shipped, k_chunk=c)):
                     out = invariant_matmul(a, w.t())

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inductor_bi.kernels import matmul
+from inductor_bi.kernels import configs, matmul
 from inductor_bi.kernels._launch import launch
 from inductor_bi.kernels.matmul import invariant_matmul
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
@@ -66,11 +66,21 @@ def test_row_is_independent_of_its_companions(m, k, data):
     assert_rows_equal(invariant_matmul(a, b)[row], invariant_matmul(other, b)[row])
 
 
-@given(m=st.integers(1, 40), k=st.integers(1, 400), alpha=st.sampled_from([1.0, 0.5]), beta=st.sampled_from([1.0, 3.0]))
-def test_split_k_gives_the_same_bits_as_one_program(m, k, alpha, beta):
-    a, b, bias = torch.randn(m, k), torch.randn(k, 24), torch.randn(m, 24)
+@given(
+    m=st.integers(1, 40), k=st.integers(1, 400), alpha=st.sampled_from([1.0, 0.5]), beta=st.sampled_from([1.0, 3.0]),
+    merge_tile=st.sampled_from([None, (8, 16), (16, 8)]), batches=st.sampled_from([0, 2]),
+)
+def test_split_k_gives_the_same_bits_as_one_program(m, k, alpha, beta, merge_tile, batches):
+    """Also with the merge on its own tile (configs.MATMUL_MERGE_TILE): the merge is elementwise,
+    so which program adds an element's partials cannot change them."""
+    lead = (batches,) if batches else ()
+    a, b, bias = torch.randn(*lead, m, k), torch.randn(*lead, k, 40), torch.randn(*lead, m, 40)
     one = invariant_matmul(a, b, bias, beta=beta, alpha=alpha, split_k=False)
-    split = invariant_matmul(a, b, bias, beta=beta, alpha=alpha, split_k=True)
+    saved, configs.MATMUL_MERGE_TILE = configs.MATMUL_MERGE_TILE, merge_tile
+    try:
+        split = invariant_matmul(a, b, bias, beta=beta, alpha=alpha, split_k=True)
+    finally:
+        configs.MATMUL_MERGE_TILE = saved
     assert_rows_equal(split, one, "split-K vs single program")
 
 

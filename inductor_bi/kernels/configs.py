@@ -171,6 +171,16 @@ def matmul_k_chunk(cfg: MatmulConfig, k: int) -> int:
     return max(cfg.block_k, min(cfg.k_chunk, -(-k // cfg.block_k) * cfg.block_k))
 
 
+# The split-K merge is elementwise: each output element adds its chunk partials in ascending
+# order from zero, then the epilogue. So a merge program may cover any tile (rows, columns)
+# without changing an element's arithmetic. None: the matmul tile, one merge program per output
+# tile. A smaller tile gives more programs to read the partials: with 14 chunks at M=64 (Llama-3-8B
+# down_proj) the 32 tile-sized merge programs cost more than the split saved (v6,
+# tune_split_k_h100_v6.txt: 73.9 us split vs 58.6 us unsplit). Not yet timed, so off.
+MATMUL_MERGE_TILE: tuple[int, int] | None = None
+MATMUL_MERGE_WARPS = 4
+
+
 # Programmatic dependent launch (Hopper and later) for the merge launch of split-K and of
 # split-KV attention: the merge grid is scheduled while the split grid still runs and waits in
 # ``griddepcontrol.wait`` until the split grid has finished and its stores are visible. It changes

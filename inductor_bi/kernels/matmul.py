@@ -307,14 +307,14 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
         a_arg, b_arg, common["B_KMAJOR"] = descriptors
         common["USE_TMA"] = True
 
-    def go(grid, mode, work, **options):
+    def go(grid, mode, work, operands=(a_arg, b_arg), **options):
         launch(
             _invariant_matmul_kernel, grid, device,
-            a_arg, b_arg, out3, bias_arg, work,
+            *operands, out3, bias_arg, work,
             m, n, k,
             *a3.stride(), *b3.stride(), *out3.stride(), *bias_strides,
             alpha, beta,
-            MODE=mode, **common, **options,
+            MODE=mode, **{**common, **options},
         )
 
     if not split_k:
@@ -324,4 +324,11 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
     work = torch.empty((n_chunks, nb, m, n), dtype=work_dtype, device=device)
     split_options, merge_options = configs.split_merge_launch_options(device, uses_interpreter(device))
     go((tiles, nb, n_chunks), _SPLIT, work, **split_options)
-    go((tiles, nb, 1), _MERGE, work, **merge_options)
+    if configs.MATMUL_MERGE_TILE is None:
+        go((tiles, nb, 1), _MERGE, work, **merge_options)
+        return
+    # The merge on its own tile (configs.MATMUL_MERGE_TILE): it reads no A / B tile, so no TMA.
+    rows, cols = configs.MATMUL_MERGE_TILE
+    merge_tiles = triton.cdiv(m, rows) * triton.cdiv(n, cols)
+    merge_options.update(BLOCK_M=rows, BLOCK_N=cols, USE_TMA=False, B_KMAJOR=False, num_warps=configs.MATMUL_MERGE_WARPS, num_stages=1)
+    go((merge_tiles, nb, 1), _MERGE, work, operands=(a3, b3), **merge_options)
