@@ -79,6 +79,7 @@ FUSED_OPS = {aten._softmax.default, aten._log_softmax.default, aten.native_layer
 # accumulator dtype exactly as the pow would have (widening bf16 / fp16 to fp32 is exact).
 SQUARE_FOLDABLE = {aten.sum.dim_IntList, aten.sum.default, aten.mean.dim, aten.mean.default}
 _ACC_DTYPES = (torch.float32, torch.float64)
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # what the row kernel reads
 
 
 def _squared_source(node: torch.fx.Node) -> torch.fx.Node | None:
@@ -93,14 +94,14 @@ def _squared_source(node: torch.fx.Node) -> torch.fx.Node | None:
         y = sq.args[0]
     else:
         return None
-    acc = sq.meta["val"].dtype
+    acc = getattr(sq.meta.get("val"), "dtype", None)
     if not isinstance(y, torch.fx.Node) or acc not in _ACC_DTYPES:
         return None
     if y.target is torch.ops.prims.convert_element_type.default and y.args[1] == acc:
         y = y.args[0]
     y_val = y.meta.get("val")
-    if not isinstance(y_val, torch.Tensor) or not y_val.dtype.is_floating_point or y_val.dtype.itemsize > acc.itemsize:
-        return None
+    if not isinstance(y_val, torch.Tensor) or y_val.dtype not in _KERNEL_DTYPES or y_val.dtype.itemsize > acc.itemsize:
+        return None  # e.g. float8 widened to fp32: the squares stay as they were
     return y
 
 
