@@ -101,6 +101,24 @@ def test_rms_norm_squares_are_summed_in_the_kernel_not_written(graphs):
     assert_close_to_reference(out, ref, dtype=torch.float16)
 
 
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x: x.pow(2).mean(-1),  # squares in fp16: they may overflow, as in eager
+        lambda x: (lambda sq: sq.mean(-1) + sq[..., 0])(x.float().pow(2)),  # the squares are used twice
+        lambda x: x.float().pow(3).mean(-1),
+    ],
+    ids=["fp16-squares", "squares-reused", "cube"],
+)
+def test_squares_the_graph_needs_are_not_folded(graphs, fn):
+    torch._dynamo.reset()
+    x = torch.randn(3, 40, dtype=torch.float16) * 300  # 300**2 overflows fp16
+    with torch.no_grad():
+        out = torch.compile(fn, backend="batch_invariant")(x)
+    assert [r.original for r in graphs[0][1]] == ["aten.mean.dim"]
+    assert torch.equal(out.isinf(), fn(x).isinf())
+
+
 def test_attention_output_needs_no_copy_to_merge_heads(graphs):
     """fixed_split_attention writes [B, L, H, D] memory (kernels.attention.empty_output), so the
     block's transpose(1, 2).reshape(...) stays a view: no copy kernel between attention and o."""
