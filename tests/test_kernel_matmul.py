@@ -154,3 +154,21 @@ def test_integer_dtypes_raise_a_clear_error():
 def test_shape_mismatch_raises():
     with pytest.raises(RuntimeError, match="cannot be multiplied"):
         invariant_matmul(torch.randn(2, 3), torch.randn(4, 2))
+
+
+def test_interpreted_launch_leaves_triton_language_as_it_was():
+    """The interpreter switches triton.language to its own builtins for a launch; they must be
+    back afterwards. (Through triton 3.6's own helper-call path, tl.core stayed switched after an
+    interpreted tl.zeros, and every later GPU compile in the process failed.)"""
+    import inspect
+
+    import triton.language as tl
+
+    def builtins():
+        return {(pkg.__name__, name): member for pkg in (tl, tl.core) for name, member in inspect.getmembers(pkg) if tl.core.is_builtin(member)}
+
+    before = builtins()
+    invariant_matmul(torch.randn(5, 300), torch.randn(300, 40), split_k=True)
+    after = builtins()
+    assert before.keys() == after.keys()
+    assert [key for key in before if after[key] is not before[key]] == []

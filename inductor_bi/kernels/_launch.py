@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import types
 import warnings
 
 import torch
@@ -59,17 +60,27 @@ def launch(kernel, grid, device: torch.device, *args, **kwargs):
 
 @contextlib.contextmanager
 def _jit_helpers_interpreted():
-    """Let an interpreted kernel call ``@triton.jit`` helpers (JITFunction.__call__ only raises)."""
+    """Let an interpreted kernel call ``@triton.jit`` helpers, ours and triton.language's own
+    (``tl.zeros``, ``tl.sum``...): JITFunction.__call__ only raises.
+
+    triton.language and triton.language.core are switched to the interpreter once for the
+    launch, and put back after it; a helper then runs as the interpreter rewrote it. Not through
+    ``InterpretedFunction.__call__``: in triton 3.6 that patches triton.language per call and never
+    puts it back, so after one interpreted ``tl.zeros`` (whose module sees ``tl.core``) every
+    later GPU compile in the process failed ("'ir.value' object has no attribute 'dtype'")."""
     original = JITFunction.__call__
 
     def call_interpreted(self, *args, **kwargs):
-        return _interpreted(self.fn)(*args, **kwargs)
+        return _interpreted(self.fn).rewrite()(*args, **kwargs)
 
+    # _patch_lang reads only the modules a function's globals hold.
+    scope = _interpreter._patch_lang(types.SimpleNamespace(__globals__={"tl": triton.language, "core": triton.language.core}))
     JITFunction.__call__ = call_interpreted
     try:
         yield
     finally:
         JITFunction.__call__ = original
+        scope.restore()
 
 
 @contextlib.contextmanager
