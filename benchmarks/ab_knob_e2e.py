@@ -15,6 +15,7 @@ import statistics
 
 import torch
 
+from bench_e2e import call_inputs
 from common import environment, median_ms
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
@@ -41,10 +42,8 @@ def main():
     prefill = torch.compile(model, backend="batch_invariant", dynamic=True)
     with torch.no_grad():
         for b in (int(x) for x in args.batches.split(",")):
-            dec = (torch.randint(0, margs.vocab_size, (b,), device="cuda"), torch.arange(b, device="cuda") % margs.max_batch,
-                   torch.full((b,), args.kv_len - 1, device="cuda"), args.kv_len)
-            tokens = torch.randint(0, margs.vocab_size, (b, args.prefill_len), device="cuda")
-            phases = [("decode", lambda: step(*dec))] + ([("prefill", lambda: prefill(tokens))] if args.prefill else [])
+            tokens, step_args = call_inputs(margs, b, args.prefill_len, args.kv_len)
+            phases = [("decode", lambda: step(*step_args))] + ([("prefill", lambda: prefill(tokens))] if args.prefill else [])
             for phase, fn in phases:
                 times, outs = {True: [], False: []}, {}
                 for _ in range(args.rounds):

@@ -27,6 +27,15 @@ MODES = {
 }
 
 
+def call_inputs(margs, batch: int, prefill_len: int, kv_len: int):
+    """Random inputs of one prefill (tokens [B, L]) and of one decode step (step()'s arguments:
+    B tokens, their cache slots, positions kv_len - 1, kv_len)."""
+    tokens = torch.randint(0, margs.vocab_size, (batch, prefill_len), device="cuda")
+    step_args = (torch.randint(0, margs.vocab_size, (batch,), device="cuda"), torch.arange(batch, device="cuda") % margs.max_batch,
+                 torch.full((batch,), kv_len - 1, device="cuda"), kv_len)
+    return tokens, step_args
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="llama-1b")
@@ -51,18 +60,16 @@ def main():
         t0 = time.perf_counter()
         with torch.no_grad():
             for b in batches:  # first calls: compilation (dynamic=True: one graph for b > 1)
-                prefill(torch.randint(0, margs.vocab_size, (b, args.prefill_len), device="cuda"))
-                step(torch.zeros(b, dtype=torch.long, device="cuda"), torch.arange(b, device="cuda") % margs.max_batch,
-                     torch.full((b,), args.kv_len - 1, device="cuda"), args.kv_len)
+                tokens, step_args = call_inputs(margs, b, args.prefill_len, args.kv_len)
+                prefill(tokens)
+                step(*step_args)
         torch.cuda.synchronize()
         compile_s[mode] = time.perf_counter() - t0
         with torch.no_grad():
             for b in batches:
-                tokens = torch.randint(0, margs.vocab_size, (b, args.prefill_len), device="cuda")
+                tokens, step_args = call_inputs(margs, b, args.prefill_len, args.kv_len)
                 t_prefill = median_ms(lambda: prefill(tokens))
-                dec = (torch.randint(0, margs.vocab_size, (b,), device="cuda"), torch.arange(b, device="cuda") % margs.max_batch,
-                       torch.full((b,), args.kv_len - 1, device="cuda"))
-                t_decode = median_ms(lambda: step(*dec, args.kv_len))
+                t_decode = median_ms(lambda: step(*step_args))
                 rows.append(dict(mode=mode, batch=b, prefill_ms=t_prefill, decode_ms=t_decode))
                 print(f"{mode:16s} B={b:3d}  prefill {t_prefill:8.2f} ms  decode step {t_decode:7.3f} ms", flush=True)
     summary = []

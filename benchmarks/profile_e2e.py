@@ -20,7 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
-from bench_e2e import MODES  # noqa: E402
+from bench_e2e import MODES, call_inputs  # noqa: E402
 from common import environment  # noqa: E402
 from llm import PRESETS, build_model  # noqa: E402
 
@@ -70,11 +70,9 @@ def main():
         model.setup_kv_cache()
         prefill, step = compile_fn(model), compile_fn(model.step)
         for b in (int(x) for x in args.batches.split(",")):
-            tokens = torch.randint(0, margs.vocab_size, (b, args.prefill_len), device="cuda")
-            dec = (torch.randint(0, margs.vocab_size, (b,), device="cuda"), torch.arange(b, device="cuda") % margs.max_batch,
-                   torch.full((b,), args.kv_len - 1, device="cuda"), args.kv_len)
+            tokens, step_args = call_inputs(margs, b, args.prefill_len, args.kv_len)
             with torch.no_grad():
-                for phase, fn in (("prefill", lambda: prefill(tokens)), ("decode", lambda: step(*dec))):
+                for phase, fn in (("prefill", lambda: prefill(tokens)), ("decode", lambda: step(*step_args))):
                     per, wall_us = profile_call(fn)
                     busy = sum(t for t, _ in per.values())
                     print(f"\n== {mode} {phase} B={b}: kernels {busy:.0f} us of {wall_us:.0f} us wall (eager launches, no CUDA graph)")
