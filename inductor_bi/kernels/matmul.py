@@ -324,11 +324,10 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
     work = torch.empty((n_chunks, nb, m, n), dtype=work_dtype, device=device)
     split_options, merge_options = configs.split_merge_launch_options(device, uses_interpreter(device))
     go((tiles, nb, n_chunks), _SPLIT, work, **split_options)
-    if configs.MATMUL_MERGE_TILE is None:
-        go((tiles, nb, 1), _MERGE, work, **merge_options)
-        return
-    # The merge on its own tile (configs.MATMUL_MERGE_TILE): it reads no A / B tile, so no TMA.
-    rows, cols = configs.MATMUL_MERGE_TILE
-    merge_tiles = triton.cdiv(m, rows) * triton.cdiv(n, cols)
-    merge_options.update(BLOCK_M=rows, BLOCK_N=cols, USE_TMA=False, B_KMAJOR=False, num_warps=configs.MATMUL_MERGE_WARPS, num_stages=1)
-    go((merge_tiles, nb, 1), _MERGE, work, operands=(a3, b3), **merge_options)
+    merge_tiles, merge_operands = tiles, (a_arg, b_arg)
+    if configs.MATMUL_MERGE_TILE is not None:
+        # The merge on its own tile (configs.MATMUL_MERGE_TILE): it reads no A / B tile, so no TMA.
+        rows, cols = configs.MATMUL_MERGE_TILE
+        merge_tiles, merge_operands = triton.cdiv(m, rows) * triton.cdiv(n, cols), (a3, b3)
+        merge_options.update(BLOCK_M=rows, BLOCK_N=cols, USE_TMA=False, B_KMAJOR=False, num_warps=configs.MATMUL_MERGE_WARPS, num_stages=1)
+    go((merge_tiles, nb, 1), _MERGE, work, merge_operands, **merge_options)

@@ -27,7 +27,7 @@ import triton.language as tl
 from ._launch import interpreter_dtype, launch, uses_interpreter
 from .configs import REDUCTION_POINTER_ALIGN, reduction_config
 
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 # ---------------------------------------------------------------------------------------------
 # Kernels: one row per program, row offsets in int64 so rows * R may exceed 2**31. The two row
@@ -187,7 +187,7 @@ def _row_layer_norm_kernel(
 
 
 def _require_float(x: torch.Tensor, op: str) -> None:
-    if x.is_floating_point() and x.dtype in _FLOAT_DTYPES:
+    if x.is_floating_point() and x.dtype in SUPPORTED_DTYPES:
         return
     if x.is_floating_point() or x.is_complex():
         raise TypeError(f"inductor_bi.{op}: dtype {x.dtype} is not supported (float16/bfloat16/float32/float64 only)")
@@ -286,7 +286,7 @@ def _normalized_extent(x: torch.Tensor, normalized_ndim, params: Sequence[torch.
 def _row_sum(x: torch.Tensor, dims, keepdim: bool, dtype: torch.dtype | None, divide_by_r: bool, op: str, square: bool):
     _require_float(x, op)
     out_dtype = dtype or x.dtype
-    if out_dtype not in _FLOAT_DTYPES:
+    if out_dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"inductor_bi.{op}: output dtype {out_dtype} is not a supported float dtype")
     x2, out_shape, keep_shape = _reduced_last(x, dims)
     rows, r = x2.shape

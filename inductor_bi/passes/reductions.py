@@ -17,7 +17,7 @@ import operator
 import torch
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
-from ..kernels import configs
+from ..kernels import configs, reduction
 from ._rewrite import Rewrite, input_shapes, replace_node, static_int, user_source_line
 
 aten = torch.ops.aten
@@ -79,7 +79,6 @@ FUSED_OPS = {aten._softmax.default, aten._log_softmax.default, aten.native_layer
 # accumulator dtype exactly as the pow would have (widening bf16 / fp16 to fp32 is exact).
 SQUARE_FOLDABLE = {aten.sum.dim_IntList, aten.sum.default, aten.mean.dim, aten.mean.default}
 _ACC_DTYPES = (torch.float32, torch.float64)
-_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # what the row kernel reads
 
 
 def _squared_source(node: torch.fx.Node) -> torch.fx.Node | None:
@@ -100,7 +99,7 @@ def _squared_source(node: torch.fx.Node) -> torch.fx.Node | None:
     if y.target is torch.ops.prims.convert_element_type.default and y.args[1] == acc:
         y = y.args[0]
     y_val = y.meta.get("val")
-    if not isinstance(y_val, torch.Tensor) or y_val.dtype not in _KERNEL_DTYPES or y_val.dtype.itemsize > acc.itemsize:
+    if not isinstance(y_val, torch.Tensor) or y_val.dtype not in reduction.SUPPORTED_DTYPES or y_val.dtype.itemsize > acc.itemsize:
         return None  # e.g. float8 widened to fp32: the squares stay as they were
     return y
 
