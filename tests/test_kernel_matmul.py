@@ -68,20 +68,53 @@ def test_row_is_independent_of_its_companions(m, k, data):
 
 @given(
     m=st.integers(1, 40), k=st.integers(1, 400), alpha=st.sampled_from([1.0, 0.5]), beta=st.sampled_from([1.0, 3.0]),
-    merge_tile=st.sampled_from([None, (8, 16), (16, 8)]), batches=st.sampled_from([0, 2]),
+    merge_tile=st.sampled_from([None, (8, 16), (16, 8)]), merge_in_last=st.booleans(), batches=st.sampled_from([0, 2]),
 )
-def test_split_k_gives_the_same_bits_as_one_program(m, k, alpha, beta, merge_tile, batches):
-    """Also with the merge on its own tile (configs.MATMUL_MERGE_TILE): the merge is elementwise,
-    so which program adds an element's partials cannot change them."""
+def test_split_k_gives_the_same_bits_as_one_program(m, k, alpha, beta, merge_tile, merge_in_last, batches):
+    """Whichever program merges: a separate MERGE launch on any tile (the merge is elementwise) or
+    the chunk program that finishes last (configs.MATMUL_MERGE_IN_LAST_PROGRAM)."""
     lead = (batches,) if batches else ()
     a, b, bias = torch.randn(*lead, m, k), torch.randn(*lead, k, 40), torch.randn(*lead, m, 40)
     one = invariant_matmul(a, b, bias, beta=beta, alpha=alpha, split_k=False)
-    saved, configs.MATMUL_MERGE_TILE = configs.MATMUL_MERGE_TILE, merge_tile
-    try:
+    with _knobs(MATMUL_MERGE_TILE=merge_tile, MATMUL_MERGE_IN_LAST_PROGRAM=merge_in_last):
         split = invariant_matmul(a, b, bias, beta=beta, alpha=alpha, split_k=True)
-    finally:
-        configs.MATMUL_MERGE_TILE = saved
     assert_rows_equal(split, one, "split-K vs single program")
+
+
+@contextlib.contextmanager
+def _knobs(**values):
+    """configs knobs set for the block (hypothesis tests cannot take monkeypatch)."""
+    saved = {name: getattr(configs, name) for name in values}
+    for name, value in values.items():
+        setattr(configs, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(configs, name, value)
+
+
+def test_merge_in_the_last_program_leaves_every_arrival_counter_at_zero(monkeypatch):
+    """The counters are reused by the next split launch on the stream: the merging program must
+    put each one back, or the next launch would merge before its partials are written."""
+    monkeypatch.setattr(configs, "MATMUL_MERGE_IN_LAST_PROGRAM", True)
+    a, b = torch.randn(2, 40, 300), torch.randn(2, 300, 70)  # several tiles, batches and chunks
+    with _launch_flags() as flags:
+        out = invariant_matmul(a, b, split_k=True)
+    assert flags.get("MERGE_IN_LAST") and flags["MODE"] == 1  # one launch, the split one
+    assert_rows_equal(out, invariant_matmul(a, b, split_k=False), "merged in the last program")
+    block = matmul._ARRIVAL_BLOCKS[a.device]
+    assert torch.count_nonzero(block) == 0
+
+
+def test_split_falls_back_to_a_merge_launch_when_a_stream_has_no_counters(monkeypatch):
+    monkeypatch.setattr(configs, "MATMUL_MERGE_IN_LAST_PROGRAM", True)
+    monkeypatch.setattr(configs, "MATMUL_ARRIVAL_SET_SIZE", 1)  # more tiles than a set holds
+    a, b = torch.randn(40, 300), torch.randn(300, 70)
+    with _launch_flags() as flags:
+        out = invariant_matmul(a, b, split_k=True)
+    assert flags["MODE"] == 2 and not flags.get("MERGE_IN_LAST")  # the last launch was the merge
+    assert_rows_equal(out, invariant_matmul(a, b, split_k=False), "merge launch")
 
 
 @contextlib.contextmanager

@@ -72,7 +72,7 @@ def test_matmul_tall_launch_shape_is_the_short_tile_per_warpgroup(monkeypatch):
 
 
 def test_matmul_split_k_programs_run_the_short_tile_float_ops():
-    (split, merge) = inspect_kernels.matmul_calls(64, 4096, 4096, split_k=True)
+    (split, *_merge) = inspect_kernels.matmul_calls(64, 4096, 4096, split_k=True)
     split_ops = inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*split))
     assert [op for op in split_ops if op.startswith("wgmma.mma")] == [op for op in _matmul_float_ops(64, 4096) if op.startswith("wgmma.mma")]
 
@@ -99,6 +99,7 @@ def test_merge_launched_early_waits_for_the_split_and_adds_the_same_way(calls, m
     split grid runs: the merge must wait (griddepcontrol.wait) before it reads a partial, and
     both kernels must keep the float ops they have without it (shipped off: see configs)."""
     monkeypatch.setattr(configs, "SPLIT_MERGE_PDL", True)
+    monkeypatch.setattr(configs, "MATMUL_MERGE_IN_LAST_PROGRAM", False)  # a merge launch to release early
     (split, merge) = calls()
     assert merge[2].get("launch_pdl") and not split[2].get("launch_pdl")
     monkeypatch.setattr(configs, "SPLIT_MERGE_PDL", False)
@@ -113,3 +114,26 @@ def test_merge_launched_early_waits_for_the_split_and_adds_the_same_way(calls, m
     assert "griddepcontrol" not in compiled["merge_plain"].asm["ptx"]
     for name in ("split", "merge"):
         assert inspect_kernels.float_ops(compiled[name]) == inspect_kernels.float_ops(compiled[name + "_plain"]), name
+
+
+def test_merge_in_the_last_program_counts_in_after_its_store_and_adds_as_the_merge_launch(monkeypatch):
+    """configs.MATMUL_MERGE_IN_LAST_PROGRAM: the split kernel must store its partial, wait for
+    every thread (bar.sync), count itself in with one acq_rel atomic at GPU scope, read the other
+    partials past L1 (.cg), and run exactly the float ops of the split plus the merge launch."""
+    monkeypatch.setattr(configs, "MATMUL_MERGE_IN_LAST_PROGRAM", True)
+    (last,) = inspect_kernels.matmul_calls(1, 2048, 2048, split_k=True)
+    assert last[2]["MERGE_IN_LAST"] and last[2]["MODE"] == 1
+    monkeypatch.setattr(configs, "MATMUL_MERGE_IN_LAST_PROGRAM", False)
+    monkeypatch.setattr(configs, "MATMUL_MERGE_TILE", None)  # the merge launch on the matmul tile
+    split, merge = inspect_kernels.matmul_calls(1, 2048, 2048, split_k=True)
+    compiled = inspect_kernels.compile_for_h100(*last)
+    ptx = compiled.asm["ptx"]
+    (atomic,) = [line.strip() for line in ptx.splitlines() if "atom." in line]
+    assert ".acq_rel" in atomic and ".gpu" in atomic and ".add" in atomic, atomic
+    lines = ptx.splitlines()
+    at = next(i for i, line in enumerate(lines) if "atom." in line)
+    partial_store = max(i for i, line in enumerate(lines[:at]) if "st.global" in line)
+    assert any("bar.sync" in line for line in lines[partial_store:at]), "no barrier between the partial's store and the count"
+    assert any("ld.global.cg" in line for line in lines[at:]), "partials read through L1"
+    expected = inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*split)) + inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*merge))
+    assert inspect_kernels.float_ops(compiled) == expected

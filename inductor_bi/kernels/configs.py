@@ -172,13 +172,28 @@ def matmul_k_chunk(cfg: MatmulConfig, k: int) -> int:
 
 
 # The split-K merge is elementwise: each output element adds its chunk partials in ascending
-# order from zero, then the epilogue. So a merge program may cover any tile (rows, columns)
-# without changing an element's arithmetic. None: the matmul tile, one merge program per output
-# tile. A smaller tile gives more programs to read the partials: with 14 chunks at M=64 (Llama-3-8B
-# down_proj) the 32 tile-sized merge programs cost more than the split saved (v6,
-# tune_split_k_h100_v6.txt: 73.9 us split vs 58.6 us unsplit). Not yet timed, so off.
+# order from zero, then the epilogue. So a separate merge launch may cover any tile (rows,
+# columns) without changing an element's arithmetic (interpreter tests; bitwise in every case of
+# benchmarks/results/tune_split_k_h200_v7.txt). None: the matmul's own tile. Smaller merge tiles
+# were timed twice on the H200 (v7) and the runs disagreed (a 32x64 merge 1-10 us faster at M=64
+# in the first, 0.3-2 us slower in the second), so none is pinned; the merge now runs inside the
+# split launch (below) wherever it can.
 MATMUL_MERGE_TILE: tuple[int, int] | None = None
 MATMUL_MERGE_WARPS = 4
+# The merge inside the split launch: the chunk program of a tile that finishes last (a per-tile
+# arrival counter, acq_rel at GPU scope) adds the partials, in the same ascending order and with
+# the same epilogue as the MERGE launch (the same PTX float ops, tests/test_kernels_sm90_codegen),
+# so the bits are the same and the second launch is gone. H200 (v7,
+# benchmarks/results/tune_split_k_h200_v7.txt): the fastest split in 20 of 21 small-M cases
+# (e.g. 2048x8192 at M=64 13.5 us vs 14.9 / 16.2 with a 64x128 / 32x64 merge launch); the llama-1b
+# decode step 4-5% faster at batch 1, 8 and 64 with the same logits
+# (benchmarks/results/ab_merge_in_last_h200_v7.txt).
+MATMUL_MERGE_IN_LAST_PROGRAM = True
+# Arrival counters: one set per CUDA stream (kernels/matmul.py says why), each with a counter per
+# output tile. A split launch has fewer tiles than MATMUL_SPLIT_K_MAX_TILES unless forced; PyTorch
+# streams come from a pool of 32 per priority. 64 x 1024 int32 = 256 KiB per device.
+MATMUL_ARRIVAL_SETS = 64
+MATMUL_ARRIVAL_SET_SIZE = 1024
 
 
 # Programmatic dependent launch (Hopper and later) for the merge launch of split-K and of

@@ -13,7 +13,8 @@ Nothing in it depends on M, the batch, or the other rows. Two execution modes gi
 by construction: FULL (one program walks every chunk) and SPLIT (one program per chunk writes its
 ``acc`` to an fp32 workspace; a MERGE program adds the partials in ascending chunk order from zero
 and applies the same epilogue). Small-M calls use SPLIT to fill the GPU (parallelism adapts to the
-batch; the arithmetic does not). Neither how tiles are fetched (Hopper TMA descriptors or pointer
+batch; the arithmetic does not). The MERGE may also run inside SPLIT, in whichever chunk program of
+a tile finishes last (a per-tile arrival counter says which): same loads, same order, one launch. Neither how tiles are fetched (Hopper TMA descriptors or pointer
 loads) nor how many 64-row warpgroup slabs one program computes (configs: short or tall launch
 shape) changes the instructions an element goes through.
 """
@@ -46,8 +47,32 @@ def _chunk_step(a, b, acc, total, step, step_hi, STEPS: tl.constexpr, INPUT_PREC
 
 
 @triton.jit
+def _merge_partials(WORK, work_offs, work_stride, mask_mn, K, K_CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """The MERGE order: the chunk partials added in ascending chunk order, from zero. Loads go to
+    L2 (``.cg``): the partials were written by other SMs, whose stores an SM's L1 does not see."""
+    total = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    for c in range(0, tl.cdiv(K, K_CHUNK)):
+        total = total + tl.load(WORK + c * work_stride + work_offs, mask=mask_mn, other=0.0, cache_modifier=".cg")
+    return total
+
+
+@triton.jit
+def _epilogue(total, c_ptrs, bias_ptrs, mask_mn, alpha, beta, HAS_BIAS: tl.constexpr, SCALE_ALPHA: tl.constexpr, SCALE_BETA: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """alpha * total + beta * bias, cast and stored: the one epilogue of FULL and MERGE."""
+    result = total
+    if SCALE_ALPHA:
+        result = result * alpha
+    if HAS_BIAS:
+        bias = tl.load(bias_ptrs, mask=mask_mn, other=0.0).to(ACC_DTYPE)
+        if SCALE_BETA:
+            bias = bias * beta
+        result = result + bias
+    tl.store(c_ptrs, result.to(c_ptrs.dtype.element_ty), mask=mask_mn)
+
+
+@triton.jit
 def _invariant_matmul_kernel(
-    A, B, C, BIAS, WORK,
+    A, B, C, BIAS, WORK, ARRIVALS,
     M, N, K,
     stride_ab, stride_am, stride_ak,
     stride_bb, stride_bk, stride_bn,
@@ -69,6 +94,7 @@ def _invariant_matmul_kernel(
     USE_TMA: tl.constexpr = False,
     B_KMAJOR: tl.constexpr = False,
     USE_PDL: tl.constexpr = False,
+    MERGE_IN_LAST: tl.constexpr = False,
 ):
     pid_tile = tl.program_id(0)
     pid_batch = tl.program_id(1).to(tl.int64)
@@ -96,12 +122,16 @@ def _invariant_matmul_kernel(
     STEPS: tl.constexpr = K_CHUNK // BLOCK_K  # dot steps per K chunk
     n_steps = tl.cdiv(K, BLOCK_K)
 
+    # FULL and MERGE (launched alone or run by the last chunk program) end in one epilogue, so
+    # their bits agree.
+    c_ptrs = C + pid_batch * stride_cb + offs_m64[:, None] * stride_cm + offs_n64[None, :] * stride_cn
+    bias_ptrs = BIAS + pid_batch * stride_biasb + offs_m64[:, None] * stride_biasm + offs_n64[None, :] * stride_biasn
     total = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     if MODE == 2:  # MERGE: add the chunk partials in ascending order, from zero.
         if USE_PDL:  # launched early (configs.SPLIT_MERGE_PDL): wait for every SPLIT store
             gdc_wait()
-        for c in range(0, tl.cdiv(K, K_CHUNK)):
-            total = total + tl.load(WORK + c * work_stride + work_offs, mask=mask_mn, other=0.0)
+        total = _merge_partials(WORK, work_offs, work_stride, mask_mn, K, K_CHUNK, BLOCK_M, BLOCK_N, ACC_DTYPE)
+        _epilogue(total, c_ptrs, bias_ptrs, mask_mn, alpha, beta, HAS_BIAS, SCALE_ALPHA, SCALE_BETA, ACC_DTYPE)
     else:
         if MODE == 1:
             step_lo = pid_chunk * STEPS
@@ -148,22 +178,19 @@ def _invariant_matmul_kernel(
             tl.store(WORK + pid_chunk * work_stride + work_offs, total, mask=mask_mn)
             if USE_PDL:  # the MERGE grid may be scheduled now (it still waits for this grid's end)
                 gdc_launch_dependents()
-
-    if MODE != 1:  # FULL and MERGE share this epilogue, so their bits agree.
-        result = total
-        if SCALE_ALPHA:
-            result = result * alpha
-        if HAS_BIAS:
-            bias = tl.load(
-                BIAS + pid_batch * stride_biasb + offs_m64[:, None] * stride_biasm + offs_n64[None, :] * stride_biasn,
-                mask=mask_mn,
-                other=0.0,
-            ).to(ACC_DTYPE)
-            if SCALE_BETA:
-                bias = bias * beta
-            result = result + bias
-        c_ptrs = C + pid_batch * stride_cb + offs_m64[:, None] * stride_cm + offs_n64[None, :] * stride_cn
-        tl.store(c_ptrs, result.to(C.dtype.element_ty), mask=mask_mn)
+            if MERGE_IN_LAST:
+                # Every thread's partial is stored before one thread counts this chunk in; the
+                # count is acq_rel at GPU scope, so the program that brings it to the number of
+                # chunks sees every other chunk's stores. It resets the counter for the next launch
+                # on the stream (launches on one stream do not overlap) and runs the MERGE.
+                tl.debug_barrier()
+                arrival = ARRIVALS + pid_batch * tl.num_programs(0) + pid_tile
+                if tl.atomic_add(arrival, 1, sem="acq_rel", scope="gpu") == tl.cdiv(K, K_CHUNK) - 1:
+                    tl.store(arrival, 0)
+                    total = _merge_partials(WORK, work_offs, work_stride, mask_mn, K, K_CHUNK, BLOCK_M, BLOCK_N, ACC_DTYPE)
+                    _epilogue(total, c_ptrs, bias_ptrs, mask_mn, alpha, beta, HAS_BIAS, SCALE_ALPHA, SCALE_BETA, ACC_DTYPE)
+        else:
+            _epilogue(total, c_ptrs, bias_ptrs, mask_mn, alpha, beta, HAS_BIAS, SCALE_ALPHA, SCALE_BETA, ACC_DTYPE)
 
 
 def _input_precision(dtype: torch.dtype) -> str:
@@ -307,10 +334,11 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
         a_arg, b_arg, common["B_KMAJOR"] = descriptors
         common["USE_TMA"] = True
 
-    def go(grid, mode, work, operands=(a_arg, b_arg), **options):
+    def go(grid, mode, work, operands=(a_arg, b_arg), arrivals=None, **options):
+        arrivals = out3 if arrivals is None else arrivals  # unused unless MERGE_IN_LAST
         launch(
             _invariant_matmul_kernel, grid, device,
-            *operands, out3, bias_arg, work,
+            *operands, out3, bias_arg, work, arrivals,
             m, n, k,
             *a3.stride(), *b3.stride(), *out3.stride(), *bias_strides,
             alpha, beta,
@@ -323,6 +351,10 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
     work_dtype = torch.float64 if a3.dtype == torch.float64 else torch.float32
     work = torch.empty((n_chunks, nb, m, n), dtype=work_dtype, device=device)
     split_options, merge_options = configs.split_merge_launch_options(device, uses_interpreter(device))
+    arrivals = _tile_arrivals(device, tiles * nb) if configs.MATMUL_MERGE_IN_LAST_PROGRAM and not split_options else None
+    if arrivals is not None:
+        go((tiles, nb, n_chunks), _SPLIT, work, arrivals=arrivals, MERGE_IN_LAST=True)
+        return
     go((tiles, nb, n_chunks), _SPLIT, work, **split_options)
     merge_tiles, merge_operands = tiles, (a_arg, b_arg)
     if configs.MATMUL_MERGE_TILE is not None:
@@ -331,3 +363,35 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
         merge_tiles, merge_operands = triton.cdiv(m, rows) * triton.cdiv(n, cols), (a3, b3)
         merge_options.update(BLOCK_M=rows, BLOCK_N=cols, USE_TMA=False, B_KMAJOR=False, num_warps=configs.MATMUL_MERGE_WARPS, num_stages=1)
     go((merge_tiles, nb, 1), _MERGE, work, merge_operands, **merge_options)
+
+
+# Arrival counters, one per output tile of a split launch, zero between launches (the program that
+# merges a tile puts its counter back to zero). Launches on one stream run one after another, so
+# a stream may reuse its counters; two streams could run split launches at once, so each stream
+# gets a set of its own. One block per device, allocated outside graph capture (an allocation in
+# a capture would belong to the graph's memory pool) and kept for the life of the process (a
+# captured graph holds its address); sets are handed to streams as they are first seen (PyTorch
+# draws streams from a fixed pool, so they are few). With no set to give, or more tiles than a
+# set holds, the split runs its separate MERGE launch: same bits, one launch more.
+_ARRIVAL_BLOCKS: dict[torch.device, torch.Tensor] = {}
+_ARRIVAL_SET_OF_STREAM: dict[tuple[torch.device, int], int] = {}
+
+
+def _tile_arrivals(device: torch.device, tiles: int) -> torch.Tensor | None:
+    if tiles > configs.MATMUL_ARRIVAL_SET_SIZE:
+        return None
+    cuda = device.type == "cuda"
+    block = _ARRIVAL_BLOCKS.get(device)
+    if block is None:
+        if cuda and torch.cuda.is_current_stream_capturing():
+            return None
+        block = torch.zeros(configs.MATMUL_ARRIVAL_SETS, configs.MATMUL_ARRIVAL_SET_SIZE, dtype=torch.int32, device=device)
+        _ARRIVAL_BLOCKS[device] = block
+    stream = torch.cuda.current_stream(device).cuda_stream if cuda else 0
+    index = _ARRIVAL_SET_OF_STREAM.get((device, stream))
+    if index is None:
+        index = sum(1 for d, _ in _ARRIVAL_SET_OF_STREAM if d == device)
+        if index >= configs.MATMUL_ARRIVAL_SETS:
+            return None
+        _ARRIVAL_SET_OF_STREAM[(device, stream)] = index
+    return block[index]

@@ -37,6 +37,53 @@ def test_split_k_and_single_program_agree_bitwise(dtype):
     assert_rows_equal(split, one, "split-K vs single program")
 
 
+def test_merge_in_the_last_program_is_exact_launch_after_launch():
+    """The arrival counters are reused launch after launch: a counter not put back, or a partial
+    read before it is visible, would show as a changed bit somewhere in 200 launches."""
+    assert configs.MATMUL_MERGE_IN_LAST_PROGRAM
+    a = torch.randn(16, 14336, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(4096, 14336, device="cuda", dtype=torch.bfloat16).t()
+    one = invariant_matmul(a, w, split_k=False)
+    outs = [invariant_matmul(a, w, split_k=True) for _ in range(200)]
+    assert all(torch.equal(out, one) for out in outs)
+
+
+def test_split_launches_on_concurrent_streams_give_the_same_bits():
+    """Each stream has its own arrival counters, so split launches running at once on two
+    streams cannot count each other's chunks."""
+    a = [torch.randn(8, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+    w = torch.randn(2048, 8192, device="cuda", dtype=torch.bfloat16).t()
+    expected = [invariant_matmul(x, w, split_k=False) for x in a]
+    streams = [torch.cuda.Stream() for _ in range(2)]
+    torch.cuda.synchronize()
+    outs = [[], []]
+    for _ in range(50):
+        for i, stream in enumerate(streams):
+            with torch.cuda.stream(stream):
+                outs[i].append(invariant_matmul(a[i], w, split_k=True))
+    torch.cuda.synchronize()
+    for i in range(2):
+        assert all(torch.equal(out, expected[i]) for out in outs[i]), f"stream {i}"
+
+
+def test_split_merged_in_the_last_program_replays_exactly_in_a_cuda_graph():
+    a = torch.randn(4, 4096, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(1024, 4096, device="cuda", dtype=torch.bfloat16).t()
+    one = invariant_matmul(a, w, split_k=False)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up on the capture stream, as torch.cuda.graph asks
+        invariant_matmul(a, w, split_k=True)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = invariant_matmul(a, w, split_k=True)
+    for _ in range(20):
+        out.zero_()
+        graph.replay()
+        assert torch.equal(out, one)
+
+
 @given(
     m=st.integers(1, 600), n=st.integers(1, 700), k=st.integers(1, 3000),
     dtype=st.sampled_from(DTYPES), data=st.data(),
