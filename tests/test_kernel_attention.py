@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from inductor_bi.kernels import configs
+from inductor_bi.kernels import _arrivals, configs
 import triton
 import triton.language as tl
 
@@ -242,13 +242,20 @@ def test_decode_equals_prefill_bitwise(seed, dtype, total, heads, d):
 
 
 @FAST
-@given(attention_case())
-def test_sequential_and_split_paths_identical(case):
+@given(attention_case(), st.booleans())
+def test_sequential_and_split_paths_identical(case, merge_in_last):
+    """Also whichever program merges the splits: a MERGE launch, or the split program of a query
+    tile that finishes last (configs.ATTENTION_MERGE_IN_LAST_PROGRAM)."""
     q, k, v, kwargs = case
     out_seq, lse_seq = fixed_split_attention_with_lse(q, k, v, path="sequential", **kwargs)
-    out_split, lse_split = fixed_split_attention_with_lse(q, k, v, path="split", **kwargs)
+    saved, configs.ATTENTION_MERGE_IN_LAST_PROGRAM = configs.ATTENTION_MERGE_IN_LAST_PROGRAM, merge_in_last
+    try:
+        out_split, lse_split = fixed_split_attention_with_lse(q, k, v, path="split", **kwargs)
+    finally:
+        configs.ATTENTION_MERGE_IN_LAST_PROGRAM = saved
     assert torch.equal(out_seq, out_split)
     assert torch.equal(lse_seq, lse_split)
+    assert torch.count_nonzero(_arrivals._BLOCKS.get(q.device, torch.zeros(1))) == 0  # counters put back
 
 
 @FAST

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inductor_bi.kernels import configs, matmul
+from inductor_bi.kernels import _arrivals, configs, matmul
 from inductor_bi.kernels._launch import launch
 from inductor_bi.kernels.matmul import invariant_matmul
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
@@ -103,13 +103,13 @@ def test_merge_in_the_last_program_leaves_every_arrival_counter_at_zero(monkeypa
         out = invariant_matmul(a, b, split_k=True)
     assert flags.get("MERGE_IN_LAST") and flags["MODE"] == 1  # one launch, the split one
     assert_rows_equal(out, invariant_matmul(a, b, split_k=False), "merged in the last program")
-    block = matmul._ARRIVAL_BLOCKS[a.device]
+    block = _arrivals._BLOCKS[a.device]
     assert torch.count_nonzero(block) == 0
 
 
 def test_split_falls_back_to_a_merge_launch_when_a_stream_has_no_counters(monkeypatch):
     monkeypatch.setattr(configs, "MATMUL_MERGE_IN_LAST_PROGRAM", True)
-    monkeypatch.setattr(configs, "MATMUL_ARRIVAL_SET_SIZE", 1)  # more tiles than a set holds
+    monkeypatch.setattr(configs, "SPLIT_ARRIVAL_SET_SIZE", 1)  # more tiles than a set holds
     a, b = torch.randn(40, 300), torch.randn(300, 70)
     with _launch_flags() as flags:
         out = invariant_matmul(a, b, split_k=True)

@@ -31,6 +31,7 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from . import configs
+from ._arrivals import tile_arrivals
 from ._launch import interpreter_dtype, launch, uses_interpreter
 from .matmul import _input_precision
 
@@ -128,7 +129,7 @@ def _online_softmax_step(
 
 @triton.jit
 def _fixed_split_attention_kernel(
-    Q, K, V, MASK, OUT, LSE, WORK_M, WORK_L, WORK_A,
+    Q, K, V, MASK, OUT, LSE, WORK_M, WORK_L, WORK_A, ARRIVALS,
     Lq, Lk, D, DV, HQ, KV_GROUP, N_SPLITS,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
@@ -147,8 +148,8 @@ def _fixed_split_attention_kernel(
     KV_SPLIT: tl.constexpr,
     HEADS_PER_PROG: tl.constexpr,
     USE_PDL: tl.constexpr = False,
+    MERGE_IN_LAST: tl.constexpr = False,
 ):
-    LN2: tl.constexpr = 0.6931471805599453
     # One flat grid axis (the batch*heads product can pass CUDA's 65535 limit on axis 1); the
     # query blocks of one head group are neighbours so they share its K/V in L2.
     # GQA packing (HEADS_PER_PROG = KV_GROUP > 1): a program owns the query heads that share one
@@ -232,12 +233,7 @@ def _fixed_split_attention_kernel(
     run_a = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
     for s in range(split_lo, split_hi):
         if MODE == 2:  # MERGE: read the split's partial back (exact: fp32 in, fp32 out)
-            ws = work_row + s * rows
-            part_m = tl.load(WORK_M + ws, mask=row_ok, other=float("-inf"))
-            part_l = tl.load(WORK_L + ws, mask=row_ok, other=0.0)
-            part_a = tl.load(
-                WORK_A + ws[:, None] * DV + offs_dv64[None, :], mask=row_ok[:, None] & dv_ok[None, :], other=0.0
-            )
+            part_m, part_l, part_a = _load_split(WORK_M, WORK_L, WORK_A, work_row + s * rows, row_ok, dv_ok, offs_dv64, DV)
         else:  # reduce the split's keys from a zero state, BLOCK_N at a time, ascending
             part_m = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
             part_l = tl.zeros((BLOCK_M,), dtype=tl.float32)
@@ -268,28 +264,65 @@ def _fixed_split_attention_kernel(
                 if USE_PDL:  # the MERGE grid may be scheduled now (it still waits for this grid's end)
                     gdc_launch_dependents()
         if MODE != 1:  # SEQUENTIAL and MERGE share this merge code, so their bits agree.
-            sees_split = part_m > float("-inf")
-            new_run_m = tl.maximum(run_m, part_m)
-            sub_run_m = tl.where(new_run_m == float("-inf"), 0.0, new_run_m)
-            scale_run = tl.exp2(run_m - sub_run_m)
-            scale_part = tl.exp2(part_m - sub_run_m)
-            new_run_l = run_l * scale_run + part_l * scale_part
-            new_run_a = run_a * scale_run[:, None] + part_a * scale_part[:, None]
-            run_m = tl.where(sees_split, new_run_m, run_m)
-            run_l = tl.where(sees_split, new_run_l, run_l)
-            run_a = tl.where(sees_split[:, None], new_run_a, run_a)
+            run_m, run_l, run_a = _merge_split(run_m, run_l, run_a, part_m, part_l, part_a)
 
+    out_ptrs = OUT + b * stride_ob + head_2d * stride_oh + offs_m64[:, None] * stride_om + offs_dv64[None, :] * stride_od
+    lse_ptrs = LSE + (b * HQ + row_head) * Lq + offs_m64
     if MODE != 1:
-        # A row that sees no key gets 0 (torch's SDPA does the same) and lse = -inf.
-        sees_any = run_l > 0.0
-        out = run_a / tl.where(sees_any, run_l, 1.0)[:, None]
-        lse = tl.where(sees_any, (run_m + tl.log2(tl.where(sees_any, run_l, 1.0))) * LN2, float("-inf"))
-        tl.store(
-            OUT + b * stride_ob + head_2d * stride_oh + offs_m64[:, None] * stride_om + offs_dv64[None, :] * stride_od,
-            out.to(OUT.dtype.element_ty),
-            mask=row_ok[:, None] & dv_ok[None, :],
-        )
-        tl.store(LSE + (b * HQ + row_head) * Lq + offs_m64, lse, mask=row_ok)
+        _store_output(run_m, run_l, run_a, out_ptrs, lse_ptrs, row_ok, dv_ok)
+    elif MERGE_IN_LAST:
+        # Every thread's partial is stored before one thread counts this split in; the count is
+        # acq_rel at GPU scope, so the program that brings it to the number of splits sees every
+        # other split's stores. It resets the counter for the next launch on the stream and runs
+        # the MERGE program's loop: the same loads, merge steps and output in the same order.
+        tl.debug_barrier()
+        arrival = ARRIVALS + tl.program_id(0)
+        if tl.atomic_add(arrival, 1, sem="acq_rel", scope="gpu") == N_SPLITS - 1:
+            tl.store(arrival, 0)
+            for s in range(0, n_live_splits):
+                part_m, part_l, part_a = _load_split(WORK_M, WORK_L, WORK_A, work_row + s * rows, row_ok, dv_ok, offs_dv64, DV)
+                run_m, run_l, run_a = _merge_split(run_m, run_l, run_a, part_m, part_l, part_a)
+            _store_output(run_m, run_l, run_a, out_ptrs, lse_ptrs, row_ok, dv_ok)
+
+
+@triton.jit
+def _load_split(WORK_M, WORK_L, WORK_A, ws, row_ok, dv_ok, offs_dv64, DV):
+    """One split's (m, l, a) partial, read back exactly (fp32 in, fp32 out). Through L2 (``.cg``):
+    other SMs wrote it, and an SM's L1 does not see their stores."""
+    part_m = tl.load(WORK_M + ws, mask=row_ok, other=float("-inf"), cache_modifier=".cg")
+    part_l = tl.load(WORK_L + ws, mask=row_ok, other=0.0, cache_modifier=".cg")
+    part_a = tl.load(
+        WORK_A + ws[:, None] * DV + offs_dv64[None, :], mask=row_ok[:, None] & dv_ok[None, :], other=0.0, cache_modifier=".cg"
+    )
+    return part_m, part_l, part_a
+
+
+@triton.jit
+def _merge_split(run_m, run_l, run_a, part_m, part_l, part_a):
+    """Fold the next split's partial into the running state (ascending split order)."""
+    sees_split = part_m > float("-inf")
+    new_run_m = tl.maximum(run_m, part_m)
+    sub_run_m = tl.where(new_run_m == float("-inf"), 0.0, new_run_m)
+    scale_run = tl.exp2(run_m - sub_run_m)
+    scale_part = tl.exp2(part_m - sub_run_m)
+    new_run_l = run_l * scale_run + part_l * scale_part
+    new_run_a = run_a * scale_run[:, None] + part_a * scale_part[:, None]
+    run_m = tl.where(sees_split, new_run_m, run_m)
+    run_l = tl.where(sees_split, new_run_l, run_l)
+    run_a = tl.where(sees_split[:, None], new_run_a, run_a)
+    return run_m, run_l, run_a
+
+
+@triton.jit
+def _store_output(run_m, run_l, run_a, out_ptrs, lse_ptrs, row_ok, dv_ok):
+    """Normalize and store the rows and their log-sum-exp. A row that sees no key gets 0 (torch's
+    SDPA does the same) and lse = -inf."""
+    LN2: tl.constexpr = 0.6931471805599453
+    sees_any = run_l > 0.0
+    out = run_a / tl.where(sees_any, run_l, 1.0)[:, None]
+    lse = tl.where(sees_any, (run_m + tl.log2(tl.where(sees_any, run_l, 1.0))) * LN2, float("-inf"))
+    tl.store(out_ptrs, out.to(out_ptrs.dtype.element_ty), mask=row_ok[:, None] & dv_ok[None, :])
+    tl.store(lse_ptrs, lse, mask=row_ok)
 
 
 def _check(q, k, v, attn_mask, enable_gqa):
@@ -474,10 +507,11 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
         enable_fp_fusion=False,
     )
 
-    def go(grid, mode, work_m, work_l, work_a, **options):
+    def go(grid, mode, work_m, work_l, work_a, arrivals=None, **options):
         launch(
             _fixed_split_attention_kernel, grid, device,
             q4, k4, v4, mask_arg, out4, lse3, work_m, work_l, work_a,
+            lse3 if arrivals is None else arrivals,  # unused unless MERGE_IN_LAST
             lq, lk, d, dv, hq, hq // hkv, n_splits,
             *q4.stride(), *k4.stride(), *v4.stride(), *mask_strides, *out4.stride(),
             scale * math.log2(math.e),
@@ -491,5 +525,9 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
     work_l = torch.empty_like(work_m)
     work_a = torch.empty((nb * hq, n_splits, lq, dv), dtype=torch.float32, device=device)
     split_options, merge_options = configs.split_merge_launch_options(device, uses_interpreter(device))
+    arrivals = tile_arrivals(device, programs) if configs.ATTENTION_MERGE_IN_LAST_PROGRAM and not split_options else None
+    if arrivals is not None:
+        go((programs, n_splits), _SPLIT, work_m, work_l, work_a, arrivals=arrivals, MERGE_IN_LAST=True)
+        return
     go((programs, n_splits), _SPLIT, work_m, work_l, work_a, **split_options)
     go((programs, 1), _MERGE, work_m, work_l, work_a, **merge_options)

@@ -189,11 +189,12 @@ MATMUL_MERGE_WARPS = 4
 # decode step 4-5% faster at batch 1, 8 and 64 with the same logits
 # (benchmarks/results/ab_merge_in_last_h200_v7.txt).
 MATMUL_MERGE_IN_LAST_PROGRAM = True
-# Arrival counters: one set per CUDA stream (kernels/matmul.py says why), each with a counter per
-# output tile. A split launch has fewer tiles than MATMUL_SPLIT_K_MAX_TILES unless forced; PyTorch
-# streams come from a pool of 32 per priority. 64 x 1024 int32 = 256 KiB per device.
-MATMUL_ARRIVAL_SETS = 64
-MATMUL_ARRIVAL_SET_SIZE = 1024
+# Arrival counters of the merges run inside split launches (kernels/_arrivals.py): one set per
+# CUDA stream, eager or capturing, a counter per output tile. A split launch has fewer programs per
+# split than MATMUL_SPLIT_K_MAX_TILES / ATTENTION_SPLIT_MAX_PROGRAMS unless forced; PyTorch streams
+# come from a pool of 32 per priority. 64 x 1024 int32 = 256 KiB per device.
+SPLIT_ARRIVAL_SETS = 64
+SPLIT_ARRIVAL_SET_SIZE = 1024
 
 
 # Programmatic dependent launch (Hopper and later) for the merge launch of split-K and of
@@ -340,6 +341,14 @@ def attention_config(head_dim: int, dtype: torch.dtype, interpreted: bool) -> At
         return ATTENTION_INTERPRETER
     table = _ATTENTION_CUDA_32BIT if dtype == torch.float32 else _ATTENTION_CUDA_16BIT
     return table[max(64, 1 << (max(head_dim, 1) - 1).bit_length())]
+
+
+# The split-KV merge inside the split launch, as for split-K (MATMUL_MERGE_IN_LAST_PROGRAM): the
+# program of a query tile that counts its split in last folds the splits' (m, l, a) partials in
+# ascending order and writes the rows, the MERGE launch's loop, so the bits are the same
+# (interpreter tests; the PTX float ops are the split kernel's followed by the merge kernel's).
+# Off: not yet run on a GPU (v7 landed it after the session's device time was spent).
+ATTENTION_MERGE_IN_LAST_PROGRAM = False
 
 
 def attention_use_split(sequential_programs: int, n_splits: int, device: torch.device) -> bool:

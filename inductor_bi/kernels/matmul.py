@@ -27,6 +27,7 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from . import configs
+from ._arrivals import tile_arrivals
 from ._launch import interpreter_dtype, launch, uses_interpreter
 
 _FULL, _SPLIT, _MERGE = 0, 1, 2
@@ -351,7 +352,7 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
     work_dtype = torch.float64 if a3.dtype == torch.float64 else torch.float32
     work = torch.empty((n_chunks, nb, m, n), dtype=work_dtype, device=device)
     split_options, merge_options = configs.split_merge_launch_options(device, uses_interpreter(device))
-    arrivals = _tile_arrivals(device, tiles * nb) if configs.MATMUL_MERGE_IN_LAST_PROGRAM and not split_options else None
+    arrivals = tile_arrivals(device, tiles * nb) if configs.MATMUL_MERGE_IN_LAST_PROGRAM and not split_options else None
     if arrivals is not None:
         go((tiles, nb, n_chunks), _SPLIT, work, arrivals=arrivals, MERGE_IN_LAST=True)
         return
@@ -363,35 +364,3 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
         merge_tiles, merge_operands = triton.cdiv(m, rows) * triton.cdiv(n, cols), (a3, b3)
         merge_options.update(BLOCK_M=rows, BLOCK_N=cols, USE_TMA=False, B_KMAJOR=False, num_warps=configs.MATMUL_MERGE_WARPS, num_stages=1)
     go((merge_tiles, nb, 1), _MERGE, work, merge_operands, **merge_options)
-
-
-# Arrival counters, one per output tile of a split launch, zero between launches (the program that
-# merges a tile puts its counter back to zero). Launches on one stream run one after another, so
-# a stream may reuse its counters; two streams could run split launches at once, so each stream
-# gets a set of its own. One block per device, allocated outside graph capture (an allocation in
-# a capture would belong to the graph's memory pool) and kept for the life of the process (a
-# captured graph holds its address); sets are handed to streams as they are first seen (PyTorch
-# draws streams from a fixed pool, so they are few). With no set to give, or more tiles than a
-# set holds, the split runs its separate MERGE launch: same bits, one launch more.
-_ARRIVAL_BLOCKS: dict[torch.device, torch.Tensor] = {}
-_ARRIVAL_SET_OF_STREAM: dict[tuple[torch.device, int], int] = {}
-
-
-def _tile_arrivals(device: torch.device, tiles: int) -> torch.Tensor | None:
-    if tiles > configs.MATMUL_ARRIVAL_SET_SIZE:
-        return None
-    cuda = device.type == "cuda"
-    block = _ARRIVAL_BLOCKS.get(device)
-    if block is None:
-        if cuda and torch.cuda.is_current_stream_capturing():
-            return None
-        block = torch.zeros(configs.MATMUL_ARRIVAL_SETS, configs.MATMUL_ARRIVAL_SET_SIZE, dtype=torch.int32, device=device)
-        _ARRIVAL_BLOCKS[device] = block
-    stream = torch.cuda.current_stream(device).cuda_stream if cuda else 0
-    index = _ARRIVAL_SET_OF_STREAM.get((device, stream))
-    if index is None:
-        index = sum(1 for d, _ in _ARRIVAL_SET_OF_STREAM if d == device)
-        if index >= configs.MATMUL_ARRIVAL_SETS:
-            return None
-        _ARRIVAL_SET_OF_STREAM[(device, stream)] = index
-    return block[index]

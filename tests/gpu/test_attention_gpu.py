@@ -181,3 +181,24 @@ def test_strided_layout_gives_same_bits_gpu():
     contiguous = fixed_split_attention(q.contiguous(), k.contiguous(), v.contiguous(), is_causal=True, enable_gqa=True)
     assert torch.equal(out, contiguous)
     torch.testing.assert_close(out.double(), reference(q, k, v, is_causal=True, enable_gqa=True), **TOL[BF16])
+
+
+@pytest.mark.parametrize("batch,kv_len", [(1, 8192), (16, 4096), (64, 1024)])
+def test_split_merged_in_the_last_program_equals_sequential_launch_after_launch(batch, kv_len, monkeypatch):
+    """configs.ATTENTION_MERGE_IN_LAST_PROGRAM (forced on here): the split program of a query tile
+    that counts itself in last merges the splits. Counters reused 50 times and two streams at
+    once must give the sequential path's bits every time."""
+    monkeypatch.setattr(configs, "ATTENTION_MERGE_IN_LAST_PROGRAM", True)
+    q = [rand(batch, 32, 1, 128, seed=s) for s in (1, 2)]
+    k, v = rand(batch, 8, kv_len, 128, seed=3), rand(batch, 8, kv_len, 128, seed=4)
+    want = [fixed_split_attention(x, k, v, enable_gqa=True, path="sequential") for x in q]
+    streams = [torch.cuda.Stream() for _ in q]
+    torch.cuda.synchronize()
+    outs = [[], []]
+    for _ in range(50):
+        for i, stream in enumerate(streams):
+            with torch.cuda.stream(stream):
+                outs[i].append(fixed_split_attention(q[i], k, v, enable_gqa=True, path="split"))
+    torch.cuda.synchronize()
+    for i in range(2):
+        assert all(torch.equal(out, want[i]) for out in outs[i]), f"stream {i}"

@@ -1,0 +1,50 @@
+"""Arrival counters for split launches that merge in their last program.
+
+A split launch (split-K matmul, split-KV attention) may add its partials inside the launch: the
+program of a tile that counts itself in last, on the tile's counter, runs the merge and puts the
+counter back to zero for the next launch. Launches on one stream run one after another, so a
+stream may reuse its counters; two streams could run split launches at once, so each stream gets
+a set of its own, and launches captured into CUDA graphs on a stream get another set than eager
+launches on it (a graph may be replayed on any stream while eager work runs on that one; graphs
+captured on one stream share a set, so replay them on one stream at a time, as torch.compile's
+CUDA graphs do). One block per device, allocated outside graph capture (an allocation in a
+capture would belong to the graph's memory pool) and kept for the life of the process (a
+captured graph holds its address); sets are handed out as streams are first seen (PyTorch draws
+streams from a fixed pool, so they are few). With no set to give, or more tiles than a set
+holds, the caller runs its separate merge launch: same bits, one launch more.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from . import configs
+
+_BLOCKS: dict[torch.device, torch.Tensor] = {}
+_SETS: dict[tuple[torch.device, int, bool], int] = {}
+_LOCK = threading.Lock()
+
+
+def tile_arrivals(device: torch.device, tiles: int) -> torch.Tensor | None:
+    """``tiles`` zeroed int32 counters for a launch on the current stream, or None."""
+    if tiles > configs.SPLIT_ARRIVAL_SET_SIZE:
+        return None
+    cuda = device.type == "cuda"
+    capturing = cuda and torch.cuda.is_current_stream_capturing()
+    key = (device, torch.cuda.current_stream(device).cuda_stream if cuda else 0, capturing)
+    with _LOCK:  # two threads must not take the same set for different streams
+        block = _BLOCKS.get(device)
+        if block is None:
+            if capturing:
+                return None
+            block = torch.zeros(configs.SPLIT_ARRIVAL_SETS, configs.SPLIT_ARRIVAL_SET_SIZE, dtype=torch.int32, device=device)
+            _BLOCKS[device] = block
+        index = _SETS.get(key)
+        if index is None:
+            index = sum(1 for d, *_ in _SETS if d == device)
+            if index >= configs.SPLIT_ARRIVAL_SETS:
+                return None
+            _SETS[key] = index
+    return block[index]
