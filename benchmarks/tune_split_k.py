@@ -48,18 +48,6 @@ def chunk_set(dtype: torch.dtype, chunk: int):
             table[dtype] = cfg
 
 
-@contextlib.contextmanager
-def knobs_set(knobs: dict):
-    saved = {name: getattr(configs, name) for name in knobs}
-    for name, value in knobs.items():
-        setattr(configs, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(configs, name, value)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--chunks", default="", help="chunk widths to try against the shipped one, e.g. 256,512")
@@ -81,7 +69,7 @@ def main():
                 if m > SMALL_M and name != "shipped rule":
                     line += "-".rjust(24)
                     continue
-                with knobs_set(knobs):
+                with configs.overridden(**knobs):
                     ok = torch.equal(invariant_matmul(a, w.t(), **kw), reference)
                     t = median_ms(lambda: invariant_matmul(a, w.t(), **kw)) * 1000
                 line += f"{t:8.1f} ({cublas / t:.2f}){'' if ok else '!'}".rjust(24)

@@ -248,11 +248,8 @@ def test_sequential_and_split_paths_identical(case, merge_in_last):
     tile that finishes last (configs.ATTENTION_MERGE_IN_LAST_PROGRAM)."""
     q, k, v, kwargs = case
     out_seq, lse_seq = fixed_split_attention_with_lse(q, k, v, path="sequential", **kwargs)
-    saved, configs.ATTENTION_MERGE_IN_LAST_PROGRAM = configs.ATTENTION_MERGE_IN_LAST_PROGRAM, merge_in_last
-    try:
+    with configs.overridden(ATTENTION_MERGE_IN_LAST_PROGRAM=merge_in_last):
         out_split, lse_split = fixed_split_attention_with_lse(q, k, v, path="split", **kwargs)
-    finally:
-        configs.ATTENTION_MERGE_IN_LAST_PROGRAM = saved
     assert torch.equal(out_seq, out_split)
     assert torch.equal(lse_seq, lse_split)
     assert torch.count_nonzero(_arrivals._BLOCKS.get(q.device, torch.zeros(1))) == 0  # counters put back

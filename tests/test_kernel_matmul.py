@@ -76,22 +76,9 @@ def test_split_k_gives_the_same_bits_as_one_program(m, k, alpha, beta, merge_til
     lead = (batches,) if batches else ()
     a, b, bias = torch.randn(*lead, m, k), torch.randn(*lead, k, 40), torch.randn(*lead, m, 40)
     one = invariant_matmul(a, b, bias, beta=beta, alpha=alpha, split_k=False)
-    with _knobs(MATMUL_MERGE_TILE=merge_tile, MATMUL_MERGE_IN_LAST_PROGRAM=merge_in_last):
+    with configs.overridden(MATMUL_MERGE_TILE=merge_tile, MATMUL_MERGE_IN_LAST_PROGRAM=merge_in_last):
         split = invariant_matmul(a, b, bias, beta=beta, alpha=alpha, split_k=True)
     assert_rows_equal(split, one, "split-K vs single program")
-
-
-@contextlib.contextmanager
-def _knobs(**values):
-    """configs knobs set for the block (hypothesis tests cannot take monkeypatch)."""
-    saved = {name: getattr(configs, name) for name in values}
-    for name, value in values.items():
-        setattr(configs, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(configs, name, value)
 
 
 def test_merge_in_the_last_program_leaves_every_arrival_counter_at_zero(monkeypatch):
@@ -205,3 +192,15 @@ def test_interpreted_launch_leaves_triton_language_as_it_was():
     after = builtins()
     assert before.keys() == after.keys()
     assert [key for key in before if after[key] is not before[key]] == []
+
+
+def test_configs_overridden_puts_values_back_and_rejects_unknown_names():
+    before = configs.MATMUL_MERGE_TILE
+    with pytest.raises(RuntimeError):
+        with configs.overridden(MATMUL_MERGE_TILE=(8, 8)):
+            assert configs.MATMUL_MERGE_TILE == (8, 8)
+            raise RuntimeError("inside")
+    assert configs.MATMUL_MERGE_TILE == before
+    with pytest.raises(AttributeError, match="MATMUL_MERGE_TILES"):
+        with configs.overridden(MATMUL_MERGE_TILES=None):
+            pass

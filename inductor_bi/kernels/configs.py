@@ -11,6 +11,7 @@ GQA head packing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from dataclasses import dataclass
@@ -354,3 +355,20 @@ ATTENTION_MERGE_IN_LAST_PROGRAM = False
 def attention_use_split(sequential_programs: int, n_splits: int, device: torch.device) -> bool:
     """Whether to run the KV splits in separate programs: only a question of filling the GPU."""
     return device.type == "cuda" and n_splits > 1 and sequential_programs < ATTENTION_SPLIT_MAX_PROGRAMS
+
+
+@contextlib.contextmanager
+def overridden(**values):
+    """These constants set to other values inside the block, then put back (tuning sweeps, A/B
+    runs and tests of launch knobs): ``with configs.overridden(MATMUL_MERGE_TILE=None): ...``."""
+    module = globals()
+    unknown = [name for name in values if name not in module]
+    if unknown:
+        raise AttributeError(f"inductor_bi.kernels.configs has no {', '.join(unknown)}")
+    saved = {name: module[name] for name in values}
+    module.update(values)
+    try:
+        yield
+    finally:
+        module.update(saved)
+
