@@ -1,4 +1,4 @@
-"""Try tile configs and tile fetch paths for invariant_matmul (bf16, H100) over the benchmark's
+"""Try tile configs and tile fetch paths for invariant_matmul (bf16) over the benchmark's
 (N, K) shapes at several M; print TFLOP/s per candidate and case, cuBLAS first.
 
 Every candidate must give the same bits as the shipped kernel fetching tiles with pointer loads
@@ -24,13 +24,17 @@ from inductor_bi.kernels.matmul import invariant_matmul
 
 REFERENCE = (MatmulConfig(64, 128, 64, 1024, 4, 4), False)  # the v3/v4 shipped kernel, pointer loads
 # (tile, fetch tiles by TMA)
+# v8 candidates (launch changes only, checked offline: sm_90 compiles with the short tile's float
+# ops, no spills): the tall tile with 5 stages (160 KiB shared), and with 16 or 4 row tiles
+# sharing a column tile in L2 (group_m). A 256-row tile (16 warps) was dropped offline: at 128
+# registers a thread it spills (42 stores).
 CANDIDATES = [
     REFERENCE,
-    (MatmulConfig(64, 128, 64, 1024, 4, 4), True),
-    (MatmulConfig(64, 128, 64, 1024, 4, 6), True),
-    (MatmulConfig(128, 128, 64, 1024, 8, 4), True),
-    (MatmulConfig(128, 128, 64, 1024, 8, 3), True),
-    (MatmulConfig(128, 128, 64, 1024, 8, 4), False),
+    (MatmulConfig(64, 128, 64, 1024, 4, 6), True),  # shipped short (v5-)
+    (MatmulConfig(128, 128, 64, 1024, 8, 4), True),  # shipped tall (v5-)
+    (MatmulConfig(128, 128, 64, 1024, 8, 5), True),
+    (MatmulConfig(128, 128, 64, 1024, 8, 4, group_m=16), True),
+    (MatmulConfig(128, 128, 64, 1024, 8, 4, group_m=4), True),
 ]
 NK = [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336), (128256, 4096)]
 MS = [4096, 1024, 256, 64, 16, 1]
@@ -38,7 +42,7 @@ MS = [4096, 1024, 256, 64, 16, 1]
 
 def name(candidate) -> str:
     cfg, tma = candidate
-    return f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} c{cfg.k_chunk} w{cfg.num_warps} s{cfg.num_stages}{' tma' if tma else ''}"
+    return f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} c{cfg.k_chunk} w{cfg.num_warps} s{cfg.num_stages} g{cfg.group_m}{' tma' if tma else ''}"
 
 
 def main():
