@@ -6,10 +6,9 @@
 #
 #   bash benchmarks/run_gpu.sh OUT_DIR [PART ...]
 #
-# PART (times seen on an H100, 2026-11-23, from the pieces' own runs):
-#   kernels   matmul, reduction and backend GPU tests (v6: > 150 s for the first two, cut there;
-#             backend 60 s)
-#   attention attention GPU tests (v5: 164 s; v6: more than 200 s, cut there)
+# PART (times seen on an H100, 2026-11-23, and an H200, 2026-11-29, from the pieces' own runs):
+#   kernels   matmul, reduction and backend GPU tests (H200, v7: 188 s)
+#   attention attention GPU tests (v5: 164 s; H200, v7: more than 220 s, 29 of 34 done there)
 #   hf        Hugging Face models: batch / padding invariance, generate, MoE (~530 s)
 #   llm       examples/llm.py serving: 500 requests, quick run, stock report (~370 s)
 #   bench     matmul vs cuBLAS, attention vs SDPA, packed and unpacked GQA (not timed as a part)
@@ -17,6 +16,8 @@
 #   tune      sweeps: small-M split-K strategies (merge tile, PDL; bitwise vs the shipped kernel,
 #             ~60 s), matmul tiles / fetch paths (bitwise vs the v4 kernel, ~170 s), attention
 #             tiles (not part of `all`: run when changing configs; more than one call's limit)
+#   ab        alternating A/B of one launch knob on the llama-1b decode step, same bits checked
+#             (AB_KNOB, default ATTENTION_MERGE_IN_LAST_PROGRAM; ~100 s with its compile on an H200)
 #   all       kernels attention hf llm bench e2e (more than one device call's limit)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +51,8 @@ for part in "${parts[@]}"; do
     llm) tests "$log" 570 -s tests/gpu/test_llm_gpu.py ;;
     bench) { timeout 300 python3 benchmarks/bench_matmul.py --out "$out"; timeout 240 python3 benchmarks/bench_attention.py --out "$out"; } 2>&1 | tee -a "$log" | tail -40 ;;
     e2e) timeout 570 python3 benchmarks/bench_e2e.py --out "$out" 2>&1 | tee -a "$log" | tail -12 ;;
+    ab) (cd benchmarks && timeout 300 python3 ab_knob_e2e.py "${AB_KNOB:-ATTENTION_MERGE_IN_LAST_PROGRAM}") 2>&1 | tee -a "$log" | grep -v Warn | tail -8 ;;
     tune) { timeout 150 python3 benchmarks/tune_split_k.py; timeout 330 python3 benchmarks/tune_matmul.py --out "$out"; timeout 240 python3 benchmarks/tune_attention.py; } 2>&1 | tee -a "$log" | grep -v Warn | tail -70 ;;
-    *) echo "unknown part: $part (kernels, attention, hf, llm, bench, e2e, tune, all)" >&2; exit 2 ;;
+    *) echo "unknown part: $part (kernels, attention, hf, llm, bench, e2e, ab, tune, all)" >&2; exit 2 ;;
   esac
 done
