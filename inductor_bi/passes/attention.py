@@ -88,7 +88,7 @@ def _config_details(val, device: torch.device | None = None) -> dict:
         return {"kernel": "fixed_split_attention"}
     device = device or val.device
     cfg = configs.attention_config(val.shape[-1], val.dtype, interpreted=device.type != "cuda")
-    return {
+    details = {
         "kernel": "fixed_split_attention",
         "tile": f"{cfg.block_m}x{cfg.block_n}",
         "kv_split": cfg.kv_split,
@@ -96,3 +96,7 @@ def _config_details(val, device: torch.device | None = None) -> dict:
         "warps": cfg.num_warps,
         "stages": cfg.num_stages,
     }
+    if device.type == "cuda":
+        merged_by = "the last split program of each tile" if configs.ATTENTION_MERGE_IN_LAST_PROGRAM else "a merge launch"
+        details["split_kv"] = f"below {configs.ATTENTION_SPLIT_MAX_PROGRAMS} programs: one program per split, merged in ascending order by {merged_by}"
+    return details

@@ -81,4 +81,7 @@ def _config_details(val: torch.Tensor, k, device: torch.device | None = None) ->
     else:
         chunk = configs.matmul_k_chunk(cfg, k)
         details["K"] = f"{k} = {-(-k // chunk)} chunk(s) of {chunk}"
+    if device.type == "cuda" and (k is None or k > chunk):
+        merged_by = "the last chunk program of each tile" if configs.MATMUL_MERGE_IN_LAST_PROGRAM else "a merge launch"
+        details["split_k"] = f"below {configs.MATMUL_SPLIT_K_MAX_TILES} output tiles: one program per chunk, merged in ascending order by {merged_by}"
     return details
