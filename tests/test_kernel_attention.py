@@ -193,20 +193,44 @@ def test_head_equals_alone_for_any_head_count(dtype):
         assert torch.equal(all_heads[:, h : h + 1], alone), h
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("is_causal,mask", [(False, None), (True, None), (False, "bool")], ids=["full", "causal", "bool-mask"])
+def test_row_sums_by_mma_match_float64_reference(dtype, is_causal, mask):
+    """configs.ATTENTION_ROW_SUM_BY_MMA sums each block's p (rounded as the PV product takes it)
+    by a ones-matrix MMA: still accurate, and sequential == split bitwise."""
+    gen = torch.Generator().manual_seed(7)
+    q, k, v = randn(2, 4, 37, 32, dtype=dtype, gen=gen), randn(2, 2, 90, 32, dtype=dtype, gen=gen), randn(2, 2, 90, 32, dtype=dtype, gen=gen)
+    attn_mask = (torch.rand(37, 90, generator=gen) > 0.3) if mask == "bool" else None
+    with configs.overridden(ATTENTION_ROW_SUM_BY_MMA=True):
+        seq = fixed_split_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=True, path="sequential")
+        split = fixed_split_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=True, path="split")
+    assert torch.equal(seq, split)
+    want = reference(q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=True)
+    torch.testing.assert_close(seq.double(), want, **TOL[dtype])
+
+
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@example(seed=0, dtype=torch.float16, total=80, heads=(4, 2), d=32)  # crosses two split boundaries
-@example(seed=1, dtype=torch.float32, total=67, heads=(1, 1), d=16)
+@example(seed=0, dtype=torch.float16, total=80, heads=(4, 2), d=32, row_sum_mma=False)  # crosses two split boundaries
+@example(seed=1, dtype=torch.float32, total=67, heads=(1, 1), d=16, row_sum_mma=False)
+@example(seed=2, dtype=torch.float16, total=75, heads=(4, 2), d=16, row_sum_mma=True)
 @given(
     seed=st.integers(0, 2**31 - 1),
     dtype=st.sampled_from(DTYPES),
     total=st.integers(2, 80),
     heads=st.sampled_from([(1, 1), (2, 1), (4, 2)]),
     d=st.sampled_from([16, 32]),
+    row_sum_mma=st.booleans(),
 )
-def test_decode_equals_prefill_bitwise(seed, dtype, total, heads, d):
+def test_decode_equals_prefill_bitwise(seed, dtype, total, heads, d, row_sum_mma):
     """Token t gets the same bits in (i) a causal prefill of all tokens, (ii) a one-query decode
     against a cache of exactly t+1 keys or a longer preallocated cache behind a mask, on either
-    path, and (iii) a chunked prefill of queries at an offset into the cache."""
+    path, and (iii) a chunked prefill of queries at an offset into the cache. With either way of
+    summing a block's rows (configs.ATTENTION_ROW_SUM_BY_MMA)."""
+    with configs.overridden(ATTENTION_ROW_SUM_BY_MMA=row_sum_mma):
+        _check_decode_equals_prefill(seed, dtype, total, heads, d)
+
+
+def _check_decode_equals_prefill(seed, dtype, total, heads, d):
     gen = torch.Generator().manual_seed(seed)
     hq, hkv = heads
     capacity = total + 23  # preallocated cache slots past the last token: filled, finite, hidden

@@ -153,3 +153,21 @@ def test_merge_in_the_last_program_counts_in_after_its_store_and_adds_as_the_mer
     assert sorted(ops[len(split_ops):]) == sorted(merge_ops)
     if kernel == "matmul":
         assert ops[len(split_ops):] == merge_ops
+
+
+def test_attention_with_mma_row_sums_runs_the_same_arithmetic_for_any_length(monkeypatch):
+    """configs.ATTENTION_ROW_SUM_BY_MMA leaves no tl.sum in the attention kernel, so the length
+    variants Triton compiles (77 keys vs 80: divisibility by 16) may differ only in the selects of
+    masked loads, not in any arithmetic op (the v3 kernel's tl.sum tree did differ there, which is
+    why the default row sum is order-free)."""
+    monkeypatch.setattr(configs, "ATTENTION_ROW_SUM_BY_MMA", True)
+
+    def arithmetic(lk):
+        (call,) = inspect_kernels.attention_calls(1, lk, lk)
+        ops = inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*call))
+        return [op for op in ops if not op.startswith("selp")]
+
+    reference = arithmetic(4096)
+    assert sum(op.startswith("wgmma.mma") for op in reference) > 0
+    for lk in (77, 78, 80, 128):
+        assert arithmetic(lk) == reference, lk

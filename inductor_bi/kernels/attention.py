@@ -39,6 +39,9 @@ _SEQUENTIAL, _SPLIT, _MERGE = 0, 1, 2
 _NO_MASK, _BOOL_MASK, _FLOAT_MASK = 0, 1, 2
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# Columns of the ones matrix that sums a block's rows by MMA (configs.ATTENTION_ROW_SUM_BY_MMA):
+# 16, the narrowest N that tl.dot takes.
+ROW_SUM_COLUMNS: tl.constexpr = tl.constexpr(16)
 
 
 @triton.jit
@@ -77,6 +80,7 @@ def _online_softmax_step(
     MASK_KIND: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    ROW_SUM_MMA: tl.constexpr,
 ):
     """Fold keys [n_start, n_start + BLOCK_N) into one split's (m, l, a). ``MASKED=False`` is
     only for a block every row sees whole: it then computes exactly what the masked step would
@@ -112,9 +116,18 @@ def _online_softmax_step(
         sub_m = new_m  # finite: the block's scores are
     alpha = tl.exp2(part_m - sub_m)
     p = tl.exp2(scores - sub_m[:, None])
-    new_l = part_l * alpha + _order_free_row_sum(p, BLOCK_N)
+    p_mma = p.to(v.dtype)
+    if ROW_SUM_MMA:
+        # The block's row sums by the MMA unit: p (as rounded for the PV product, so numerator
+        # and denominator weigh the same p) times a ones matrix, each of its 16 columns one row
+        # sum whose order the MMA instruction fixes; max over identical columns is exact.
+        ones = tl.full((BLOCK_N, ROW_SUM_COLUMNS), 1.0, v.dtype)
+        blk_l = tl.max(tl.dot(p_mma, ones, input_precision=INPUT_PRECISION, out_dtype=tl.float32), 1)
+    else:
+        blk_l = _order_free_row_sum(p, BLOCK_N)
+    new_l = part_l * alpha + blk_l
     new_a = tl.dot(
-        p.to(v.dtype), v, part_a * alpha[:, None],
+        p_mma, v, part_a * alpha[:, None],
         input_precision=INPUT_PRECISION, out_dtype=tl.float32,
     )
     if MASKED:
@@ -149,6 +162,7 @@ def _fixed_split_attention_kernel(
     HEADS_PER_PROG: tl.constexpr,
     USE_PDL: tl.constexpr = False,
     MERGE_IN_LAST: tl.constexpr = False,
+    ROW_SUM_MMA: tl.constexpr = False,
 ):
     # One flat grid axis (the batch*heads product can pass CUDA's 65535 limit on axis 1); the
     # query blocks of one head group are neighbours so they share its K/V in L2.
@@ -248,13 +262,13 @@ def _fixed_split_attention_kernel(
                 part_m, part_l, part_a = _online_softmax_step(
                     q, k_base, v_base, mask_base, n_start, part_m, part_l, part_a,
                     offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2,
-                    False, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N,
+                    False, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N, ROW_SUM_MMA,
                 )
             for n_start in range(n_mid, n_hi, BLOCK_N):
                 part_m, part_l, part_a = _online_softmax_step(
                     q, k_base, v_base, mask_base, n_start, part_m, part_l, part_a,
                     offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2,
-                    True, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N,
+                    True, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N, ROW_SUM_MMA,
                 )
             if MODE == 1:  # SPLIT: hand the partial to the MERGE program
                 ws = work_row + s * rows
@@ -500,6 +514,7 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
         BLOCK_DV=max(16, triton.next_power_of_2(dv)),
         KV_SPLIT=cfg.kv_split,
         HEADS_PER_PROG=heads_per_prog,
+        ROW_SUM_MMA=configs.ATTENTION_ROW_SUM_BY_MMA,
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
         # No FMA contraction: the compiler may not fuse a*b+c differently in the SEQUENTIAL and

@@ -344,6 +344,15 @@ def attention_config(head_dim: int, dtype: torch.dtype, interpreted: bool) -> At
     return table[max(64, 1 << (max(head_dim, 1) - 1).bit_length())]
 
 
+# A key block's softmax row sums: off, the order-free sum (attention._order_free_row_sum: exact in
+# any order, 5 extra CUDA-core adds per score and a second tl.sum); on, p times a ones matrix on
+# the MMA unit, whose instruction fixes each row's order (p as rounded for the PV product, so
+# numerator and denominator weigh the same p). New arithmetic (the bits differ from off), the
+# same invariance by construction. The prefill kernel is CUDA-core bound (NOTES v6 / v7), so this
+# may speed it up; off until timed on a GPU (tune_attention.py has it as a candidate).
+ATTENTION_ROW_SUM_BY_MMA = False
+
+
 # The split-KV merge inside the split launch, as for split-K (MATMUL_MERGE_IN_LAST_PROGRAM): the
 # program of a query tile that counts its split in last folds the splits' (m, l, a) partials in
 # ascending order and writes the rows, the MERGE launch's loop, so the bits are the same
