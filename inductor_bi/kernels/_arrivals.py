@@ -32,8 +32,11 @@ def tile_arrivals(device: torch.device, tiles: int) -> torch.Tensor | None:
     if tiles > configs.SPLIT_ARRIVAL_SET_SIZE:
         return None
     cuda = device.type == "cuda"
-    capturing = cuda and torch.cuda.is_current_stream_capturing()
-    key = (device, torch.cuda.current_stream(device).cuda_stream if cuda else 0, capturing)
+    stream, capturing = 0, False
+    if cuda:
+        with torch.cuda.device(device):  # the stream the launch will use (launch() guards the same way)
+            stream, capturing = torch.cuda.current_stream().cuda_stream, torch.cuda.is_current_stream_capturing()
+    key = (device, stream, capturing)
     with _LOCK:  # two threads must not take the same set for different streams
         block = _BLOCKS.get(device)
         if block is None:

@@ -48,7 +48,10 @@ def uses_interpreter(device: torch.device) -> bool:
 def launch(kernel, grid, device: torch.device, *args, **kwargs):
     """Launch ``kernel[grid](*args, **kwargs)`` compiled on CUDA, interpreted elsewhere."""
     if not uses_interpreter(device):
-        return kernel[grid](*args, **kwargs)
+        # Triton launches on the current device and stream: make them the tensors' device's (a
+        # custom op called eagerly gets no device guard of its own).
+        with torch.cuda.device(device):
+            return kernel[grid](*args, **kwargs)
     _warn_cpu_once(device)
     fn = kernel if isinstance(kernel, InterpretedFunction) else _interpreted(kernel.fn)
     # Launch options are compiler hints; the interpreter has no use for them.
