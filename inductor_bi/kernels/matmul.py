@@ -14,9 +14,10 @@ by construction: FULL (one program walks every chunk) and SPLIT (one program per
 ``acc`` to an fp32 workspace; a MERGE program adds the partials in ascending chunk order from zero
 and applies the same epilogue). Small-M calls use SPLIT to fill the GPU (parallelism adapts to the
 batch; the arithmetic does not). The MERGE may also run inside SPLIT, in whichever chunk program of
-a tile finishes last (a per-tile arrival counter says which): same loads, same order, one launch. Neither how tiles are fetched (Hopper TMA descriptors or pointer
-loads) nor how many 64-row warpgroup slabs one program computes (configs: short or tall launch
-shape) changes the instructions an element goes through.
+a tile finishes last (a per-tile arrival counter says which): same loads, same order, one launch.
+Neither how tiles are fetched (Hopper TMA descriptors or pointer loads) nor how many 64-row
+warpgroup slabs one program computes (configs: short or tall launch shape) changes the
+instructions an element goes through.
 """
 
 from __future__ import annotations
