@@ -35,7 +35,7 @@ def family(name: str) -> str:
     return name[:60]
 
 
-def profile_call(fn) -> tuple[dict, float]:
+def profile_call(fn, named=family) -> tuple[dict, float]:
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
@@ -49,7 +49,7 @@ def profile_call(fn) -> tuple[dict, float]:
     per = collections.defaultdict(lambda: [0.0, 0])
     for ev in prof.events():
         if ev.device_type == torch.autograd.DeviceType.CUDA and ev.device_time_total > 0:
-            slot = per[family(ev.name)]
+            slot = per[named(ev.name)]
             slot[0] += ev.device_time_total / ITERS
             slot[1] += 1 / ITERS
     return per, start.elapsed_time(end) * 1000 / ITERS
@@ -61,6 +61,8 @@ def main():
     ap.add_argument("--prefill-len", type=int, default=256)
     ap.add_argument("--kv-len", type=int, default=384)
     ap.add_argument("--batches", default="1,64")
+    ap.add_argument("--inductor-kernels", type=int, default=0,
+                    help="also list this many of Inductor's own kernels by name (their names say what they fuse)")
     args = ap.parse_args()
     print(environment())
     margs = PRESETS[args.preset]
@@ -78,6 +80,12 @@ def main():
                     print(f"\n== {mode} {phase} B={b}: kernels {busy:.0f} us of {wall_us:.0f} us wall (eager launches, no CUDA graph)")
                     for name, (t, n) in sorted(per.items(), key=lambda kv: -kv[1][0])[:14]:
                         print(f"  {t:9.1f} us  {n:6.1f} launches  {name}")
+                    if args.inductor_kernels:
+                        own, _ = profile_call(fn, named=lambda name: name if name.startswith("triton_") else "")
+                        own.pop("", None)
+                        print(f"  Inductor's kernels, the {args.inductor_kernels} costliest:")
+                        for name, (t, n) in sorted(own.items(), key=lambda kv: -kv[1][0])[: args.inductor_kernels]:
+                            print(f"    {t:9.1f} us  {n:6.1f} launches  {name[:110]}")
 
 
 if __name__ == "__main__":
