@@ -20,11 +20,14 @@ from inductor_bi.kernels.configs import AttentionConfig
 # (tune_attention_h200_v7.txt): all slower than the shipped one; kept for the record. v8: the
 # shipped tile with each block's row sums on the MMA unit (configs.ATTENTION_ROW_SUM_BY_MMA: 28%
 # fewer float instructions in the sm_90 prefill PTX, 49 vs 54 spill stores; decode 18 vs 8):
-# new arithmetic, so decode == prefill is checked for it too.
+# new arithmetic, so decode == prefill is checked for it too. Also decode's pipeline depth
+# (configs.ATTENTION_SPLIT_STAGES 3, 4: a launch choice, the same arithmetic).
 SHIPPED = AttentionConfig(block_m=64, block_n=64, kv_split=512, num_warps=4, num_stages=2)
 CANDIDATES = [
     (SHIPPED, {}),
     (SHIPPED, {"ATTENTION_ROW_SUM_BY_MMA": True}),
+    (SHIPPED, {"ATTENTION_SPLIT_STAGES": 3}),  # decode's pipeline depth: a launch choice, same bits
+    (SHIPPED, {"ATTENTION_SPLIT_STAGES": 4}),
     (AttentionConfig(block_m=64, block_n=64, kv_split=512, num_warps=8, num_stages=2), {}),
     (AttentionConfig(block_m=128, block_n=32, kv_split=512, num_warps=8, num_stages=2), {}),
 ]
@@ -49,7 +52,7 @@ def main():
     pq, pk, pv = data[CASES[0]]
     for cfg, knobs in CANDIDATES:
         configs._ATTENTION_CUDA_16BIT[128] = cfg
-        label = f"m{cfg.block_m} n{cfg.block_n} s{cfg.kv_split} w{cfg.num_warps} st{cfg.num_stages}" + "".join(f" {k}" for k in knobs)
+        label = f"m{cfg.block_m} n{cfg.block_n} s{cfg.kv_split} w{cfg.num_warps} st{cfg.num_stages}" + "".join(f" {k}={v}" for k, v in knobs.items())
         line = label.ljust(34)
         with configs.overridden(**knobs):
             for case in CASES:

@@ -171,3 +171,18 @@ def test_attention_with_mma_row_sums_runs_the_same_arithmetic_for_any_length(mon
     assert sum(op.startswith("wgmma.mma") for op in reference) > 0
     for lk in (77, 78, 80, 128):
         assert arithmetic(lk) == reference, lk
+
+
+@pytest.mark.parametrize("stages", [3, 4])
+def test_attention_pipeline_depth_is_not_arithmetic(stages, monkeypatch):
+    """configs.ATTENTION_SPLIT_STAGES may give decode (split launches) another pipeline depth
+    than prefill: the arithmetic must stay the tile's (only masked-load selects may differ)."""
+    def arithmetic():
+        ops = [inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*call)) for call in inspect_kernels.attention_calls(16, 1, 4096, path="split")]
+        return [[op for op in kernel if not op.startswith("selp")] for kernel in ops]
+
+    reference = arithmetic()
+    monkeypatch.setattr(configs, "ATTENTION_SPLIT_STAGES", stages)
+    (split, _merge) = inspect_kernels.attention_calls(16, 1, 4096, path="split")
+    assert split[2]["num_stages"] == stages
+    assert arithmetic() == reference

@@ -516,7 +516,7 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
         HEADS_PER_PROG=heads_per_prog,
         ROW_SUM_MMA=configs.ATTENTION_ROW_SUM_BY_MMA,
         num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages,
+        num_stages=configs.attention_stages(cfg, split),
         # No FMA contraction: the compiler may not fuse a*b+c differently in the SEQUENTIAL and
         # MERGE kernels (or in two specializations of one), so the written arithmetic is the bits.
         enable_fp_fusion=False,

@@ -100,4 +100,6 @@ def _config_details(val, device: torch.device | None = None) -> dict:
     if device.type == "cuda":
         merged_by = "the last split program of each tile" if configs.ATTENTION_MERGE_IN_LAST_PROGRAM else "a merge launch"
         details["split_kv"] = f"below {configs.ATTENTION_SPLIT_MAX_PROGRAMS} programs: one program per split, merged in ascending order by {merged_by}"
+        if configs.ATTENTION_SPLIT_STAGES is not None:
+            details["split_stages"] = configs.attention_stages(cfg, split=True)
     return details
