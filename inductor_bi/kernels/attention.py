@@ -116,16 +116,16 @@ def _online_softmax_step(
         sub_m = new_m  # finite: the block's scores are
     alpha = tl.exp2(part_m - sub_m)
     p = tl.exp2(scores - sub_m[:, None])
-    p_mma = p.to(v.dtype)
     if ROW_SUM_MMA:
         # The block's row sums by the MMA unit: p (as rounded for the PV product, so numerator
         # and denominator weigh the same p) times a ones matrix, each of its 16 columns one row
         # sum whose order the MMA instruction fixes; max over identical columns is exact.
+        p_mma = p.to(v.dtype)
         ones = tl.full((BLOCK_N, ROW_SUM_COLUMNS), 1.0, v.dtype)
-        blk_l = tl.max(tl.dot(p_mma, ones, input_precision=INPUT_PRECISION, out_dtype=tl.float32), 1)
-    else:
-        blk_l = _order_free_row_sum(p, BLOCK_N)
-    new_l = part_l * alpha + blk_l
+        new_l = part_l * alpha + tl.max(tl.dot(p_mma, ones, input_precision=INPUT_PRECISION, out_dtype=tl.float32), 1)
+    else:  # in this order, the kernel compiles to the instruction sequence run on the GPU up to v7
+        new_l = part_l * alpha + _order_free_row_sum(p, BLOCK_N)
+        p_mma = p.to(v.dtype)
     new_a = tl.dot(
         p_mma, v, part_a * alpha[:, None],
         input_precision=INPUT_PRECISION, out_dtype=tl.float32,
