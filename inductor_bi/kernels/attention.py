@@ -394,7 +394,9 @@ def fixed_split_attention_with_lse(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``fixed_split_attention`` plus the fp32 log-sum-exp (natural log) of each query row's
     scaled, masked scores, shaped like the output without its last dim ([..., Hq, Lq]); -inf
-    for a row that sees no key. For a backward pass."""
+    for a row that sees no key. For a backward pass. With configs.ATTENTION_ROW_SUM_BY_MMA the
+    sums add p as rounded to a 16-bit input's dtype (as the output's numerator does): the lse of
+    16-bit inputs is then within eps/2 of the exact one, not fp32's."""
     _check(q, k, v, attn_mask, enable_gqa)
     if path not in (None, "sequential", "split"):
         raise ValueError(f"fixed_split_attention: path must be None, 'sequential' or 'split', got {path!r}")

@@ -348,17 +348,19 @@ def attention_config(head_dim: int, dtype: torch.dtype, interpreted: bool) -> At
 # any order, 5 extra CUDA-core adds per score and a second tl.sum); on, p times a ones matrix on
 # the MMA unit, whose instruction fixes each row's order (p as rounded for the PV product, so
 # numerator and denominator weigh the same p). New arithmetic (the bits differ from off), the
-# same invariance by construction. The prefill kernel is CUDA-core bound (NOTES v6 / v7), so this
-# may speed it up; off until timed on a GPU (tune_attention.py has it as a candidate).
-ATTENTION_ROW_SUM_BY_MMA = False
+# same invariance by construction. On since v8: H200 prefill attention 4k / 8k 0.521 -> 0.475 ms /
+# 1.879 -> 1.712 ms (0.54 -> 0.60x of SDPA), decode unchanged, max error vs fp64 9.2e-3 -> 7.7e-3
+# (benchmarks/results/tune_attention_h200_v8.txt); the attention GPU tests passed with it.
+ATTENTION_ROW_SUM_BY_MMA = True
 
 
 # The split-KV merge inside the split launch, as for split-K (MATMUL_MERGE_IN_LAST_PROGRAM): the
 # program of a query tile that counts its split in last folds the splits' (m, l, a) partials in
 # ascending order and writes the rows, the MERGE launch's loop, so the bits are the same
 # (interpreter tests; the PTX float ops are the split kernel's followed by the merge kernel's).
-# Off: not yet run on a GPU (v7 landed it after the session's device time was spent).
-ATTENTION_MERGE_IN_LAST_PROGRAM = False
+# On since v8: H200 decode B=1, 8k keys 0.023 -> 0.018 ms; llama-1b decode step 0.3-0.5% faster,
+# same logits (results/ab_attention_knobs_h200_v8.txt); GPU test: 50 launches, two streams.
+ATTENTION_MERGE_IN_LAST_PROGRAM = True
 
 
 def attention_use_split(sequential_programs: int, n_splits: int, device: torch.device) -> bool:
@@ -369,9 +371,10 @@ def attention_use_split(sequential_programs: int, n_splits: int, device: torch.d
 # Pipeline depth of the split-parallel launches (decode: each program walks one split's key
 # blocks and waits on their loads). Stages decide how many key blocks are in flight, not the
 # arithmetic (the sm_90 float ops are the same for 2, 3 and 4 stages: tests/test_kernels_sm90_codegen),
-# so decode may take another depth than prefill. None: the tile's own. On the H100 (v3, 256-key
-# splits) 3 stages ran decode ~5% faster and prefill ~4% slower; not timed on the shipped kernel.
-ATTENTION_SPLIT_STAGES: int | None = None
+# so decode may take another depth than prefill. None: the tile's own. 3 since v8: H200 decode B=1,
+# 8k keys 0.023 -> 0.020 ms, other decode cases equal; 4 no better; the llama-1b decode step
+# (384 keys) unchanged (tune_attention_h200_v8.txt, ab_attention_knobs_h200_v8.txt).
+ATTENTION_SPLIT_STAGES: int | None = 3
 
 
 def attention_stages(cfg: AttentionConfig, split: bool) -> int:
