@@ -2,14 +2,16 @@
 once with the backend, each decode step / prefill timed with a knob on and off in alternation
 (ABAB...), so machine drift hits both sides alike. Only for knobs read at launch time that leave
 the bits unchanged (the script checks the logits are equal). A knob is ``NAME`` (on = True) or
-``NAME=VALUE`` (an int); off is the shipped value. Several knobs share the one compile.
+``NAME=VALUE`` (an int), or several joined by commas (on together); off is the shipped value. Several knobs share the one compile.
 
     python benchmarks/ab_knob_e2e.py ATTENTION_MERGE_IN_LAST_PROGRAM ATTENTION_SPLIT_STAGES=3
+    python benchmarks/ab_knob_e2e.py --compile-time REDUCTION_FOLD_RESIDUAL_ADD REDUCTION_FOLD_RESIDUAL_ADD,REDUCTION_FUSE_RMS_NORM
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import os
 import sys
@@ -28,33 +30,38 @@ from llm import PRESETS, build_model  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("knobs", nargs="+", help="NAME (on = True) or NAME=VALUE (int)")
+    ap.add_argument("knobs", nargs="+", help="NAME (on = True), NAME=VALUE (int), or several joined by commas")
     ap.add_argument("--preset", default="llama-1b")
     ap.add_argument("--batches", default="1,8,64")
     ap.add_argument("--prefill-len", type=int, default=256)
     ap.add_argument("--kv-len", type=int, default=384)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--prefill", action="store_true", help="time prefill too (slow at batch 64)")
+    ap.add_argument("--compile-time", action="store_true", help="the knobs are read when compiling: compile a copy with each on")
     args = ap.parse_args()
     print(environment())
     margs = PRESETS[args.preset]
     model = build_model(margs, "cuda", torch.bfloat16)
     model.setup_kv_cache()
-    step = torch.compile(model.step, backend="batch_invariant", dynamic=True)
-    prefill = torch.compile(model, backend="batch_invariant", dynamic=True)
+
+    def compiled(m):  # (decode step, prefill); a copy of the model is a separate compilation
+        return torch.compile(m.step, backend="batch_invariant", dynamic=True), torch.compile(m, backend="batch_invariant", dynamic=True)
+
+    off = compiled(model)
+    on_fns = {knob: compiled(copy.deepcopy(model)) if args.compile_time else off for knob in args.knobs}
     with torch.no_grad():
         for b in (int(x) for x in args.batches.split(",")):
             tokens, step_args = call_inputs(margs, b, args.prefill_len, args.kv_len)
-            phases = [("decode", lambda: step(*step_args))] + ([("prefill", lambda: prefill(tokens))] if args.prefill else [])
-            for (phase, fn), knob in itertools.product(phases, args.knobs):
-                name, _, value = knob.partition("=")
-                on_value = int(value) if value else True
+            phases = [("decode", lambda fns: fns[0](*step_args))] + ([("prefill", lambda fns: fns[1](tokens))] if args.prefill else [])
+            for (phase, call), knob in itertools.product(phases, args.knobs):
+                knobs_on = {name: int(value) if value else True for name, _, value in (part.partition("=") for part in knob.split(","))}
                 times, outs = {True: [], False: []}, {}
                 for _ in range(args.rounds):
                     for on in (True, False):
-                        with configs.overridden(**({name: on_value} if on else {})):
-                            outs[on] = fn().clone()
-                            times[on].append(median_ms(fn))
+                        fns = on_fns[knob] if on else off
+                        with configs.overridden(**(knobs_on if on else {})):
+                            outs[on] = call(fns).clone()
+                            times[on].append(median_ms(lambda: call(fns)))
                 same = torch.equal(outs[True], outs[False])
                 on, off = statistics.median(times[True]), statistics.median(times[False])
                 print(f"B={b:3d} {phase:8s} {knob}: on {on:8.3f} ms  off {off:8.3f} ms  on/off {on / off:.3f}  same bits: {same}", flush=True)

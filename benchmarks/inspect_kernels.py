@@ -131,7 +131,7 @@ def float_ops(compiled) -> list[str]:
             continue
         if text.startswith("shfl.sync.idx"):  # broadcasts an integer (the warp id), no arithmetic
             continue
-        if re.search(r"\.(f16|bf16|f32|f64)\b|wgmma|ex2|shfl", text):
+        if re.search(r"\.(f16|bf16|f32|f64)(x2)?\b|wgmma|ex2|shfl", text):
             ops.append(text.split()[0])
     return ops
 

@@ -16,9 +16,10 @@
 #   tune      sweeps: small-M split-K strategies (merge tile, PDL; bitwise vs the shipped kernel,
 #             ~60 s), matmul tiles / fetch paths (bitwise vs the v4 kernel, ~170 s), attention
 #             tiles (not part of `all`: run when changing configs; more than one call's limit)
-#   ab        alternating A/B of launch knobs on the llama-1b decode step, same bits checked
-#             (AB_KNOB: space-separated NAME or NAME=VALUE, default ATTENTION_MERGE_IN_LAST_PROGRAM
-#             ATTENTION_SPLIT_STAGES=3; ~100 s for one knob with its compile on an H200)
+#   ab        alternating A/B of configs knobs on the llama-1b decode step, bits compared
+#             (AB_KNOB: ab_knob_e2e.py's arguments, default --compile-time REDUCTION_FOLD_RESIDUAL_ADD
+#             REDUCTION_FOLD_RESIDUAL_ADD,REDUCTION_FUSE_RMS_NORM; ~100 s for launch knobs with their one
+#             compile on an H200; compile-time knobs compile a model copy each, not yet timed)
 #   all       kernels attention hf llm bench e2e (more than one device call's limit)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -52,7 +53,7 @@ for part in "${parts[@]}"; do
     llm) tests "$log" 570 -s tests/gpu/test_llm_gpu.py ;;
     bench) { timeout 300 python3 benchmarks/bench_matmul.py --out "$out"; timeout 240 python3 benchmarks/bench_attention.py --out "$out"; } 2>&1 | tee -a "$log" | tail -40 ;;
     e2e) timeout 570 python3 benchmarks/bench_e2e.py --out "$out" 2>&1 | tee -a "$log" | tail -12 ;;
-    ab) (cd benchmarks && timeout 300 python3 ab_knob_e2e.py ${AB_KNOB:-ATTENTION_MERGE_IN_LAST_PROGRAM ATTENTION_SPLIT_STAGES=3}) 2>&1 | tee -a "$log" | grep -v Warn | tail -14 ;;
+    ab) (cd benchmarks && timeout 450 python3 ab_knob_e2e.py ${AB_KNOB:---compile-time REDUCTION_FOLD_RESIDUAL_ADD REDUCTION_FOLD_RESIDUAL_ADD,REDUCTION_FUSE_RMS_NORM}) 2>&1 | tee -a "$log" | grep -v Warn | tail -14 ;;
     tune) { timeout 150 python3 benchmarks/tune_split_k.py; timeout 330 python3 benchmarks/tune_matmul.py --out "$out"; timeout 240 python3 benchmarks/tune_attention.py; } 2>&1 | tee -a "$log" | grep -v Warn | tail -70 ;;
     *) echo "unknown part: $part (kernels, attention, hf, llm, bench, e2e, ab, tune, all)" >&2; exit 2 ;;
   esac

@@ -3,8 +3,8 @@
 
 Every candidate must give the same bits as the shipped kernel fetching tiles with pointer loads
 (torch.equal on every case; a '!' marks a case that differs): candidates only change how tiles are
-fetched (pointer loads or TMA) and how many 64-row warpgroup slabs a program computes, never the
-MMA instruction, the K steps or the chunks. Each also keeps bitwise row invariance (a row alone ==
+fetched (pointer loads or TMA), how many 64-row warpgroup slabs a program computes and how many
+k16 MMA instructions one K step issues, never the MMA instruction, their order or the chunks. Each also keeps bitwise row invariance (a row alone ==
 the row in the batch) and split-K == one program at small M.
 
     python benchmarks/tune_matmul.py [--out DIR]
@@ -35,6 +35,13 @@ CANDIDATES = [
     (MatmulConfig(128, 128, 64, 1024, 8, 5), True),
     (MatmulConfig(128, 128, 64, 1024, 8, 4, group_m=16), True),
     (MatmulConfig(128, 128, 64, 1024, 8, 4, group_m=4), True),
+    # v9 candidates: 128-wide K steps. On sm_90 a BLOCK_K=128 dot is 8 m64n128k16 wgmma
+    # instructions chained on one accumulator in ascending k, the sequence two BLOCK_K=64 dots
+    # issue, so the bits should not change (the torch.equal check below is the proof per case;
+    # the interpreter, where a dot is one numpy matmul, is another matter). Half the loop
+    # iterations and barrier waits per chunk. Offline: no spills, 192 KiB shared.
+    (MatmulConfig(128, 128, 128, 1024, 8, 3), True),
+    (MatmulConfig(64, 128, 128, 1024, 4, 4), True),
 ]
 NK = [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336), (128256, 4096)]
 MS = [4096, 1024, 256, 64, 16, 1]

@@ -135,28 +135,57 @@ fixed_split_attention.register_autograd(_attention_backward, setup_context=_atte
 
 @torch.library.custom_op(f"{LIBRARY}::invariant_sum", mutates_args=())
 def invariant_sum(
-    x: torch.Tensor, dims: Optional[list[int]], keepdim: bool, dtype: Optional[torch.dtype], square: bool = False
+    x: torch.Tensor,
+    dims: Optional[list[int]],
+    keepdim: bool,
+    dtype: Optional[torch.dtype],
+    square: bool = False,
+    addend: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """aten.sum with a fixed per-row order (of ``x * x`` squared in the accumulator dtype with ``square``)."""
-    return reduction.invariant_sum(x, dims, keepdim, dtype, square)
+    """aten.sum with a fixed per-row order (of ``x * x`` squared in the accumulator dtype with
+    ``square``; of ``x + addend`` as that add rounds it, with ``addend``)."""
+    return reduction.invariant_sum(x, dims, keepdim, dtype, square, addend)
 
 
 @invariant_sum.register_fake
-def _(x, dims, keepdim, dtype, square=False):
+def _(x, dims, keepdim, dtype, square=False, addend=None):
     return torch.sum(x, dims or list(range(x.dim())), keepdim, dtype=dtype)
 
 
 @torch.library.custom_op(f"{LIBRARY}::invariant_mean", mutates_args=())
 def invariant_mean(
-    x: torch.Tensor, dims: Optional[list[int]], keepdim: bool, dtype: Optional[torch.dtype], square: bool = False
+    x: torch.Tensor,
+    dims: Optional[list[int]],
+    keepdim: bool,
+    dtype: Optional[torch.dtype],
+    square: bool = False,
+    addend: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """aten.mean with a fixed per-row order (of ``x * x`` squared in the accumulator dtype with ``square``)."""
-    return reduction.invariant_mean(x, dims, keepdim, dtype, square)
+    """aten.mean with a fixed per-row order (``square`` and ``addend`` as in invariant_sum)."""
+    return reduction.invariant_mean(x, dims, keepdim, dtype, square, addend)
 
 
 @invariant_mean.register_fake
-def _(x, dims, keepdim, dtype, square=False):
+def _(x, dims, keepdim, dtype, square=False, addend=None):
     return torch.mean(x, dims or list(range(x.dim())), keepdim, dtype=dtype)
+
+
+@torch.library.custom_op(f"{LIBRARY}::invariant_rms_norm_rows", mutates_args=())
+def invariant_rms_norm_rows(
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    normalized_dtype: Optional[torch.dtype],
+    out_dtype: torch.dtype,
+    addend: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A hand-written RMSNorm (and the residual add before it) in one row kernel: (out, h)."""
+    return reduction.invariant_rms_norm_rows(x, eps, weight, normalized_dtype, out_dtype, addend)
+
+
+@invariant_rms_norm_rows.register_fake
+def _(x, eps, weight, normalized_dtype, out_dtype, addend=None):
+    return x.new_empty(x.shape, dtype=out_dtype), x.new_empty(x.shape if addend is not None else (0,))
 
 
 @torch.library.custom_op(f"{LIBRARY}::invariant_var_mean", mutates_args=())

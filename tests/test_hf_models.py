@@ -25,6 +25,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 import inductor_bi.backend as backend  # noqa: E402
+from inductor_bi.kernels import configs  # noqa: E402
 from inductor_bi.passes.guard import find_violations  # noqa: E402
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal  # noqa: E402
 from tests._support import build_hf_model  # noqa: E402
@@ -153,7 +154,8 @@ def _check_graph(r, gm):
     assert not [t for t in targets if "scaled_dot_product" in t or "flash_attention" in t]
     assert find_violations(gm) == []
     assert "inductor_bi.invariant_matmul.default" in targets
-    norm = "inductor_bi.invariant_layer_norm.default" if r.name == "gpt2" else "inductor_bi.invariant_mean.default"
+    rms = "inductor_bi.invariant_rms_norm_rows.default" if configs.REDUCTION_FUSE_RMS_NORM else "inductor_bi.invariant_mean.default"
+    norm = "inductor_bi.invariant_layer_norm.default" if r.name == "gpt2" else rms
     assert norm in targets
     if r.name == "qwen3_moe":  # router softmax and the top-k combine
         assert {"inductor_bi.invariant_softmax.default", "inductor_bi.invariant_sum.default"} <= set(targets)

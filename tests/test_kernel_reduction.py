@@ -18,6 +18,7 @@ from inductor_bi.kernels.reduction import (
     invariant_log_softmax,
     invariant_mean,
     invariant_rms_norm,
+    invariant_rms_norm_rows,
     invariant_softmax,
     invariant_sum,
     invariant_var_mean,
@@ -108,6 +109,92 @@ def test_sum_of_squares_row_equals_alone_and_equals_the_written_squares(case, di
     assert_row_equals_alone(lambda x: fn(x, dims, True, torch.float32, square=True), row, before, after, other)
     x = torch.cat([before, row, after])
     assert torch.equal(fn(x, dims, True, torch.float32, square=True), fn(x.float().pow(2), dims, True))
+
+
+@given(batches(inner_ndim=2), st.sampled_from([[-1], [1, 2]]), st.booleans())
+def test_sum_of_squares_of_a_residual_add_equals_the_stored_add(case, dims, mean):
+    """``addend`` (the backend's fold of a residual add into RMSNorm's mean of squares) reduces
+    x + addend as the add stores it: bitwise what reducing the stored sum gives, row alone ==
+    row in any batch."""
+    _, _, row, before, after, other = case
+    x = torch.cat([before, row, after])
+    addend = torch.randn_like(x)
+    fn = invariant_mean if mean else invariant_sum
+    folded = fn(x, dims, True, torch.float32, square=True, addend=addend)
+    assert torch.equal(folded, fn(x + addend, dims, True, torch.float32, square=True))
+    i = before.shape[0]
+    assert_rows_equal(folded[i : i + 1], fn(row, dims, True, torch.float32, square=True, addend=addend[i : i + 1]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_residual_add_is_rounded_to_its_dtype_before_squaring(dtype):
+    """The add rounds to the 16-bit dtype first (as the graph stores h), then widens: summing the
+    unrounded fp32 sum would differ in the last bits. bf16 runs as fp32 in the interpreter, so its
+    add is rounded on the host: the same bits."""
+    gen = torch.Generator().manual_seed(5)
+    x, r = (torch.randn(4, 96, generator=gen).to(dtype) for _ in range(2))
+    folded = invariant_mean(x, [-1], False, torch.float32, square=True, addend=r)
+    assert torch.equal(folded, invariant_mean(x + r, [-1], False, torch.float32, square=True))
+    assert not torch.equal(folded, (x.float() + r.float()).pow(2).mean(-1))
+
+
+@given(batches(), st.sampled_from([torch.float32, torch.float16]), st.booleans(), st.booleans())
+def test_rms_norm_rows_row_equals_alone_and_matches_float64(case, dtype, residual, cast):
+    """The fused hand-written RMSNorm (configs.REDUCTION_FUSE_RMS_NORM): a row's output and its
+    stored residual sum are the same bits alone as in any batch, h is exactly x + r as the add
+    rounds it, and the output is within the dtype's tolerance of float64."""
+    _, _, row, before, after, other = case
+    r = row.shape[-1]
+    weight, eps = 1 + 0.1 * torch.randn(r).to(dtype), torch.tensor(1e-5, dtype=torch.float64)
+
+    def norm(x):
+        x = x.to(dtype)
+        addend = x.flip(-1) if residual else None
+        return invariant_rms_norm_rows(x, eps, weight, dtype if cast else None, dtype, addend)
+
+    assert_row_equals_alone(norm, row, before, after, other)
+    x = torch.cat([before, row, after]).to(dtype)
+    out, h = norm(torch.cat([before, row, after]))
+    h_ref = x + x.flip(-1) if residual else x
+    if residual:
+        assert torch.equal(h, h_ref)
+    hd = h_ref.double()
+    ref = weight.double() * hd * torch.rsqrt(hd.pow(2).mean(-1, keepdim=True) + 1e-5)
+    assert out.dtype == dtype
+    assert_close_to_reference(out, ref, dtype=dtype)
+
+
+def test_rms_norm_rows_bf16_rounds_where_the_graph_does():
+    """bf16 (the host path in the interpreter): the normalized value is rounded to bf16 before the
+    weight multiply, as HF's ``weight * h.to(bf16)`` does; without the cast it is not."""
+    gen = torch.Generator().manual_seed(7)
+    x, w = torch.randn(4, 80, generator=gen).bfloat16(), (1 + 0.1 * torch.randn(80, generator=gen)).bfloat16()
+    eps = torch.tensor(1e-6)
+    hf = x.float()
+    n = hf * torch.rsqrt(invariant_mean(x, [-1], True, torch.float32, square=True) + eps)
+    out, _ = invariant_rms_norm_rows(x, eps, w, torch.bfloat16, torch.bfloat16)
+    assert torch.equal(out, w * n.to(torch.bfloat16))
+    out_f32, _ = invariant_rms_norm_rows(x, eps, w, None, torch.float32)
+    assert torch.equal(out_f32, w.float() * n)
+
+
+def test_rms_norm_rows_rejects_mismatched_operands():
+    x, eps = torch.randn(3, 8), torch.tensor(1e-6)
+    with pytest.raises(RuntimeError, match="weight of shape"):
+        invariant_rms_norm_rows(x, eps, torch.ones(4), None, torch.float32)
+    with pytest.raises(RuntimeError, match="addend must match"):
+        invariant_rms_norm_rows(x, eps, None, None, torch.float32, torch.ones(3, 1))
+    with pytest.raises(TypeError, match="fp16 / bf16 / fp32"):
+        invariant_rms_norm_rows(x.double(), eps, None, None, torch.float64)
+    out, h = invariant_rms_norm_rows(torch.empty(0, 8), eps, None, None, torch.float32)
+    assert out.shape == (0, 8) and h.numel() == 0
+
+
+def test_residual_addend_must_match_x():
+    x = torch.randn(3, 8)
+    for bad in (torch.randn(3, 1), torch.randn(3, 8, dtype=torch.float16)):
+        with pytest.raises(RuntimeError, match="addend must match x"):
+            invariant_sum(x, [-1], False, None, square=True, addend=bad)
 
 
 @given(batches(inner_ndim=2), st.sampled_from([[1], [-1], [1, 2]]), st.sampled_from([0, 1]), st.booleans())

@@ -187,3 +187,45 @@ def test_attention_pipeline_depth_is_not_arithmetic(stages, monkeypatch):
     split = inspect_kernels.attention_calls(16, 1, 4096, path="split")[0]
     assert split[2]["num_stages"] == stages
     assert arithmetic() == reference
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_residual_add_folded_into_the_row_sum_is_one_rounded_add(dtype):
+    """configs.REDUCTION_FOLD_RESIDUAL_ADD: the row kernel's only new arithmetic is the add itself,
+    one packed add in the input dtype per element pair (IEEE round-to-nearest of the exact sum:
+    what Inductor's fp32 add then cast to the 16-bit dtype stores); the squares and their order
+    are the unfolded kernel's."""
+    from inductor_bi.kernels import reduction
+
+    rows, r = 64, 2048
+    x, y = (torch.empty(rows, r, dtype=dtype, device="meta") for _ in range(2))
+    out = torch.empty(rows, dtype=torch.float32, device="meta")
+    cfg = configs.reduction_config(r, dtype, torch.device("cuda"))
+
+    def ops(add):
+        options = dict(DIVIDE_BY_R=True, SQUARE=True, ADD=add, ACC=reduction.tl.float32, BLOCK_R=cfg.block_r, num_warps=cfg.num_warps)
+        return inspect_kernels.float_ops(inspect_kernels.compile_for_h100(reduction._row_sum_kernel, (x, y, out, r), options))
+
+    plain, folded = ops(False), ops(True)
+    packed_add = f"add.{'bf16' if dtype == torch.bfloat16 else 'f16'}x2"
+    assert packed_add in folded
+    assert [op for op in folded if op != packed_add] == plain
+
+
+@pytest.mark.parametrize("r", [2048, 4096])
+def test_fused_rms_norm_kernel_compiles_without_spills(r):
+    """configs.REDUCTION_FUSE_RMS_NORM's row kernel (sum of squares of x + r, rsqrt, normalize,
+    bf16 cast, weight) for Llama widths: no spills, one rsqrt a row, the residual sum stored."""
+    from inductor_bi.kernels import reduction
+
+    x, y, out, h = (torch.empty(64, r, dtype=torch.bfloat16, device="meta") for _ in range(4))
+    eps = torch.empty(1, dtype=torch.float32, device="meta")
+    w = torch.empty(r, dtype=torch.bfloat16, device="meta")
+    cfg = configs.reduction_config(r, torch.bfloat16, torch.device("cuda"))
+    options = dict(ADD=True, HAS_WEIGHT=True, NORMALIZED_DTYPE=reduction.tl.bfloat16, ACC=reduction.tl.float32, BLOCK_R=cfg.block_r, num_warps=cfg.num_warps)
+    compiled = inspect_kernels.compile_for_h100(reduction._row_rms_normalize_kernel, (x, y, eps, w, out, h, r), options)
+    info = inspect_kernels.resources(compiled)
+    assert info["spill_stores"] == 0 and info["spill_loads"] == 0, info
+    ops = inspect_kernels.float_ops(compiled)
+    assert sum(op.startswith("rsqrt") for op in ops) == 1, ops
+    assert compiled.asm["ptx"].count("st.global") >= 2  # h and the output

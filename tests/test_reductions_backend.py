@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import inductor_bi
+from inductor_bi.kernels import configs
 from inductor_bi.passes.guard import find_violations
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
 
@@ -77,9 +78,10 @@ def test_no_float_reduction_is_left_to_inductor(graphs):
     assert {"inductor_bi.invariant_layer_norm.default", "inductor_bi.invariant_matmul.default"} <= forward_ops
 
 
-def test_rms_norm_squares_are_summed_in_the_kernel_not_written(graphs):
+def test_rms_norm_squares_are_summed_in_the_kernel_not_written(graphs, monkeypatch):
     """x.float().pow(2).mean(-1) reads x once: the pow folds into the mean (no fp32 copy of the
     squares), and the result keeps row invariance and accuracy."""
+    monkeypatch.setattr(configs, "REDUCTION_FUSE_RMS_NORM", False)  # the mean on its own
     torch._dynamo.reset()
     norm = RMSNorm(64).to(torch.float16)
 
@@ -99,6 +101,98 @@ def test_rms_norm_squares_are_summed_in_the_kernel_not_written(graphs):
     assert_rows_equal(out[2:3], alone)
     ref = norm.weight.double() * (x.double() * torch.rsqrt(x.double().pow(2).mean(-1, keepdim=True) + norm.eps))
     assert_close_to_reference(out, ref, dtype=torch.float16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_residual_add_folds_into_the_norm_with_the_same_row_sums(graphs, monkeypatch, dtype):
+    """configs.REDUCTION_FOLD_RESIDUAL_ADD: the norm's row kernel reads x and r of h = x + r
+    itself. Rows stay invariant, and the output is what the unfolded graph computes (bitwise in
+    fp32; in fp16 Inductor may feed the norm's multiply the unrounded sum, so close)."""
+    weight, eps = torch.ones(64, dtype=dtype) + 0.1 * torch.randn(64).to(dtype), 1e-6
+
+    def residual_norm(x, r):  # as HF's LlamaRMSNorm after a residual add
+        h = x + r
+        hf = h.float()
+        return h, weight * (hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + eps)).to(dtype)
+
+    x, r = torch.randn(5, 3, 64, dtype=dtype), torch.randn(5, 3, 64, dtype=dtype)
+    outs = {}
+    monkeypatch.setattr(configs, "REDUCTION_FUSE_RMS_NORM", False)  # the mean on its own (fused: the next test)
+    for fold in (False, True):
+        torch._dynamo.reset()
+        graphs.clear()
+        monkeypatch.setattr(configs, "REDUCTION_FOLD_RESIDUAL_ADD", fold)
+        compiled = torch.compile(residual_norm, backend="batch_invariant", dynamic=True)
+        with torch.no_grad():
+            outs[fold], alone = compiled(x, r), compiled(x[2:3], r[2:3])
+        assert_rows_equal(outs[fold][1][2:3], alone[1])
+        gm, rewrites = graphs[0]
+        assert [rw.original for rw in rewrites] == ["aten.mean.dim of x*x" + (" of x = a + b" if fold else "")]
+        (mean,) = [n for n in gm.graph.nodes if n.target is torch.ops.inductor_bi.invariant_mean.default]
+        assert (len(mean.args) == 6 and mean.args[5] is not None) == fold
+    assert torch.equal(outs[True][0], outs[False][0])
+    if dtype == torch.float32:
+        assert torch.equal(outs[True][1], outs[False][1])
+    h = x.double() + r.double()
+    assert_close_to_reference(outs[True][1], weight.double() * h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_rms_norm_and_its_residual_add_run_as_one_row_kernel(graphs, monkeypatch, dtype):
+    """configs.REDUCTION_FUSE_RMS_NORM with REDUCTION_FOLD_RESIDUAL_ADD: HF's RMSNorm after a
+    residual add becomes one invariant_rms_norm_rows call that also stores h for the residual
+    stream; no add, mean, rsqrt or normalize is left for Inductor. Rows stay invariant, h is
+    exactly x + r, the output is within tolerance of float64."""
+    monkeypatch.setattr(configs, "REDUCTION_FOLD_RESIDUAL_ADD", True)
+    monkeypatch.setattr(configs, "REDUCTION_FUSE_RMS_NORM", True)
+    weight, eps = torch.ones(64, dtype=dtype) + 0.1 * torch.randn(64).to(dtype), 1e-6
+
+    def residual_norm(x, r):  # the residual stream reads h after the norm, as in a transformer
+        h = x + r
+        hf = h.float()
+        out = weight * (hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + eps)).to(dtype)
+        return out, h * 2
+
+    torch._dynamo.reset()
+    x, r = torch.randn(5, 3, 64, dtype=dtype), torch.randn(5, 3, 64, dtype=dtype)
+    compiled = torch.compile(residual_norm, backend="batch_invariant", dynamic=True)
+    with torch.no_grad():
+        (out, h2), (alone, _) = compiled(x, r), compiled(x[2:3], r[2:3])
+    gm, rewrites = graphs[0]
+    assert [rw.original for rw in rewrites][-1] == "RMSNorm: mean of x*x, rsqrt, normalize, weight (after x = a + b)"
+    targets = {n.target for n in gm.graph.nodes if n.op == "call_function"}
+    assert torch.ops.inductor_bi.invariant_rms_norm_rows.default in targets
+    aten = torch.ops.aten
+    assert not targets & {aten.add.Tensor, aten.rsqrt.default, torch.ops.inductor_bi.invariant_mean.default}
+    assert_rows_equal(out[2:3], alone)
+    assert torch.equal(h2, (x + r) * 2)
+    h = (x + r).double()
+    assert_close_to_reference(out, weight.double() * h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps), dtype=dtype)
+
+
+def test_rms_norm_whose_pieces_are_reused_is_not_fused(graphs, monkeypatch):
+    monkeypatch.setattr(configs, "REDUCTION_FUSE_RMS_NORM", True)
+    torch._dynamo.reset()
+
+    def norm_and_scale(x):
+        rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+        return x * rstd, rstd  # the rsqrt is an output too: the chain stays as it was
+
+    x = torch.randn(4, 32)
+    with torch.no_grad():
+        out, rstd = torch.compile(norm_and_scale, backend="batch_invariant")(x)
+    assert [rw.original for rw in graphs[0][1]] == ["aten.mean.dim of x*x"]
+    assert_close_to_reference(out, x.double() * torch.rsqrt(x.double().pow(2).mean(-1, keepdim=True) + 1e-6), dtype=torch.float32)
+
+
+def test_broadcast_add_is_not_folded(graphs, monkeypatch):
+    monkeypatch.setattr(configs, "REDUCTION_FOLD_RESIDUAL_ADD", True)
+    torch._dynamo.reset()
+    x, bias = torch.randn(3, 40), torch.randn(40)
+    with torch.no_grad():
+        out = torch.compile(lambda x: (x + bias).pow(2).mean(-1), backend="batch_invariant")(x)
+    assert [rw.original for rw in graphs[0][1]] == ["aten.mean.dim of x*x"]
+    assert_close_to_reference(out, (x.double() + bias.double()).pow(2).mean(-1), dtype=torch.float32)
 
 
 @pytest.mark.parametrize(

@@ -256,6 +256,22 @@ REDUCTION_MAX_WARPS = 8
 REDUCTION_POINTER_ALIGN = 16
 
 
+# RMSNorm after a residual add (h = x + r; mean(h.float() ** 2)): the row kernel reads x and r and
+# adds them itself (rounded to h's dtype, as the add stores h), so the add need not run as its own
+# kernel before the extern row-sum call; Inductor fuses it into the norm's pointwise consumer.
+# Same row sums by construction (CPU tests check bitwise against the unfolded graph); one launch
+# fewer per norm (llama-1b decode: 32 of ~470). Off: not yet timed on a GPU.
+REDUCTION_FOLD_RESIDUAL_ADD = False
+REDUCTION_FOLD_ADD_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+# A hand-written RMSNorm (HF Llama's: mean of squares, + eps, rsqrt, normalize, cast, weight) as
+# one row kernel (passes/rms_norm.py) instead of the row-sum kernel plus Inductor's pointwise
+# normalize: with REDUCTION_FOLD_RESIDUAL_ADD, one launch per norm where there were three. The
+# row sum is invariant_mean's (same lanes, same order); the normalize is per element, so a row's
+# bits depend on that row only. Off: not yet timed on a GPU.
+REDUCTION_FUSE_RMS_NORM = False
+
+
 def reduction_config(r: int, dtype: torch.dtype, device: torch.device) -> ReductionConfig:
     """The pinned launch shape for rows of extent ``r``: a pure function of (r, dtype, device)."""
     cap = REDUCTION_BLOCK_CAP_CUDA[dtype] if device.type == "cuda" else REDUCTION_BLOCK_CAP_INTERPRETER

@@ -37,14 +37,19 @@ SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 @triton.jit
-def _lane_sum(x_row, R, BLOCK_R: tl.constexpr, ACC: tl.constexpr, SQUARE: tl.constexpr):
+def _lane_sum(x_row, y_row, R, BLOCK_R: tl.constexpr, ACC: tl.constexpr, SQUARE: tl.constexpr, ADD: tl.constexpr):
     """Sum of the row (of its squares with SQUARE, each squared in ACC): lane j adds elements
-    j, j + BLOCK_R, j + 2 BLOCK_R, ... in that order, then one tl.sum closes the row."""
+    j, j + BLOCK_R, j + 2 BLOCK_R, ... in that order, then one tl.sum closes the row. With ADD
+    the row is x + y, rounded to x's dtype as the graph's add stores it (one correctly rounded
+    add: the sum of two 16-bit or fp32 values is exact in ACC or rounds once)."""
     lanes = tl.arange(0, BLOCK_R)
     acc = tl.zeros([BLOCK_R], dtype=ACC)
     for start in range(0, R, BLOCK_R):
         cols = start + lanes
-        x = tl.load(x_row + cols, mask=cols < R, other=0.0).to(ACC)
+        x = tl.load(x_row + cols, mask=cols < R, other=0.0)
+        if ADD:
+            x = (x.to(ACC) + tl.load(y_row + cols, mask=cols < R, other=0.0).to(ACC)).to(x.dtype)
+        x = x.to(ACC)
         if SQUARE:
             x = x * x
         acc += x
@@ -67,10 +72,10 @@ def _lane_sum_sq_dev(x_row, R, mean, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
 
 @triton.jit
 def _row_sum_kernel(
-    x_ptr, out_ptr, R, DIVIDE_BY_R: tl.constexpr, SQUARE: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr
+    x_ptr, y_ptr, out_ptr, R, DIVIDE_BY_R: tl.constexpr, SQUARE: tl.constexpr, ADD: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr
 ):
     row = tl.program_id(0).to(tl.int64)
-    total = _lane_sum(x_ptr + row * R, R, BLOCK_R, ACC, SQUARE)
+    total = _lane_sum(x_ptr + row * R, y_ptr + row * R, R, BLOCK_R, ACC, SQUARE, ADD)
     if DIVIDE_BY_R:
         total = total / R
     tl.store(out_ptr + row, total)
@@ -81,7 +86,7 @@ def _row_var_mean_kernel(x_ptr, var_ptr, mean_ptr, R, divisor, BLOCK_R: tl.const
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * R
     # Two passes in a fixed order: the mean, then the sum of squared deviations from it.
-    mean = _lane_sum(x_row, R, BLOCK_R, ACC, False) / R
+    mean = _lane_sum(x_row, x_row, R, BLOCK_R, ACC, False, False) / R
     # divisor = max(R - correction, 0) as torch: 0 gives inf (or nan when m2 == 0), like torch.
     var = _lane_sum_sq_dev(x_row, R, mean, BLOCK_R, ACC) / divisor
     tl.store(var_ptr + row, var)
@@ -147,6 +152,34 @@ def _row_rms_norm_kernel(
 
 
 @triton.jit
+def _row_rms_normalize_kernel(
+    x_ptr, y_ptr, eps_ptr, w_ptr, out_ptr, h_ptr, R,
+    ADD: tl.constexpr, HAS_WEIGHT: tl.constexpr, NORMALIZED_DTYPE: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
+    """A hand-written RMSNorm in one program per row, op for op as the graph writes it (HF
+    Llama's): h = x (+ y, rounded to x's dtype and stored with ADD); rstd = rsqrt(mean(h^2) + eps)
+    with the mean of ``_row_sum_kernel`` (same lanes, same order); n = h * rstd, rounded to
+    NORMALIZED_DTYPE when the graph casts it; out = weight * n, rounded once to out's dtype."""
+    row = tl.program_id(0).to(tl.int64)
+    x_row, y_row, out_row, h_row = x_ptr + row * R, y_ptr + row * R, out_ptr + row * R, h_ptr + row * R
+    rstd = tl.rsqrt(_lane_sum(x_row, y_row, R, BLOCK_R, ACC, True, ADD) / R + tl.load(eps_ptr).to(ACC))
+    lanes = tl.arange(0, BLOCK_R)
+    for start in range(0, R, BLOCK_R):
+        cols = start + lanes
+        mask = cols < R
+        h = tl.load(x_row + cols, mask=mask, other=0.0)
+        if ADD:
+            h = (h.to(ACC) + tl.load(y_row + cols, mask=mask, other=0.0).to(ACC)).to(h.dtype)
+            tl.store(h_row + cols, h, mask=mask)
+        n = h.to(ACC) * rstd
+        if NORMALIZED_DTYPE is not None:
+            n = n.to(NORMALIZED_DTYPE).to(ACC)
+        if HAS_WEIGHT:
+            n = tl.load(w_ptr + cols, mask=mask, other=0.0).to(ACC) * n
+        tl.store(out_row + cols, n, mask=mask)
+
+
+@triton.jit
 def _row_layer_norm_kernel(
     x_ptr,
     w_ptr,
@@ -166,7 +199,7 @@ def _row_layer_norm_kernel(
     out_row = out_ptr + row * R
     lanes = tl.arange(0, BLOCK_R)
     # Pass 1: mean. Pass 2: biased variance from deviations. Pass 3: normalize and write.
-    mean = _lane_sum(x_row, R, BLOCK_R, ACC, False) / R
+    mean = _lane_sum(x_row, x_row, R, BLOCK_R, ACC, False, False) / R
     rstd = tl.rsqrt(_lane_sum_sq_dev(x_row, R, mean, BLOCK_R, ACC) / R + eps)
     for start in range(0, R, BLOCK_R):
         cols = start + lanes
@@ -214,6 +247,10 @@ def _kernel_operand(t: torch.Tensor) -> torch.Tensor:
     if not t.is_contiguous() or t.data_ptr() % REDUCTION_POINTER_ALIGN:
         t = t.clone(memory_format=torch.contiguous_format)
     return t
+
+
+def _kernel_operand_dtype(t: torch.Tensor) -> torch.dtype:
+    return interpreter_dtype(t.dtype) if uses_interpreter(t.device) else t.dtype
 
 
 def _kernel_out_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
@@ -283,8 +320,13 @@ def _normalized_extent(x: torch.Tensor, normalized_ndim, params: Sequence[torch.
 # ---------------------------------------------------------------------------------------------
 
 
-def _row_sum(x: torch.Tensor, dims, keepdim: bool, dtype: torch.dtype | None, divide_by_r: bool, op: str, square: bool):
+def _row_sum(x: torch.Tensor, dims, keepdim: bool, dtype: torch.dtype | None, divide_by_r: bool, op: str, square: bool, addend: torch.Tensor | None):
     _require_float(x, op)
+    if addend is not None and (addend.shape != x.shape or addend.dtype != x.dtype or addend.device != x.device):
+        raise RuntimeError(
+            f"inductor_bi.{op}: addend must match x in shape, dtype and device, got {tuple(addend.shape)} {addend.dtype} "
+            f"{addend.device} for {tuple(x.shape)} {x.dtype} {x.device}"
+        )
     out_dtype = dtype or x.dtype
     if out_dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"inductor_bi.{op}: output dtype {out_dtype} is not a supported float dtype")
@@ -294,25 +336,37 @@ def _row_sum(x: torch.Tensor, dims, keepdim: bool, dtype: torch.dtype | None, di
     if rows == 0 or r == 0:
         # Empty rows: sum 0, mean 0/0 = nan, as torch.
         return torch.full(shape, math.nan if divide_by_r else 0.0, dtype=out_dtype, device=x.device)
+    if addend is not None and _kernel_operand_dtype(x) != x.dtype:
+        # The interpreter runs bf16 as fp32: the add's rounding to bf16 has to happen here.
+        x2, addend = _reduced_last(x + addend, dims)[0], None
     xk = _kernel_operand(x2)
+    yk = xk if addend is None else _kernel_operand(_reduced_last(addend, dims)[0])
     out = torch.empty(rows, dtype=_kernel_out_dtype(out_dtype, x.device), device=x.device)
     acc = _acc_dtype(x.dtype, out_dtype)
-    _launch_rows(_row_sum_kernel, rows, r, xk.dtype, x.device, xk, out, r, DIVIDE_BY_R=divide_by_r, SQUARE=square, ACC=acc)
+    _launch_rows(
+        _row_sum_kernel, rows, r, xk.dtype, x.device, xk, yk, out, r, DIVIDE_BY_R=divide_by_r, SQUARE=square, ADD=addend is not None, ACC=acc
+    )
     return out.to(out_dtype).reshape(shape)
 
 
-def invariant_sum(x: torch.Tensor, dims=None, keepdim: bool = False, dtype: torch.dtype | None = None, square: bool = False):
+def invariant_sum(
+    x: torch.Tensor, dims=None, keepdim: bool = False, dtype: torch.dtype | None = None, square: bool = False, addend: torch.Tensor | None = None
+):
     """aten.sum.dim_IntList: sum over ``dims`` (None / [] = all), fp32 accumulation (fp64 when
     the input or output is float64), result in ``dtype or x.dtype``. ``square``: the sum of
     ``x * x``, each element widened to the accumulator dtype and squared there (what
-    ``x.to(dtype).pow(2).sum(...)`` computes, without writing the squares to memory)."""
-    return _row_sum(x, dims, keepdim, dtype, divide_by_r=False, op="invariant_sum", square=square)
+    ``x.to(dtype).pow(2).sum(...)`` computes, without writing the squares to memory).
+    ``addend``: reduce ``x + addend`` (same shape and dtype, the sum rounded to x's dtype as
+    ``x + addend`` would store it) without the sum going to memory first."""
+    return _row_sum(x, dims, keepdim, dtype, divide_by_r=False, op="invariant_sum", square=square, addend=addend)
 
 
-def invariant_mean(x: torch.Tensor, dims=None, keepdim: bool = False, dtype: torch.dtype | None = None, square: bool = False):
+def invariant_mean(
+    x: torch.Tensor, dims=None, keepdim: bool = False, dtype: torch.dtype | None = None, square: bool = False, addend: torch.Tensor | None = None
+):
     """aten.mean.dim: the fp32 row sum divided by R in fp32, then cast to ``dtype or x.dtype``;
-    ``square`` as in ``invariant_sum`` (RMSNorm's mean of squares)."""
-    return _row_sum(x, dims, keepdim, dtype, divide_by_r=True, op="invariant_mean", square=square)
+    ``square`` and ``addend`` as in ``invariant_sum`` (RMSNorm's mean of squares of a residual sum)."""
+    return _row_sum(x, dims, keepdim, dtype, divide_by_r=True, op="invariant_mean", square=square, addend=addend)
 
 
 def invariant_var_mean(x: torch.Tensor, dims=None, correction=1, keepdim: bool = False):
@@ -387,6 +441,59 @@ def invariant_rms_norm(x: torch.Tensor, normalized_ndim, weight: torch.Tensor | 
         HAS_WEIGHT=weight is not None, ACC=acc,
     )  # fmt: skip
     return out.to(x.dtype).reshape(x.shape)
+
+
+_TL_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}
+
+
+def invariant_rms_norm_rows(
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    weight: torch.Tensor | None,
+    normalized_dtype: torch.dtype | None,
+    out_dtype: torch.dtype,
+    addend: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A hand-written RMSNorm over the last dim, as the backend finds it in a graph:
+    ``weight * (h.float() * rsqrt(mean(h.float() ** 2, -1) + eps)).to(normalized_dtype)`` with
+    ``h = x`` or ``x + addend`` (rounded to x's dtype). ``eps`` is a 0-dim tensor (a model's eps
+    reaches the graph as one), read in fp32. Returns ``(out, h)``; ``h`` is the stored residual
+    sum with ``addend``, else an empty tensor. fp16 / bf16 / fp32 inputs, fp32 arithmetic."""
+    _require_float(x, "invariant_rms_norm_rows")
+    if x.dtype not in _TL_DTYPES or x.dim() == 0:
+        raise TypeError(f"inductor_bi.invariant_rms_norm_rows: fp16 / bf16 / fp32 tensors with a last dim, got {x.dtype} {tuple(x.shape)}")
+    r = x.shape[-1]
+    if addend is not None and (addend.shape != x.shape or addend.dtype != x.dtype):
+        raise RuntimeError(f"inductor_bi.invariant_rms_norm_rows: addend must match x, got {tuple(addend.shape)} {addend.dtype}")
+    if weight is not None and tuple(weight.shape) != (r,):
+        raise RuntimeError(f"inductor_bi.invariant_rms_norm_rows: weight of shape {tuple(weight.shape)} for rows of {r}")
+    if eps.numel() != 1:
+        raise RuntimeError("inductor_bi.invariant_rms_norm_rows: eps must hold one value")
+    if x.numel() == 0:
+        out = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+        return out, torch.empty(x.shape if addend is not None else (0,), dtype=x.dtype, device=x.device)
+    rows = x.numel() // r
+    dtypes = {x.dtype, out_dtype, normalized_dtype or x.dtype, x.dtype if weight is None else weight.dtype}
+    if uses_interpreter(x.device) and any(interpreter_dtype(d) != d for d in dtypes):
+        # The interpreter cannot round to bf16: the row sum in the kernel, the per-element rest
+        # in torch (elementwise, so a row's bits still depend on that row alone).
+        h = x if addend is None else x + addend
+        n = h.float() * torch.rsqrt(_row_sum(h, [-1], True, torch.float32, True, "invariant_rms_norm_rows", True, None) + eps.float())
+        n = n if normalized_dtype is None else n.to(normalized_dtype)
+        out = (n if weight is None else weight * n).to(out_dtype)
+        return out, h if addend is not None else torch.empty(0, dtype=x.dtype, device=x.device)
+    xk = _kernel_operand(x.reshape(rows, r))
+    yk = xk if addend is None else _kernel_operand(addend.reshape(rows, r))
+    wk = xk if weight is None else _kernel_operand(weight)
+    out = torch.empty(rows, r, dtype=out_dtype, device=x.device)
+    h = torch.empty((rows, r) if addend is not None else (0,), dtype=x.dtype, device=x.device)
+    _launch_rows(
+        _row_rms_normalize_kernel, rows, r, xk.dtype, x.device,
+        xk, yk, _kernel_operand(eps.reshape(1).float()), wk, out, h if addend is not None else out, r,
+        ADD=addend is not None, HAS_WEIGHT=weight is not None,
+        NORMALIZED_DTYPE=None if normalized_dtype is None else _TL_DTYPES[normalized_dtype], ACC=tl.float32,
+    )  # fmt: skip
+    return out.reshape(x.shape), h.reshape(x.shape) if addend is not None else h
 
 
 def layer_norm_stats_dtype(x_dtype: torch.dtype, device: torch.device) -> torch.dtype:

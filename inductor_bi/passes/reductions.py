@@ -104,6 +104,21 @@ def _squared_source(node: torch.fx.Node) -> torch.fx.Node | None:
     return y
 
 
+def _residual_add(y: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node] | None:
+    """``(a, b)`` when ``y`` is ``a + b`` of two tensors of y's own shape and dtype (a residual
+    add, as before a transformer's norms) and configs.REDUCTION_FOLD_RESIDUAL_ADD is on; else None."""
+    if not configs.REDUCTION_FOLD_RESIDUAL_ADD or y.target is not aten.add.Tensor or y.kwargs or len(y.args) != 2:
+        return None
+    y_val = y.meta.get("val")
+    if not isinstance(y_val, torch.Tensor) or y_val.dtype not in configs.REDUCTION_FOLD_ADD_DTYPES:
+        return None
+    for operand in y.args:
+        val = operand.meta.get("val") if isinstance(operand, torch.fx.Node) else None
+        if not isinstance(val, torch.Tensor) or val.dtype != y_val.dtype or val.shape != y_val.shape:
+            return None  # a broadcast or a type promotion: not a plain residual add
+    return y.args[0], y.args[1]
+
+
 def rewrite_reductions(gm: torch.fx.GraphModule) -> list[Rewrite]:
     rewrites = []
     for node in list(gm.graph.nodes):
@@ -114,11 +129,14 @@ def rewrite_reductions(gm: torch.fx.GraphModule) -> list[Rewrite]:
             continue  # integer / bool reductions are exact
         target, args = REDUCTION_OPS[node.target](*node.args, **node.kwargs)
         squared = _squared_source(node)
+        residual = _residual_add(squared) if squared is not None else None
         if squared is not None:
             squares = node.args[0]
             args = (squared, *args[1:3], x.dtype, True)
+            if residual is not None:  # the kernel adds the two itself: the sum need not be stored first
+                args = (residual[0], *args[1:], residual[1])
         record = Rewrite(
-            original=str(node.target) + (" of x*x" if squared is not None else ""),
+            original=str(node.target) + (" of x*x" if squared is not None else "") + (" of x = a + b" if residual is not None else ""),
             replacement=str(target),
             shapes=input_shapes(node),
             dtype=str(x.dtype),
