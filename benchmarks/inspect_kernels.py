@@ -59,6 +59,8 @@ def recorded_launches():
         # The H100's answer to "may this call use TMA?" (sm_90 >= MATMUL_TMA_MIN_CAPABILITY_MAJOR).
         stack.enter_context(_patched(configs, "matmul_use_tma", lambda a, device: configs.MATMUL_USE_TMA and a.dtype in configs.MATMUL_TMA_DTYPES))
         stack.enter_context(_patched(configs, "_gpu", lambda device: H100_PROPERTIES))
+        persistent = configs.matmul_persistent_programs  # asked of the H100, not the meta device
+        stack.enter_context(_patched(configs, "matmul_persistent_programs", lambda tiles, device: persistent(tiles, cuda)))
         launch_options = configs.split_merge_launch_options  # asked of the H100, not the meta device
         stack.enter_context(_patched(configs, "split_merge_launch_options", lambda device, interpreted: launch_options(cuda, interpreted)))
         stack.enter_context(_patched(reduction, "reduction_config", lambda r, dtype, device: configs.reduction_config(r, dtype, cuda)))

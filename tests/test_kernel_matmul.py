@@ -136,6 +136,24 @@ def test_tma_descriptor_loads_give_the_same_bits_as_pointer_loads(m, n, k, dtype
     assert torch.equal(tma, pointer)
 
 
+@given(
+    m=st.integers(1, 90), n=st.integers(1, 100), k=st.sampled_from([8, 64, 200]), programs=st.integers(1, 7),
+    bias=st.booleans(), alpha=st.sampled_from([1.0, 0.5]),
+)
+def test_persistent_launch_gives_the_same_bits_as_one_program_per_tile(m, n, k, programs, bias, alpha):
+    """configs.MATMUL_PERSISTENT: a few programs walking every tile (here 1-7, on the GPU one per
+    SM) compute each tile as the FULL launch's own program does: same loads, K loop, epilogue."""
+    a, w = torch.randn(m, k), torch.randn(n, k)
+    c = torch.randn(m, n) if bias else None
+    one_per_tile = invariant_matmul(a, w.t(), c, 0.7, alpha, split_k=False, tma=True)
+    with configs.overridden(matmul_persistent_programs=lambda tiles, device: min(tiles, programs)), _launch_flags() as flags:
+        persistent = invariant_matmul(a, w.t(), c, 0.7, alpha, split_k=False, tma=True)
+    tile = configs.MATMUL_INTERPRETER
+    if (k * a.element_size()) % 16 == 0:  # TMA descriptors (the persistent kernel's only fetch path)
+        assert flags["NUM_PROGRAMS"] == min(programs, -(-m // tile.block_m) * -(-n // tile.block_n))
+    assert torch.equal(persistent, one_per_tile)
+
+
 def test_batched_row_equals_alone():
     a, b = torch.randn(5, 30, 64), torch.randn(5, 64, 20)
     assert_rows_equal(invariant_matmul(a, b)[2, 7:8], invariant_matmul(a[2:3, 7:8], b[2:3])[0])

@@ -229,3 +229,18 @@ def test_fused_rms_norm_kernel_compiles_without_spills(r):
     ops = inspect_kernels.float_ops(compiled)
     assert sum(op.startswith("rsqrt") for op in ops) == 1, ops
     assert compiled.asm["ptx"].count("st.global") >= 2  # h and the output
+
+
+@pytest.mark.parametrize("m", [4096, 16384])
+def test_persistent_matmul_runs_the_full_kernels_float_ops_without_spills(m, monkeypatch):
+    """configs.MATMUL_PERSISTENT: the persistent launch's PTX float ops (wgmma shape, the chunk
+    adds, the epilogue's casts) are exactly the FULL kernel's, the flattened loop keeps its TMA
+    loads in flight, and 132 programs' worth of registers do not spill."""
+    (full,) = inspect_kernels.matmul_calls(m, 4096, 4096)
+    monkeypatch.setattr(configs, "MATMUL_PERSISTENT", True)
+    (persistent,) = inspect_kernels.matmul_calls(m, 4096, 4096)
+    assert persistent[0].__name__ == "_invariant_matmul_persistent_kernel" and persistent[2]["NUM_PROGRAMS"] == inspect_kernels.H100_SMS
+    compiled = inspect_kernels.compile_for_h100(*persistent)
+    info = inspect_kernels.resources(compiled)
+    assert info["spill_stores"] == 0 and info["spill_loads"] == 0 and info["async_copies_in_loop"] >= 2, info
+    assert inspect_kernels.float_ops(compiled) == inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*full))

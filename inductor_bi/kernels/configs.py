@@ -110,6 +110,22 @@ def matmul_use_tma(a: torch.Tensor, device: torch.device) -> bool:
     )
 
 
+# Persistent FULL launches (kernels/matmul.py: _invariant_matmul_persistent_kernel): at most
+# MATMUL_PERSISTENT_PROGRAMS_PER_SM x SMs programs walk the output tiles, so a tile's epilogue can
+# overlap the next tile's loads and no program waits to be scheduled. Which program computes a
+# tile changes; the tile's loads, K loop and epilogue do not (same bits: GPU test and
+# tune_matmul). Hopper TMA launches of one batch only. Off: not yet timed on a GPU.
+MATMUL_PERSISTENT = False
+MATMUL_PERSISTENT_PROGRAMS_PER_SM = 1
+
+
+def matmul_persistent_programs(tiles: int, device: torch.device) -> int | None:
+    """How many programs a persistent FULL launch runs (None: launch one program per tile)."""
+    if not MATMUL_PERSISTENT or device.type != "cuda" or _gpu(device).capability_major < MATMUL_TMA_MIN_CAPABILITY_MAJOR:
+        return None
+    return min(tiles, MATMUL_PERSISTENT_PROGRAMS_PER_SM * _gpu(device).sm_count)
+
+
 def matmul_config(dtype: torch.dtype, device: torch.device, interpreted: bool, output: tuple[int, int, int] = (0, 0, 0)) -> MatmulConfig:
     """The pinned tile config of (dtype, device). ``output`` (batches, rows, columns) picks
     between the two launch shapes that share one arithmetic: how many output rows a program

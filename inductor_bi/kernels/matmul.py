@@ -73,6 +73,18 @@ def _epilogue(total, c_ptrs, bias_ptrs, mask_mn, alpha, beta, HAS_BIAS: tl.const
 
 
 @triton.jit
+def _tile_coords(tile, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """Tile order: GROUP_M row tiles share each column tile while it is in L2. Which program
+    computes a tile never changes how the tile is computed."""
+    tiles_m = tl.cdiv(M, BLOCK_M)
+    tiles_n = tl.cdiv(N, BLOCK_N)
+    group = tile // (GROUP_M * tiles_n)
+    first_m = group * GROUP_M
+    group_rows = tl.minimum(tiles_m - first_m, GROUP_M)
+    return first_m + (tile % (GROUP_M * tiles_n)) % group_rows, (tile % (GROUP_M * tiles_n)) // group_rows
+
+
+@triton.jit
 def _invariant_matmul_kernel(
     A, B, C, BIAS, WORK, ARRIVALS,
     M, N, K,
@@ -101,15 +113,7 @@ def _invariant_matmul_kernel(
     pid_tile = tl.program_id(0)
     pid_batch = tl.program_id(1).to(tl.int64)
     pid_chunk = tl.program_id(2)  # SPLIT: the K chunk this program owns; otherwise 0
-    # Tile order: GROUP_M row tiles share each column tile while it is in L2. Which program
-    # computes a tile never changes how the tile is computed.
-    tiles_m = tl.cdiv(M, BLOCK_M)
-    tiles_n = tl.cdiv(N, BLOCK_N)
-    group = pid_tile // (GROUP_M * tiles_n)
-    first_m = group * GROUP_M
-    group_rows = tl.minimum(tiles_m - first_m, GROUP_M)
-    pid_m = first_m + (pid_tile % (GROUP_M * tiles_n)) % group_rows
-    pid_n = (pid_tile % (GROUP_M * tiles_n)) // group_rows
+    pid_m, pid_n = _tile_coords(pid_tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -193,6 +197,51 @@ def _invariant_matmul_kernel(
                     _epilogue(total, c_ptrs, bias_ptrs, mask_mn, alpha, beta, HAS_BIAS, SCALE_ALPHA, SCALE_BETA, ACC_DTYPE)
         else:
             _epilogue(total, c_ptrs, bias_ptrs, mask_mn, alpha, beta, HAS_BIAS, SCALE_ALPHA, SCALE_BETA, ACC_DTYPE)
+
+
+@triton.jit
+def _invariant_matmul_persistent_kernel(
+    A, B, C, BIAS,
+    M, N, K,
+    stride_cm, stride_cn, stride_biasm, stride_biasn,
+    alpha, beta,
+    NUM_PROGRAMS: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SCALE_ALPHA: tl.constexpr,
+    SCALE_BETA: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    K_CHUNK: tl.constexpr,
+    GROUP_M: tl.constexpr,
+    B_KMAJOR: tl.constexpr,
+):  # fmt: skip
+    """FULL mode as a persistent launch (configs.MATMUL_PERSISTENT): NUM_PROGRAMS programs walk
+    the output tiles in the FULL kernel's tile order, each tile through the same TMA loads,
+    ``_chunk_step`` K loop and ``_epilogue``: which program computes a tile and when, never how.
+    The flattened loop nest lets one tile's epilogue overlap the next tile's loads. One batch."""
+    tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N)
+    STEPS: tl.constexpr = K_CHUNK // BLOCK_K
+    n_steps = tl.cdiv(K, BLOCK_K)
+    for tile in tl.range(tl.program_id(0), tiles, NUM_PROGRAMS, flatten=True):
+        pid_m, pid_n = _tile_coords(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+        total = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+        for step in range(0, n_steps):
+            a = A.load([pid_m * BLOCK_M, step * BLOCK_K])
+            if B_KMAJOR:
+                b = B.load([pid_n * BLOCK_N, step * BLOCK_K]).T
+            else:
+                b = B.load([step * BLOCK_K, pid_n * BLOCK_N])
+            acc, total = _chunk_step(a, b, acc, total, step, n_steps, STEPS, INPUT_PRECISION, ACC_DTYPE)
+        offs_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+        offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+        mask_mn = (offs_m < M)[:, None] & (offs_n < N)[None, :]
+        c_ptrs = C + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
+        bias_ptrs = BIAS + offs_m[:, None] * stride_biasm + offs_n[None, :] * stride_biasn
+        _epilogue(total, c_ptrs, bias_ptrs, mask_mn, alpha, beta, HAS_BIAS, SCALE_ALPHA, SCALE_BETA, ACC_DTYPE)
 
 
 def _input_precision(dtype: torch.dtype) -> str:
@@ -348,6 +397,16 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
         )
 
     if not split_k:
+        if descriptors is not None and configs.matmul_persistent_programs(tiles, device) is not None:
+            programs = configs.matmul_persistent_programs(tiles, device)
+            launch(
+                _invariant_matmul_persistent_kernel, (programs,), device,
+                a_arg, b_arg, out3, bias_arg, m, n, k,
+                *out3.stride()[1:], *bias_strides[1:], alpha, beta,
+                NUM_PROGRAMS=programs, B_KMAJOR=common["B_KMAJOR"],
+                **{key: value for key, value in common.items() if key not in ("EVEN_K", "USE_TMA", "B_KMAJOR")},
+            )  # fmt: skip
+            return
         go((tiles, nb, 1), _FULL, out3)
         return
     work_dtype = torch.float64 if a3.dtype == torch.float64 else torch.float32

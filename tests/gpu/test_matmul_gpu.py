@@ -118,6 +118,22 @@ def test_tma_pointer_tall_and_short_paths_give_the_same_bits(dtype, m, monkeypat
         assert_rows_equal(out, reference, str(key))
 
 
+@pytest.mark.parametrize("m", [128, 4096, 16384])
+def test_persistent_launch_gives_the_same_bits_as_one_program_per_tile(m, monkeypatch):
+    """configs.MATMUL_PERSISTENT (forced on here): one program per SM walking the tiles gives
+    every tile the bits its own program gives, and a row alone the bits it has in the batch."""
+    torch.manual_seed(0)
+    a = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
+    weight = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16) / 64
+    bias = torch.randn(4096, device="cuda", dtype=torch.bfloat16)
+    one_per_tile = invariant_matmul(a, weight.t(), bias, split_k=False)
+    monkeypatch.setattr(configs, "MATMUL_PERSISTENT", True)
+    assert configs.matmul_persistent_programs(10**6, a.device) == torch.cuda.get_device_properties(0).multi_processor_count
+    for _ in range(3):
+        assert_rows_equal(invariant_matmul(a, weight.t(), bias, split_k=False), one_per_tile, "persistent")
+    assert_rows_equal(invariant_matmul(a[-1:], weight.t(), bias)[0:1], one_per_tile[-1:], "last row alone")
+
+
 def test_transposed_weight_like_linear():
     w = torch.randn(4096, 1024, device="cuda", dtype=torch.bfloat16)  # nn.Linear stores [out, in]
     a = torch.randn(300, 1024, device="cuda", dtype=torch.bfloat16)
