@@ -11,6 +11,7 @@ the bits unchanged (the script checks the logits are equal). A knob is ``NAME`` 
 from __future__ import annotations
 
 import argparse
+import functools
 import copy
 import itertools
 import os
@@ -24,6 +25,7 @@ from common import environment, median_ms
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 import inductor_bi  # noqa: E402,F401
+from inductor_bi.backend import batch_invariant  # noqa: E402
 from inductor_bi.kernels import configs  # noqa: E402
 from llm import PRESETS, build_model  # noqa: E402
 
@@ -44,8 +46,13 @@ def main():
     model = build_model(margs, "cuda", torch.bfloat16)
     model.setup_kv_cache()
 
-    def compiled(m):  # (decode step, prefill); a copy of the model is a separate compilation
-        return torch.compile(m.step, backend="batch_invariant", dynamic=True), torch.compile(m, backend="batch_invariant", dynamic=True)
+    def compiled(m):
+        """(decode step, prefill) of ``m``. Each call gets its own backend object: Dynamo does not
+        reuse a compilation made by another backend, so a model copy cannot pick up the graph
+        compiled with the knob off (parameters are graph inputs, so the copy alone would not
+        force a recompile)."""
+        backend = functools.partial(batch_invariant)
+        return torch.compile(m.step, backend=backend, dynamic=True), torch.compile(m, backend=backend, dynamic=True)
 
     off = compiled(model)
     on_fns = {knob: compiled(copy.deepcopy(model)) if args.compile_time else off for knob in args.knobs}

@@ -135,12 +135,7 @@ fixed_split_attention.register_autograd(_attention_backward, setup_context=_atte
 
 @torch.library.custom_op(f"{LIBRARY}::invariant_sum", mutates_args=())
 def invariant_sum(
-    x: torch.Tensor,
-    dims: Optional[list[int]],
-    keepdim: bool,
-    dtype: Optional[torch.dtype],
-    square: bool = False,
-    addend: Optional[torch.Tensor] = None,
+    x: torch.Tensor, dims: Optional[list[int]], keepdim: bool, dtype: Optional[torch.dtype], square: bool = False, addend: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
     """aten.sum with a fixed per-row order (of ``x * x`` squared in the accumulator dtype with
     ``square``; of ``x + addend`` as that add rounds it, with ``addend``)."""
@@ -154,12 +149,7 @@ def _(x, dims, keepdim, dtype, square=False, addend=None):
 
 @torch.library.custom_op(f"{LIBRARY}::invariant_mean", mutates_args=())
 def invariant_mean(
-    x: torch.Tensor,
-    dims: Optional[list[int]],
-    keepdim: bool,
-    dtype: Optional[torch.dtype],
-    square: bool = False,
-    addend: Optional[torch.Tensor] = None,
+    x: torch.Tensor, dims: Optional[list[int]], keepdim: bool, dtype: Optional[torch.dtype], square: bool = False, addend: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
     """aten.mean with a fixed per-row order (``square`` and ``addend`` as in invariant_sum)."""
     return reduction.invariant_mean(x, dims, keepdim, dtype, square, addend)
