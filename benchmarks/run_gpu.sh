@@ -19,7 +19,7 @@
 #             tiles (not part of `all`: run when changing configs; more than one call's limit)
 #   ab        alternating A/B of configs knobs on the llama-1b decode step, bits compared
 #             (AB_KNOB: ab_knob_e2e.py's arguments, default --compile-time REDUCTION_FOLD_RESIDUAL_ADD
-#             REDUCTION_FOLD_RESIDUAL_ADD,REDUCTION_FUSE_RMS_NORM; ~100 s for launch knobs with their one
+#             REDUCTION_FOLD_RESIDUAL_ADD,REDUCTION_FUSE_RMS_NORM ATTENTION_FOLD_KV_GATHER; ~100 s for launch knobs with their one
 #             compile on an H200; compile-time knobs compile a model copy each, not yet timed)
 #   all       kernels attention hf llm bench e2e (more than one device call's limit)
 set -uo pipefail
@@ -54,7 +54,7 @@ for part in "${parts[@]}"; do
     llm) tests "$log" 570 -s tests/gpu/test_llm_gpu.py ;;
     bench) { timeout 300 python3 benchmarks/bench_matmul.py --out "$out"; timeout 240 python3 benchmarks/bench_attention.py --out "$out"; } 2>&1 | tee -a "$log" | tail -40 ;;
     e2e) timeout 570 python3 benchmarks/bench_e2e.py --out "$out" 2>&1 | tee -a "$log" | tail -12 ;;
-    ab) (cd benchmarks && timeout 450 python3 ab_knob_e2e.py ${AB_KNOB:---compile-time REDUCTION_FOLD_RESIDUAL_ADD REDUCTION_FOLD_RESIDUAL_ADD,REDUCTION_FUSE_RMS_NORM}) 2>&1 | tee -a "$log" | grep -v Warn | tail -14 ;;
+    ab) (cd benchmarks && timeout 450 python3 ab_knob_e2e.py ${AB_KNOB:---compile-time REDUCTION_FOLD_RESIDUAL_ADD REDUCTION_FOLD_RESIDUAL_ADD,REDUCTION_FUSE_RMS_NORM ATTENTION_FOLD_KV_GATHER}) 2>&1 | tee -a "$log" | grep -v Warn | tail -14 ;;
     tune) { timeout 150 python3 benchmarks/tune_split_k.py; timeout 420 python3 benchmarks/tune_matmul.py --out "$out"; timeout 240 python3 benchmarks/tune_attention.py; } 2>&1 | tee -a "$log" | grep -v Warn | tail -70 ;;
     *) echo "unknown part: $part (kernels, attention, hf, llm, bench, e2e, ab, tune, all)" >&2; exit 2 ;;
   esac

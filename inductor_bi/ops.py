@@ -77,19 +77,25 @@ def fixed_split_attention(
     is_causal: bool,
     scale: Optional[float],
     enable_gqa: bool,
+    kv_rows: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """SDPA with fixed KV splits: a query's bits do not depend on batch, Lq, or decode vs prefill."""
-    return _fixed_split_attention_kernel(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
+    """SDPA with fixed KV splits: a query's bits do not depend on batch, Lq, or decode vs prefill.
+    ``kv_rows``: k / v are whole caches and batch row b reads slot kv_rows[b] (no gather copy)."""
+    return _fixed_split_attention_kernel(
+        q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale, enable_gqa=enable_gqa, kv_rows=kv_rows
+    )
 
 
 @fixed_split_attention.register_fake
-def _(q, k, v, attn_mask, is_causal, scale, enable_gqa):
-    lead = torch.broadcast_shapes(q.shape[:-3], k.shape[:-3], v.shape[:-3])
+def _(q, k, v, attn_mask, is_causal, scale, enable_gqa, kv_rows=None):
+    lead = q.shape[:-3] if kv_rows is not None else torch.broadcast_shapes(q.shape[:-3], k.shape[:-3], v.shape[:-3])
     return _attention.empty_output(lead, q.shape[-3], q.shape[-2], v.shape[-1], q.dtype, q.device)
 
 
 def _attention_setup_context(ctx, inputs, output):
-    q, k, v, attn_mask, is_causal, scale, enable_gqa = inputs
+    q, k, v, attn_mask, is_causal, scale, enable_gqa, *rest = inputs
+    if rest and rest[0] is not None:
+        raise NotImplementedError("fixed_split_attention: kv_rows (a cache read in place) is for inference; it has no backward")
     ctx.save_for_backward(q, k, v, attn_mask)
     ctx.is_causal, ctx.scale = is_causal, scale
 
@@ -120,7 +126,7 @@ def _attention_backward(ctx, grad_out):
     if group > 1:
         shape = (*k.shape[:-3], k.shape[-3], group, *grad_k.shape[-2:])
         grad_k, grad_v = grad_k.reshape(shape).sum(-3), grad_v.reshape(shape).sum(-3)
-    return grad_q.to(q.dtype), grad_k.to(k.dtype), grad_v.to(v.dtype), None, None, None, None
+    return grad_q.to(q.dtype), grad_k.to(k.dtype), grad_v.to(v.dtype), None, None, None, None, None
 
 
 fixed_split_attention.register_autograd(_attention_backward, setup_context=_attention_setup_context)

@@ -116,6 +116,32 @@ def test_lse_matches_float64_reference(dtype):
     torch.testing.assert_close(out.double(), reference(q, k, v, attn_mask=mask), **TOL[dtype])
 
 
+@pytest.mark.parametrize("path", ["sequential", "split"])
+@pytest.mark.parametrize("pack_gqa", [False, True])
+def test_cache_read_in_place_gives_the_bits_of_the_gathered_cache(path, pack_gqa):
+    """kv_rows (configs.ATTENTION_FOLD_KV_GATHER): batch row b reading cache slot kv_rows[b] in
+    place gives exactly what attention over ``cache[kv_rows]`` gives; negative slots wrap."""
+    gen = torch.Generator().manual_seed(11)
+    slots, b, lk = 6, 4, 300
+    k_cache, v_cache = randn(slots, 2, 512, 16, gen=gen), randn(slots, 2, 512, 16, gen=gen)
+    q = randn(b, 4, 1, 16, gen=gen)
+    rows = torch.tensor([3, 0, 5, -2])
+    mask = torch.rand(b, 1, 1, lk, generator=gen) > 0.2
+    options = dict(attn_mask=mask, enable_gqa=True, path=path, pack_gqa=pack_gqa)
+    gathered = fixed_split_attention(q, k_cache[rows, :, :lk], v_cache[rows, :, :lk], **options)
+    in_place = fixed_split_attention(q, k_cache[:, :, :lk], v_cache[:, :, :lk], kv_rows=rows, **options)
+    assert torch.equal(in_place, gathered)
+
+
+def test_cache_rows_must_be_one_integer_slot_per_batch_row():
+    q, cache = randn(3, 2, 1, 16), randn(5, 2, 8, 16)
+    for bad in (torch.tensor([0, 1]), torch.tensor([0.0, 1.0, 2.0]), torch.zeros(3, 1, dtype=torch.long)):
+        with pytest.raises(RuntimeError, match="kv_rows must be"):
+            fixed_split_attention(q, cache, cache, kv_rows=bad)
+    with pytest.raises(RuntimeError, match="kv_rows wants"):
+        fixed_split_attention(q[0], cache[0], cache[0], kv_rows=torch.tensor([0]))
+
+
 def test_causal_with_lq_not_lk_is_top_left_like_torch():
     gen = torch.Generator().manual_seed(2)
     for lq, lk in [(10, 40), (40, 10)]:

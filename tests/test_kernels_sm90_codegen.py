@@ -244,3 +244,22 @@ def test_persistent_matmul_runs_the_full_kernels_float_ops_without_spills(m, mon
     info = inspect_kernels.resources(compiled)
     assert info["spill_stores"] == 0 and info["spill_loads"] == 0 and info["async_copies_in_loop"] >= 2, info
     assert inspect_kernels.float_ops(compiled) == inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*full))
+
+
+def test_cache_read_in_place_changes_no_arithmetic(monkeypatch):
+    """kv_rows: the attention kernel reading each row's cache slot in place runs exactly the
+    float ops of the kernel given the gathered cache (only the K/V base address differs)."""
+    from inductor_bi.kernels import attention
+
+    def split_calls(kv_rows):
+        q = torch.empty(16, 32, 1, 128, dtype=torch.bfloat16, device="meta")
+        cache = torch.empty(64 if kv_rows else 16, 8, 4096, 128, dtype=torch.bfloat16, device="meta")
+        rows = torch.empty(16, dtype=torch.int64, device="meta") if kv_rows else None
+        with inspect_kernels.recorded_launches() as calls:
+            attention.fixed_split_attention(q, cache, cache, enable_gqa=True, path="split", kv_rows=rows)
+        return calls
+
+    for gathered, in_place in zip(split_calls(False), split_calls(True)):
+        assert in_place[2].get("HAS_KV_ROWS") and not gathered[2].get("HAS_KV_ROWS")
+        ops = [inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*call)) for call in (gathered, in_place)]
+        assert ops[0] == ops[1]

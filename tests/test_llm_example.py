@@ -136,3 +136,36 @@ def test_diverging_layer_is_found_through_a_compiled_module():
     found = find_first_diverging_module(compiled, (tokens,), range(0, 1), 0)
     assert isinstance(found, ModuleDivergence), found
     assert found.name == "layers.0.input_layernorm"
+
+
+def test_cache_read_in_place_and_fused_norms_give_the_same_step(model, graphs):
+    """configs.ATTENTION_FOLD_KV_GATHER, REDUCTION_FOLD_RESIDUAL_ADD and REDUCTION_FUSE_RMS_NORM
+    on (a second compilation of a copy of the model): the serving step's logits are bitwise the
+    knob-off step's, the gathers and norms are gone from the graph, and a cache slot out of range
+    raises as torch's indexing would."""
+    import copy
+    import functools
+
+    from inductor_bi.backend import batch_invariant
+    from inductor_bi.kernels import configs
+
+    models = [copy.deepcopy(model), copy.deepcopy(model)]
+    for m in models:
+        m.setup_kv_cache()
+    steps = [torch.compile(m.step, backend=functools.partial(batch_invariant), dynamic=True) for m in models]
+    args = llm.ModelArgs()
+    b = 3
+    call = (torch.randint(0, args.vocab_size, (b,)), torch.arange(b) % args.max_batch, torch.full((b,), 6), 9)
+    knobs = dict(ATTENTION_FOLD_KV_GATHER=True, REDUCTION_FOLD_RESIDUAL_ADD=True, REDUCTION_FUSE_RMS_NORM=True)
+    with torch.no_grad():
+        plain = steps[0](*call)
+        with configs.overridden(**knobs):
+            folded = steps[1](*call)
+            with pytest.raises(RuntimeError, match="KV cache slot is out of range"):
+                steps[1](call[0], torch.tensor([0, 1, args.max_batch]), *call[2:])
+    assert torch.equal(folded, plain)
+    folded_rewrites = [r.original for r in graphs[1][1]]
+    layers = len(models[1].layers)
+    assert folded_rewrites.count("fixed_split_attention of cache[rows]") == layers
+    assert sum(r.startswith("RMSNorm") for r in folded_rewrites) == 2 * layers + 1  # two a layer, and the final norm
+    assert not [r for r in [r.original for r in graphs[0][1]] if "cache[rows]" in r or r.startswith("RMSNorm")]

@@ -142,8 +142,8 @@ def _online_softmax_step(
 
 @triton.jit
 def _fixed_split_attention_kernel(
-    Q, K, V, MASK, OUT, LSE, WORK_M, WORK_L, WORK_A, ARRIVALS,
-    Lq, Lk, D, DV, HQ, KV_GROUP, N_SPLITS,
+    Q, K, V, MASK, OUT, LSE, WORK_M, WORK_L, WORK_A, ARRIVALS, KV_ROWS,
+    Lq, Lk, D, DV, HQ, KV_GROUP, N_SPLITS, KV_SLOTS,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -163,6 +163,7 @@ def _fixed_split_attention_kernel(
     USE_PDL: tl.constexpr = False,
     MERGE_IN_LAST: tl.constexpr = False,
     ROW_SUM_MMA: tl.constexpr = False,
+    HAS_KV_ROWS: tl.constexpr = False,
 ):
     # One flat grid axis (the batch*heads product can pass CUDA's 65535 limit on axis 1); the
     # query blocks of one head group are neighbours so they share its K/V in L2.
@@ -236,8 +237,15 @@ def _fixed_split_attention_kernel(
             mask=row_ok[:, None] & d_ok[None, :],
             other=0.0,
         )
-        k_base = K + b * stride_kb + h_kv * stride_kh + offs_d64[:, None] * stride_kd
-        v_base = V + b * stride_vb + h_kv * stride_vh + offs_dv64[None, :] * stride_vd
+        kv_b = b
+        if HAS_KV_ROWS:
+            # A cache read in place (kv_rows): batch row b's keys are cache slot KV_ROWS[b], torch
+            # indexing (negatives wrap). Which memory, not which arithmetic. The range is the
+            # caller's to check (the graph pass asserts it once per graph); never read outside.
+            kv_b = tl.load(KV_ROWS + b).to(tl.int64)
+            kv_b = tl.minimum(tl.maximum(tl.where(kv_b < 0, kv_b + KV_SLOTS, kv_b), 0), KV_SLOTS - 1)
+        k_base = K + kv_b * stride_kb + h_kv * stride_kh + offs_d64[:, None] * stride_kd
+        v_base = V + kv_b * stride_vb + h_kv * stride_vh + offs_dv64[None, :] * stride_vd
         mask_base = MASK + b * stride_mb + head_2d * stride_mh + offs_m64[:, None] * stride_mm
 
     if MODE == 2 and USE_PDL:  # launched early (configs.SPLIT_MERGE_PDL): wait for every SPLIT store
@@ -339,7 +347,18 @@ def _store_output(run_m, run_l, run_a, out_ptrs, lse_ptrs, row_ok, dv_ok):
     tl.store(lse_ptrs, lse, mask=row_ok)
 
 
-def _check(q, k, v, attn_mask, enable_gqa):
+def _check(q, k, v, attn_mask, enable_gqa, kv_rows=None):
+    if kv_rows is not None:
+        if q.dim() != 4 or k.dim() != 4 or v.dim() != 4 or k.shape[0] != v.shape[0]:
+            raise RuntimeError(
+                "fixed_split_attention: kv_rows wants q [B, Hq, Lq, D] and the caches k [S, Hkv, Lk, D], v [S, Hkv, Lk, Dv], got "
+                f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+            )
+        if kv_rows.dim() != 1 or kv_rows.shape[0] != q.shape[0] or kv_rows.dtype not in (torch.int32, torch.int64) or kv_rows.device != q.device:
+            raise RuntimeError(
+                f"fixed_split_attention: kv_rows must be one int32 / int64 cache slot per batch row ({q.shape[0]}) on {q.device}, "
+                f"got {kv_rows.dtype} {tuple(kv_rows.shape)} on {kv_rows.device}"
+            )
     if not (q.dtype == k.dtype == v.dtype):
         raise RuntimeError(
             "fixed_split_attention: expected query, key and value to have the same dtype, got "
@@ -391,16 +410,17 @@ def fixed_split_attention_with_lse(
     *,
     path: str | None = None,
     pack_gqa: bool | None = None,
+    kv_rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``fixed_split_attention`` plus the fp32 log-sum-exp (natural log) of each query row's
     scaled, masked scores, shaped like the output without its last dim ([..., Hq, Lq]); -inf
     for a row that sees no key. For a backward pass. With configs.ATTENTION_ROW_SUM_BY_MMA the
     sums add p as rounded to a 16-bit input's dtype (as the output's numerator does): the lse of
     16-bit inputs is then within eps/2 of the exact one, not fp32's."""
-    _check(q, k, v, attn_mask, enable_gqa)
+    _check(q, k, v, attn_mask, enable_gqa, kv_rows)
     if path not in (None, "sequential", "split"):
         raise ValueError(f"fixed_split_attention: path must be None, 'sequential' or 'split', got {path!r}")
-    lead = torch.broadcast_shapes(q.shape[:-3], k.shape[:-3], v.shape[:-3])
+    lead = q.shape[:-3] if kv_rows is not None else torch.broadcast_shapes(q.shape[:-3], k.shape[:-3], v.shape[:-3])
     hq, lq, d = q.shape[-3:]
     hkv, lk, dv = k.shape[-3], k.shape[-2], v.shape[-1]
     out_shape = (*lead, hq, lq, dv)
@@ -422,7 +442,10 @@ def fixed_split_attention_with_lse(
         x = x.to(compute_dtype).expand(*lead, heads, length, x.shape[-1])
         return x.reshape(-1, heads, length, x.shape[-1])
 
-    q4, k4, v4 = to4d(q, hq, lq), to4d(k, hkv, lk), to4d(v, hkv, lk)
+    if kv_rows is None:
+        q4, k4, v4 = to4d(q, hq, lq), to4d(k, hkv, lk), to4d(v, hkv, lk)
+    else:  # the whole cache, each batch row reading its slot kv_rows[b]
+        q4, k4, v4 = to4d(q, hq, lq), k.to(compute_dtype), v.to(compute_dtype)
     out4 = out.view(-1, hq, lq, dv)
     mask4 = None
     mask_is_bool = attn_mask is not None and attn_mask.dtype == torch.bool
@@ -439,7 +462,7 @@ def fixed_split_attention_with_lse(
         elif interpreted:
             mask = mask.to(interpreter_dtype(mask.dtype))
         mask4 = mask.reshape(-1, hq, lq, lk)
-    _run(q4, k4, v4, mask4, mask_is_bool, out4, lse.view(-1, hq, lq), bool(is_causal), float(scale), path, pack_gqa)
+    _run(q4, k4, v4, mask4, mask_is_bool, out4, lse.view(-1, hq, lq), bool(is_causal), float(scale), path, pack_gqa, kv_rows)
     return out.to(q.dtype), lse
 
 
@@ -462,6 +485,7 @@ def fixed_split_attention(
     *,
     path: str | None = None,
     pack_gqa: bool | None = None,
+    kv_rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``torch.nn.functional.scaled_dot_product_attention`` (no dropout), batch-invariant.
 
@@ -473,17 +497,21 @@ def fixed_split_attention(
     that hides the future / unfilled slots; hidden slots must hold finite values (torch.zeros),
     as with torch, since 0 * nan is nan. A row that sees no key gets zeros, like torch.
 
+    ``kv_rows`` [B] (int): k and v are whole caches [S, Hkv, Lk, D] and batch row b attends to
+    cache slot ``kv_rows[b]`` (``k[kv_rows]`` without the copy; negative slots wrap as in torch;
+    slots must be in [-S, S), which the caller checks: out-of-range slots read the nearest slot).
+
     ``path`` forces the sequential or split-parallel execution (tests); ``None`` lets the
     shapes decide. ``pack_gqa`` forces (True) or forbids (False) one program per group of query
     heads sharing a K/V head; ``None`` packs when one tile holds a group's rows
     (``configs.attention_packs_gqa``). Either way the bits are the same.
     """
     return fixed_split_attention_with_lse(
-        q, k, v, attn_mask, is_causal, scale, enable_gqa, path=path, pack_gqa=pack_gqa
+        q, k, v, attn_mask, is_causal, scale, enable_gqa, path=path, pack_gqa=pack_gqa, kv_rows=kv_rows
     )[0]
 
 
-def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pack_gqa):
+def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pack_gqa, kv_rows=None):
     nb, hq, lq, d = q4.shape
     hkv, lk, dv = k4.shape[1], k4.shape[2], v4.shape[3]
     device = q4.device
@@ -517,6 +545,7 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
         KV_SPLIT=cfg.kv_split,
         HEADS_PER_PROG=heads_per_prog,
         ROW_SUM_MMA=configs.ATTENTION_ROW_SUM_BY_MMA,
+        HAS_KV_ROWS=kv_rows is not None,
         num_warps=cfg.num_warps,
         num_stages=configs.attention_stages(cfg, split),
         # No FMA contraction: the compiler may not fuse a*b+c differently in the SEQUENTIAL and
@@ -529,7 +558,8 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
             _fixed_split_attention_kernel, grid, device,
             q4, k4, v4, mask_arg, out4, lse3, work_m, work_l, work_a,
             lse3 if arrivals is None else arrivals,  # unused unless MERGE_IN_LAST
-            lq, lk, d, dv, hq, hq // hkv, n_splits,
+            lse3 if kv_rows is None else kv_rows,  # unused unless HAS_KV_ROWS
+            lq, lk, d, dv, hq, hq // hkv, n_splits, k4.shape[0],
             *q4.stride(), *k4.stride(), *v4.stride(), *mask_strides, *out4.stride(),
             scale * math.log2(math.e),
             MODE=mode, **common, **options,

@@ -395,6 +395,14 @@ ATTENTION_ROW_SUM_BY_MMA = True
 ATTENTION_MERGE_IN_LAST_PROGRAM = True
 
 
+# A serving step's K/V gather (cache[slots, :, :kv_len], a copy of every row's cache per layer)
+# folded into the attention call: each program reads its row's slot in place (passes/kv_gather.py,
+# the kernel's kv_rows). Same bits by construction (which memory, not which arithmetic; bitwise
+# in the interpreter). The llama-1b decode step spends ~15% of its kernel time on these copies at
+# batch 64 (profile_e2e_h200_v8.txt; stock pays them too). Off: not yet timed on a GPU.
+ATTENTION_FOLD_KV_GATHER = False
+
+
 def attention_use_split(sequential_programs: int, n_splits: int, device: torch.device) -> bool:
     """Whether to run the KV splits in separate programs: only a question of filling the GPU."""
     return device.type == "cuda" and n_splits > 1 and sequential_programs < ATTENTION_SPLIT_MAX_PROGRAMS

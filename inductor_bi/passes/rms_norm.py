@@ -119,7 +119,7 @@ def fuse_rms_norms(gm: torch.fx.GraphModule) -> list[Rewrite]:
             fused = graph.call_function(bi.invariant_rms_norm_rows.default, (source, eps, weight, normalized_dtype, _val(last).dtype, addend))
             out = graph.call_function(operator.getitem, (fused, 0))
             stored_h = graph.call_function(operator.getitem, (fused, 1)) if addend is not None else None
-        fused.meta = {k: v for k, v in last.meta.items() if k != "val"}
+        fused.meta = {k: v for k, v in last.meta.items() if k not in ("val", "eager_input_vals")}  # a new call: no traced inputs
         out.meta = dict(last.meta)
         rewrites.append(Rewrite(
             original="RMSNorm: mean of x*x, rsqrt, normalize" + (", weight" if weight is not None else "") + (" (after x = a + b)" if addend is not None else ""),

@@ -202,3 +202,20 @@ def test_split_merged_in_the_last_program_equals_sequential_launch_after_launch(
     torch.cuda.synchronize()
     for i in range(2):
         assert all(torch.equal(out, want[i]) for out in outs[i]), f"stream {i}"
+
+
+@pytest.mark.parametrize("batch", [1, 16, 64])
+def test_cache_read_in_place_gives_the_bits_of_the_gathered_cache_gpu(batch):
+    """kv_rows (configs.ATTENTION_FOLD_KV_GATHER): each batch row reading its cache slot in place
+    gives the bits of attention over the gathered cache, on both execution paths."""
+    torch.manual_seed(batch)
+    slots, lk = 96, 1000
+    k_cache = torch.randn(slots, 8, 2048, 128, device="cuda", dtype=torch.bfloat16)
+    v_cache = torch.randn(slots, 8, 2048, 128, device="cuda", dtype=torch.bfloat16)
+    q = torch.randn(batch, 32, 1, 128, device="cuda", dtype=torch.bfloat16)
+    rows = torch.randperm(slots, device="cuda")[:batch]
+    mask = torch.arange(lk, device="cuda")[None, None, None, :] <= torch.randint(0, lk, (batch, 1, 1, 1), device="cuda")
+    for path in ("sequential", "split"):
+        gathered = fixed_split_attention(q, k_cache[rows, :, :lk], v_cache[rows, :, :lk], mask, enable_gqa=True, path=path)
+        in_place = fixed_split_attention(q, k_cache[:, :, :lk], v_cache[:, :, :lk], mask, enable_gqa=True, path=path, kv_rows=rows)
+        assert torch.equal(in_place, gathered), path
