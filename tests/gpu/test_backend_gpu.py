@@ -58,3 +58,36 @@ def test_training_step_compiles_on_cuda():
     x = torch.randn(4, 64, 1024, device="cuda", requires_grad=True)
     torch.compile(block, backend="batch_invariant")(x).square().mean().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_serving_step_with_graph_knobs_on_keeps_rows_invariant_and_close():
+    """The graph-level speed knobs forced on (KV cache read in place, residual add and RMSNorm in
+    one row kernel): a request's logits are the same bits alone as in a batch of 48, and within
+    bf16 tolerance of the knobs-off step."""
+    import copy
+    import functools
+
+    from inductor_bi.backend import batch_invariant
+    from inductor_bi.kernels import configs
+    from tests._support import load_example
+
+    llm = load_example("llm")
+    args = llm.ModelArgs(vocab_size=4096, dim=1024, n_layers=2, n_heads=16, n_kv_heads=4, ffn_dim=2816, max_seq_len=512, max_batch=64)
+    model = llm.build_model(args, "cuda", torch.bfloat16, seed=0)
+    models = [copy.deepcopy(model), copy.deepcopy(model)]
+    for m in models:
+        m.setup_kv_cache()
+    steps = [torch.compile(m.step, backend=functools.partial(batch_invariant), dynamic=True) for m in models]
+    b, kv_len = 48, 300
+    tokens = torch.randint(0, args.vocab_size, (b,), device="cuda")
+    slots = torch.randperm(args.max_batch, device="cuda")[:b]
+    positions = torch.randint(0, kv_len, (b,), device="cuda")
+    knobs = dict(ATTENTION_FOLD_KV_GATHER=True, REDUCTION_FOLD_RESIDUAL_ADD=True, REDUCTION_FUSE_RMS_NORM=True)
+    with torch.no_grad():
+        plain = steps[0](tokens, slots, positions, kv_len)
+        with configs.overridden(**knobs):
+            batched = steps[1](tokens, slots, positions, kv_len)
+            for i in (0, 17, b - 1):
+                alone = steps[1](tokens[i : i + 1], slots[i : i + 1], positions[i : i + 1], kv_len)
+                assert_rows_equal(batched[i : i + 1], alone, f"request {i}")
+    torch.testing.assert_close(batched.float(), plain.float(), atol=5e-2, rtol=5e-2)
