@@ -52,6 +52,11 @@ def replace_node(node: torch.fx.Node, target, args: tuple, kwargs: dict | None =
     return new
 
 
+def fake_value(node):
+    """The traced (fake) value of a graph node's output; None for a non-node or an untraced one."""
+    return node.meta.get("val") if isinstance(node, torch.fx.Node) else None
+
+
 def static_int(n) -> int | None:
     """``n`` as an int when it is one (or a SymInt known to be constant); None otherwise.
     ``int(symint)`` would install a guard instead."""

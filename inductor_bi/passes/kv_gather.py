@@ -15,14 +15,10 @@ import torch
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
 from ..kernels import configs
-from ._rewrite import Rewrite, input_shapes, static_int, user_source_line
+from ._rewrite import Rewrite, fake_value, input_shapes, static_int, user_source_line
 
 aten = torch.ops.aten
 bi = torch.ops.inductor_bi
-
-
-def _val(node):
-    return node.meta.get("val") if isinstance(node, torch.fx.Node) else None
 
 
 def _gather(node):
@@ -33,10 +29,10 @@ def _gather(node):
     cache, indices = node.args[0], node.args[1]
     if len(indices) != 1 or not isinstance(indices[0], torch.fx.Node):
         return None
-    rows = _val(indices[0])
+    rows = fake_value(indices[0])
     if not isinstance(rows, torch.Tensor) or rows.dim() != 1 or rows.dtype not in (torch.int32, torch.int64):
         return None
-    if not isinstance(_val(cache), torch.Tensor) or _val(cache).dim() != 4:
+    if not isinstance(fake_value(cache), torch.Tensor) or fake_value(cache).dim() != 4:
         return None
     return cache, indices[0]
 
@@ -51,11 +47,11 @@ def fold_kv_gathers(gm: torch.fx.GraphModule) -> list[Rewrite]:
             continue
         q, k, v = node.args[:3]
         k_gather, v_gather = _gather(k), _gather(v)
-        if k_gather is None or v_gather is None or k_gather[1] is not v_gather[1] or _val(q).dim() != 4:
+        if k_gather is None or v_gather is None or k_gather[1] is not v_gather[1] or fake_value(q).dim() != 4:
             continue
         (k_cache, rows), (v_cache, _) = k_gather, v_gather
-        slots = static_int(_val(k_cache).shape[0])
-        if slots is None or static_int(_val(v_cache).shape[0]) != slots:
+        slots = static_int(fake_value(k_cache).shape[0])
+        if slots is None or static_int(fake_value(v_cache).shape[0]) != slots:
             continue  # a symbolic cache size: leave the gather (its range check is torch's)
         if rows not in checked:
             checked.add(rows)
@@ -68,14 +64,14 @@ def fold_kv_gathers(gm: torch.fx.GraphModule) -> list[Rewrite]:
         node.args = (q, k_cache, v_cache, *node.args[3:], rows)
         # Inductor lays a custom op's inputs out as the traced call saw them (eager_input_vals):
         # the call's inputs changed, so say what they are now.
-        node.meta["eager_input_vals"] = (tuple(_val(a) if isinstance(a, torch.fx.Node) else a for a in node.args), {})
+        node.meta["eager_input_vals"] = (tuple(fake_value(a) if isinstance(a, torch.fx.Node) else a for a in node.args), {})
         graph.erase_node(k)
         graph.erase_node(v)
         rewrites.append(Rewrite(
             original="fixed_split_attention of cache[rows]",
             replacement="fixed_split_attention(kv_rows=rows): the cache read in place",
             shapes=input_shapes(node),
-            dtype=str(_val(q).dtype),
+            dtype=str(fake_value(q).dtype),
             source=user_source_line(node),
             details={"kv_rows": "each batch row reads its cache slot; no gather copy", "slots": slots},
         ))  # fmt: skip

@@ -18,7 +18,7 @@ import torch
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
 from ..kernels import configs, reduction
-from ._rewrite import Rewrite, input_shapes, replace_node, static_int, user_source_line
+from ._rewrite import Rewrite, fake_value, input_shapes, replace_node, static_int, user_source_line
 
 aten = torch.ops.aten
 bi = torch.ops.inductor_bi
@@ -109,11 +109,11 @@ def _residual_add(y: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node] | Non
     add, as before a transformer's norms) and configs.REDUCTION_FOLD_RESIDUAL_ADD is on; else None."""
     if not configs.REDUCTION_FOLD_RESIDUAL_ADD or y.target is not aten.add.Tensor or y.kwargs or len(y.args) != 2:
         return None
-    y_val = y.meta.get("val")
+    y_val = fake_value(y)
     if not isinstance(y_val, torch.Tensor) or y_val.dtype not in configs.REDUCTION_FOLD_ADD_DTYPES:
         return None
     for operand in y.args:
-        val = operand.meta.get("val") if isinstance(operand, torch.fx.Node) else None
+        val = fake_value(operand)
         if not isinstance(val, torch.Tensor) or val.dtype != y_val.dtype or val.shape != y_val.shape:
             return None  # a broadcast or a type promotion: not a plain residual add
     return y.args[0], y.args[1]

@@ -21,17 +21,13 @@ import torch
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
 from ..kernels import configs
-from ._rewrite import Rewrite, input_shapes, user_source_line
+from ._rewrite import Rewrite, fake_value, input_shapes, user_source_line
 
 aten = torch.ops.aten
 prims = torch.ops.prims
 bi = torch.ops.inductor_bi
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-
-
-def _val(node):
-    return node.meta.get("val") if isinstance(node, torch.fx.Node) else None
 
 
 def _only_user(node: torch.fx.Node, target) -> torch.fx.Node | None:
@@ -54,13 +50,13 @@ def _match(mean: torch.fx.Node):
     addend = mean.args[5] if len(mean.args) > 5 else None
     if len(mean.args) < 5 or mean.args[2] is not True or mean.args[3] != torch.float32 or mean.args[4] is not True:
         return None
-    if _val(source).dtype not in _DTYPES or mean.args[1] not in ([-1], [_val(source).dim() - 1]):
+    if fake_value(source).dtype not in _DTYPES or mean.args[1] not in ([-1], [fake_value(source).dim() - 1]):
         return None
     add_eps = _only_user(mean, aten.add.Tensor)
     if add_eps is None or add_eps.kwargs:
         return None
     eps = _other(add_eps, mean)
-    eps_val = _val(eps)
+    eps_val = fake_value(eps)
     if not (isinstance(eps, (int, float)) or (isinstance(eps_val, torch.Tensor) and eps_val.dim() == 0 and eps_val.dtype.is_floating_point)):
         return None
     rsqrt = _only_user(add_eps, aten.rsqrt.default)
@@ -79,7 +75,7 @@ def _match(mean: torch.fx.Node):
     is_widened_h = isinstance(widened, torch.fx.Node) and widened.target is prims.convert_element_type.default and widened.args == (h, torch.float32)
     if widened is not h and not is_widened_h:
         return None
-    if _val(normalize).dtype != torch.float32 or _val(normalize).shape != _val(h).shape:
+    if fake_value(normalize).dtype != torch.float32 or fake_value(normalize).shape != fake_value(h).shape:
         return None
     chain, normalized_dtype, weight = [mean, add_eps, rsqrt, normalize], None, None
     cast = _only_user(normalize, prims.convert_element_type.default)
@@ -89,8 +85,8 @@ def _match(mean: torch.fx.Node):
     scale = _only_user(chain[-1], aten.mul.Tensor)
     if scale is not None and not scale.kwargs:
         w = _other(scale, chain[-1])
-        w_val = _val(w)
-        if isinstance(w_val, torch.Tensor) and w_val.dtype in _DTYPES and tuple(w_val.shape) == (_val(h).shape[-1],) and _val(scale).shape == _val(h).shape:
+        w_val = fake_value(w)
+        if isinstance(w_val, torch.Tensor) and w_val.dtype in _DTYPES and tuple(w_val.shape) == (fake_value(h).shape[-1],) and fake_value(scale).shape == fake_value(h).shape:
             chain.append(scale)
             weight = w
     return source, addend, h, eps, widened, weight, normalized_dtype, chain
@@ -116,7 +112,7 @@ def fuse_rms_norms(gm: torch.fx.GraphModule) -> list[Rewrite]:
         with graph.inserting_before(at):
             if not isinstance(eps, torch.fx.Node):
                 eps = graph.call_function(aten.scalar_tensor.default, (float(eps),), {"dtype": torch.float32})
-            fused = graph.call_function(bi.invariant_rms_norm_rows.default, (source, eps, weight, normalized_dtype, _val(last).dtype, addend))
+            fused = graph.call_function(bi.invariant_rms_norm_rows.default, (source, eps, weight, normalized_dtype, fake_value(last).dtype, addend))
             out = graph.call_function(operator.getitem, (fused, 0))
             stored_h = graph.call_function(operator.getitem, (fused, 1)) if addend is not None else None
         fused.meta = {k: v for k, v in last.meta.items() if k not in ("val", "eager_input_vals")}  # a new call: no traced inputs
@@ -125,9 +121,9 @@ def fuse_rms_norms(gm: torch.fx.GraphModule) -> list[Rewrite]:
             original="RMSNorm: mean of x*x, rsqrt, normalize" + (", weight" if weight is not None else "") + (" (after x = a + b)" if addend is not None else ""),
             replacement=str(bi.invariant_rms_norm_rows.default),
             shapes=input_shapes(mean),
-            dtype=str(_val(source).dtype),
+            dtype=str(fake_value(source).dtype),
             source=user_source_line(mean),
-            details={"kernel": "one row per program: the sum of squares, then the normalize", "R": _val(source).shape[-1]},
+            details={"kernel": "one row per program: the sum of squares, then the normalize", "R": fake_value(source).shape[-1]},
         ))  # fmt: skip
         last.replace_all_uses_with(out)
         for node in reversed(chain):
