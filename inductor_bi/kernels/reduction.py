@@ -37,19 +37,25 @@ SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 @triton.jit
+def _load_row(x_row, y_row, cols, mask, ADD: tl.constexpr, ACC: tl.constexpr):
+    """x, or with ADD x + y rounded to x's dtype as the graph's add stores it (one correctly
+    rounded add: the sum of two 16-bit or fp32 values is exact in ACC or rounds once)."""
+    x = tl.load(x_row + cols, mask=mask, other=0.0)
+    if ADD:
+        x = (x.to(ACC) + tl.load(y_row + cols, mask=mask, other=0.0).to(ACC)).to(x.dtype)
+    return x
+
+
+@triton.jit
 def _lane_sum(x_row, y_row, R, BLOCK_R: tl.constexpr, ACC: tl.constexpr, SQUARE: tl.constexpr, ADD: tl.constexpr):
     """Sum of the row (of its squares with SQUARE, each squared in ACC): lane j adds elements
     j, j + BLOCK_R, j + 2 BLOCK_R, ... in that order, then one tl.sum closes the row. With ADD
-    the row is x + y, rounded to x's dtype as the graph's add stores it (one correctly rounded
-    add: the sum of two 16-bit or fp32 values is exact in ACC or rounds once)."""
+    the row is x + y (``_load_row``)."""
     lanes = tl.arange(0, BLOCK_R)
     acc = tl.zeros([BLOCK_R], dtype=ACC)
     for start in range(0, R, BLOCK_R):
         cols = start + lanes
-        x = tl.load(x_row + cols, mask=cols < R, other=0.0)
-        if ADD:
-            x = (x.to(ACC) + tl.load(y_row + cols, mask=cols < R, other=0.0).to(ACC)).to(x.dtype)
-        x = x.to(ACC)
+        x = _load_row(x_row, y_row, cols, cols < R, ADD, ACC).to(ACC)
         if SQUARE:
             x = x * x
         acc += x
@@ -167,9 +173,8 @@ def _row_rms_normalize_kernel(
     for start in range(0, R, BLOCK_R):
         cols = start + lanes
         mask = cols < R
-        h = tl.load(x_row + cols, mask=mask, other=0.0)
+        h = _load_row(x_row, y_row, cols, mask, ADD, ACC)
         if ADD:
-            h = (h.to(ACC) + tl.load(y_row + cols, mask=mask, other=0.0).to(ACC)).to(h.dtype)
             tl.store(h_row + cols, h, mask=mask)
         n = h.to(ACC) * rstd
         if NORMALIZED_DTYPE is not None:
