@@ -114,6 +114,17 @@ def test_renders_text_and_markdown_with_a_unified_diff(small_report):
     assert "tests/test_explain.py:" in relative and str(REPO) + "/" not in relative
 
 
+def test_reports_every_speed_knob_with_its_value(small_report):
+    """The knobs of kernels/configs.py that choose how fast (on, or off until timed) are in both
+    renderings with the values the run used."""
+    text, md = small_report.to_text(), small_report.to_markdown()
+    assert [name for name, _, _ in small_report.speed_knobs] == list(configs.SPEED_KNOBS)
+    for name, value, _ in small_report.speed_knobs:
+        assert value == getattr(configs, name)
+        assert f"| `{name}` | `{value!r}` |" in md
+        assert name in text
+
+
 def test_nothing_runs_and_the_model_is_untouched(no_kernel_runs):
     model = Small()
     model.register_buffer("calls", torch.zeros(()))

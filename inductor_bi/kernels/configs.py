@@ -422,6 +422,30 @@ def attention_stages(cfg: AttentionConfig, split: bool) -> int:
     return ATTENTION_SPLIT_STAGES if split and ATTENTION_SPLIT_STAGES is not None else cfg.num_stages
 
 
+# The knobs above that choose how fast, never whether a row is invariant (each has its reason and
+# its measurements where it is defined); ``explain`` reports their values. Off ones wait for a GPU
+# timing (benchmarks/NOTES.md).
+SPEED_KNOBS = {
+    "MATMUL_USE_TMA": "Hopper tiles fetched by TMA descriptors",
+    "MATMUL_MERGE_IN_LAST_PROGRAM": "split-K partials merged by the tile's last chunk program",
+    "MATMUL_MERGE_TILE": "the merge launch's own tile (None: the matmul tile)",
+    "MATMUL_PERSISTENT": "FULL matmul launches as one program per SM walking the tiles",
+    "SPLIT_MERGE_PDL": "merge launches released early (programmatic dependent launch)",
+    "ATTENTION_PACK_GQA": "a K/V head's query heads in one decode program",
+    "ATTENTION_ROW_SUM_BY_MMA": "softmax row sums on the MMA unit (other bits, same invariance)",
+    "ATTENTION_MERGE_IN_LAST_PROGRAM": "split-KV partials merged by the tile's last split program",
+    "ATTENTION_SPLIT_STAGES": "decode's pipeline depth (None: the tile's)",
+    "ATTENTION_FOLD_KV_GATHER": "a serving step's KV cache read in place by attention",
+    "REDUCTION_FOLD_RESIDUAL_ADD": "the residual add before a norm done by the row kernel",
+    "REDUCTION_FUSE_RMS_NORM": "a hand-written RMSNorm as one row kernel",
+}
+
+
+def speed_knobs() -> list[tuple[str, object, str]]:
+    """(name, current value, what it chooses) of every speed knob."""
+    return [(name, globals()[name], what) for name, what in SPEED_KNOBS.items()]
+
+
 @contextlib.contextmanager
 def overridden(**values):
     """These constants set to other values inside the block, then put back (tuning sweeps, A/B
