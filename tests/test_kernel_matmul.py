@@ -152,6 +152,8 @@ def test_persistent_launch_gives_the_same_bits_as_one_program_per_tile(m, n, k, 
     if (k * a.element_size()) % 16 == 0:  # TMA descriptors (the persistent kernel's only fetch path)
         assert flags["NUM_PROGRAMS"] == min(programs, -(-m // tile.block_m) * -(-n // tile.block_n))
     assert torch.equal(persistent, one_per_tile)
+    expected = alpha * (a.double() @ w.double().t()) + (0.7 * c.double() if bias else 0.0)
+    assert_close_to_reference(persistent, expected, dtype=torch.float32)
 
 
 def test_batched_row_equals_alone():
