@@ -88,7 +88,7 @@ def fixed_split_attention(
 
 @fixed_split_attention.register_fake
 def _(q, k, v, attn_mask, is_causal, scale, enable_gqa, kv_rows=None):
-    lead = q.shape[:-3] if kv_rows is not None else torch.broadcast_shapes(q.shape[:-3], k.shape[:-3], v.shape[:-3])
+    lead = _attention.output_lead(q, k, v, kv_rows)
     return _attention.empty_output(lead, q.shape[-3], q.shape[-2], v.shape[-1], q.dtype, q.device)
 
 

@@ -420,7 +420,7 @@ def fixed_split_attention_with_lse(
     _check(q, k, v, attn_mask, enable_gqa, kv_rows)
     if path not in (None, "sequential", "split"):
         raise ValueError(f"fixed_split_attention: path must be None, 'sequential' or 'split', got {path!r}")
-    lead = q.shape[:-3] if kv_rows is not None else torch.broadcast_shapes(q.shape[:-3], k.shape[:-3], v.shape[:-3])
+    lead = output_lead(q, k, v, kv_rows)
     hq, lq, d = q.shape[-3:]
     hkv, lk, dv = k.shape[-3], k.shape[-2], v.shape[-1]
     out_shape = (*lead, hq, lq, dv)
@@ -464,6 +464,12 @@ def fixed_split_attention_with_lse(
         mask4 = mask.reshape(-1, hq, lq, lk)
     _run(q4, k4, v4, mask4, mask_is_bool, out4, lse.view(-1, hq, lq), bool(is_causal), float(scale), path, pack_gqa, kv_rows)
     return out.to(q.dtype), lse
+
+
+def output_lead(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_rows: torch.Tensor | None) -> tuple:
+    """The output's leading dims: q's, k's and v's broadcast, or q's when k / v are whole caches
+    read through kv_rows."""
+    return tuple(q.shape[:-3]) if kv_rows is not None else torch.broadcast_shapes(q.shape[:-3], k.shape[:-3], v.shape[:-3])
 
 
 def empty_output(lead, hq: int, lq: int, dv: int, dtype: torch.dtype, device) -> torch.Tensor:

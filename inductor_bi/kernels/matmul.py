@@ -49,6 +49,17 @@ def _chunk_step(a, b, acc, total, step, step_hi, STEPS: tl.constexpr, INPUT_PREC
 
 
 @triton.jit
+def _tma_tiles(A, B, pid_m, pid_n, step, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, B_KMAJOR: tl.constexpr):
+    """The A and B tiles of one K step through TMA descriptors (FULL, SPLIT and persistent alike)."""
+    a = A.load([pid_m * BLOCK_M, step * BLOCK_K])
+    if B_KMAJOR:  # B^T is stored [N, K] (a Linear weight): load its box, transpose
+        b = B.load([pid_n * BLOCK_N, step * BLOCK_K]).T
+    else:
+        b = B.load([step * BLOCK_K, pid_n * BLOCK_N])
+    return a, b
+
+
+@triton.jit
 def _merge_partials(WORK, work_offs, work_stride, mask_mn, K, K_CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ACC_DTYPE: tl.constexpr):
     """The MERGE order: the chunk partials added in ascending chunk order, from zero. Loads go to
     L2 (``.cg``): the partials were written by other SMs, whose stores an SM's L1 does not see."""
@@ -152,11 +163,7 @@ def _invariant_matmul_kernel(
             # exact zero products, as the masked loads below do. Same tiles, same tl.dot: the same
             # MMA instructions in the same order (checked on the PTX, tests/test_kernels_sm90_codegen).
             for step in range(step_lo, step_hi):
-                a = A.load([pid_m * BLOCK_M, step * BLOCK_K])
-                if B_KMAJOR:  # B^T is stored [N, K] (a Linear weight): load its box, transpose
-                    b = B.load([pid_n * BLOCK_N, step * BLOCK_K]).T
-                else:
-                    b = B.load([step * BLOCK_K, pid_n * BLOCK_N])
+                a, b = _tma_tiles(A, B, pid_m, pid_n, step, BLOCK_M, BLOCK_N, BLOCK_K, B_KMAJOR)
                 acc, total = _chunk_step(a, b, acc, total, step, step_hi, STEPS, INPUT_PRECISION, ACC_DTYPE)
         else:
             # Rows / columns past the edge load a valid row (index wrapped) instead of a masked
@@ -230,11 +237,7 @@ def _invariant_matmul_persistent_kernel(
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
         total = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
         for step in range(0, n_steps):
-            a = A.load([pid_m * BLOCK_M, step * BLOCK_K])
-            if B_KMAJOR:
-                b = B.load([pid_n * BLOCK_N, step * BLOCK_K]).T
-            else:
-                b = B.load([step * BLOCK_K, pid_n * BLOCK_N])
+            a, b = _tma_tiles(A, B, pid_m, pid_n, step, BLOCK_M, BLOCK_N, BLOCK_K, B_KMAJOR)
             acc, total = _chunk_step(a, b, acc, total, step, n_steps, STEPS, INPUT_PRECISION, ACC_DTYPE)
         offs_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
         offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
@@ -397,8 +400,8 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
         )
 
     if not split_k:
-        if descriptors is not None and configs.matmul_persistent_programs(tiles, device) is not None:
-            programs = configs.matmul_persistent_programs(tiles, device)
+        programs = configs.matmul_persistent_programs(tiles, device) if descriptors is not None else None
+        if programs is not None:
             launch(
                 _invariant_matmul_persistent_kernel, (programs,), device,
                 a_arg, b_arg, out3, bias_arg, m, n, k,
