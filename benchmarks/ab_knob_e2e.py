@@ -70,8 +70,8 @@ def main():
                             outs[on] = call(fns).clone()
                             times[on].append(median_ms(lambda: call(fns)))
                 same = torch.equal(outs[True], outs[False])
-                on, off = statistics.median(times[True]), statistics.median(times[False])
-                print(f"B={b:3d} {phase:8s} {knob}: on {on:8.3f} ms  off {off:8.3f} ms  on/off {on / off:.3f}  same bits: {same}", flush=True)
+                ms_on, ms_off = statistics.median(times[True]), statistics.median(times[False])
+                print(f"B={b:3d} {phase:8s} {knob}: on {ms_on:8.3f} ms  off {ms_off:8.3f} ms  on/off {ms_on / ms_off:.3f}  same bits: {same}", flush=True)
 
 
 if __name__ == "__main__":
