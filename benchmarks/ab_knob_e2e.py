@@ -11,8 +11,9 @@ the bits unchanged (the script checks the logits are equal). A knob is ``NAME`` 
 from __future__ import annotations
 
 import argparse
-import functools
+import collections
 import copy
+import functools
 import itertools
 import os
 import sys
@@ -25,6 +26,7 @@ from common import environment, median_ms
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 import inductor_bi  # noqa: E402,F401
+import inductor_bi.backend as backend  # noqa: E402
 from inductor_bi.backend import batch_invariant  # noqa: E402
 from inductor_bi.kernels import configs  # noqa: E402
 from llm import PRESETS, build_model  # noqa: E402
@@ -51,13 +53,26 @@ def main():
         reuse a compilation made by another backend, so a model copy cannot pick up the graph
         compiled with the knob off (parameters are graph inputs, so the copy alone would not
         force a recompile)."""
-        backend = functools.partial(batch_invariant)
-        return torch.compile(m.step, backend=backend, dynamic=True), torch.compile(m, backend=backend, dynamic=True)
+        backend_fn = functools.partial(batch_invariant)
+        return torch.compile(m.step, backend=backend_fn, dynamic=True), torch.compile(m, backend=backend_fn, dynamic=True)
 
+    # What each compilation rewrote, by the label of the call that compiled it: a compile-time
+    # knob whose graph equals the knob-off graph measured nothing (the run prints both).
+    label, rewrites = ["off"], collections.defaultdict(collections.Counter)
+    real_rewrite = backend.rewrite_graph
+
+    def recording(gm):
+        done = real_rewrite(gm)
+        rewrites[label[0]].update(r.original for r in done)
+        return done
+
+    backend.rewrite_graph = recording
     off = compiled(model)
     on_fns = {knob: compiled(copy.deepcopy(model)) if args.compile_time else off for knob in args.knobs}
     with torch.no_grad():
-        for b in (int(x) for x in args.batches.split(",")):
+        batches = [int(x) for x in args.batches.split(",")]
+        first_batch = batches[0]
+        for b in batches:
             tokens, step_args = call_inputs(margs, b, args.prefill_len, args.kv_len)
             phases = [("decode", lambda fns: fns[0](*step_args))] + ([("prefill", lambda fns: fns[1](tokens))] if args.prefill else [])
             for (phase, call), knob in itertools.product(phases, args.knobs):
@@ -66,9 +81,13 @@ def main():
                 for _ in range(args.rounds):
                     for on in (True, False):
                         fns = on_fns[knob] if on else off
+                        label[0] = knob if on else "off"
                         with configs.overridden(**(knobs_on if on else {})):
                             outs[on] = call(fns).clone()
                             times[on].append(median_ms(lambda: call(fns)))
+                if args.compile_time and b == first_batch and phase == "decode":
+                    only_on, only_off = rewrites[knob] - rewrites["off"], rewrites["off"] - rewrites[knob]
+                    print(f"{knob}: rewrites only with it on {dict(only_on)}; only off {dict(only_off)}", flush=True)
                 same = torch.equal(outs[True], outs[False])
                 ms_on, ms_off = statistics.median(times[True]), statistics.median(times[False])
                 print(f"B={b:3d} {phase:8s} {knob}: on {ms_on:8.3f} ms  off {ms_off:8.3f} ms  on/off {ms_on / ms_off:.3f}  same bits: {same}", flush=True)

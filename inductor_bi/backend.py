@@ -17,6 +17,7 @@ import torch
 from torch._inductor.compile_fx import compile_fx, compile_fx_inner
 from torch._inductor.decomposition import select_decomp_table
 
+from .cache_identity import identity_patch
 from .inductor_config import pinned_config
 from .options import Options
 from .passes import OWNED_OPS, check_graph, rewrite_graph
@@ -37,13 +38,14 @@ def batch_invariant(gm: torch.fx.GraphModule, example_inputs, mode: str | None =
         gm,
         example_inputs,
         inner_compile=functools.partial(_rewrite_then_compile, options=opts),
-        config_patches=config_patches(mode),
+        config_patches=config_patches(mode, opts),
         decompositions=decompositions(),
     )
 
 
-def config_patches(mode: str | None) -> dict[str, Any]:
-    """Inductor's options for ``mode`` (e.g. CUDA graphs for "reduce-overhead"), then our pins."""
+def config_patches(mode: str | None, options: Options | None = None) -> dict[str, Any]:
+    """Inductor's options for ``mode`` (e.g. CUDA graphs for "reduce-overhead"), then our pins,
+    then our rewrite's identity for the compile caches (see ``cache_identity``)."""
     from_mode = dict(torch._inductor.list_mode_options(mode)) if mode else {}
     pinned = pinned_config()
     overridden = sorted(k for k, v in from_mode.items() if k in pinned and pinned[k] != v)
@@ -53,7 +55,7 @@ def config_patches(mode: str | None) -> dict[str, Any]:
             "per shape by timing; they stay off (batch invariance needs pinned configs)",
             stacklevel=3,
         )
-    return {**from_mode, **pinned}
+    return {**from_mode, **pinned, **identity_patch(options or Options())}
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,9 +63,19 @@ def _decompositions_cached() -> tuple:
     return tuple((op, fn) for op, fn in select_decomp_table().items() if op not in OWNED_OPS)
 
 
+class _DecompositionTable(dict):
+    """Pickled by reference. torch >= 2.13 hashes a caller's decomposition table into Inductor's
+    FX graph cache key, and hundreds of its functions cannot be pickled: every compilation would
+    bypass the cache. The table is Inductor's own minus ``OWNED_OPS``, a function of the torch
+    version and of our source, both already in the key (``cache_identity``)."""
+
+    def __reduce__(self):
+        return (decompositions, ())
+
+
 def decompositions() -> dict:
     """Inductor's decomposition table without the ops our passes rewrite."""
-    return dict(_decompositions_cached())
+    return _DecompositionTable(_decompositions_cached())
 
 
 def _rewrite_then_compile(gm: torch.fx.GraphModule, example_inputs, *, options: Options, **kwargs):

@@ -224,7 +224,8 @@ class _Capture:
                 gm,
                 example_inputs,
                 inner_compile=functools.partial(self._inner_compile, index=self._index),
-                config_patches=config_patches(mode),
+                # every graph compiled for real: one served from a compile cache is never rewritten
+                config_patches={**config_patches(mode), "force_disable_caches": True},
                 decompositions=decompositions(),
             )
             self.graphs.extend(self._pending)

@@ -135,3 +135,69 @@ def test_integer_matmul_stays_exact_on_aten(graphs):
     out = torch.compile(torch.mm, backend="batch_invariant")(a, b)
     assert torch.equal(out, a @ b)
     assert graphs[0][1] == []
+
+
+class ResidualNorm(nn.Module):
+    """x + r, then the hand-written RMSNorm the graph knobs rewrite, then a linear layer."""
+
+    def __init__(self, d=32):
+        super().__init__()
+        self.w = nn.Parameter(torch.rand(d) + 0.5)
+        self.out = nn.Linear(d, d)
+
+    def forward(self, x, r):
+        h = x + r
+        return self.out(h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6) * self.w)
+
+
+def test_compile_cache_never_serves_a_graph_rewritten_under_other_configs(graphs):
+    """A graph knob read by a pass (configs.REDUCTION_FUSE_RMS_NORM) takes part in the cache key:
+    the same model compiled again with the knob flipped is rewritten again, not served from
+    AOTAutograd's / Inductor's cache filled by the first compilation (which Inductor keys on the
+    unrewritten graph). The third compilation, knob on again, is the first one's: served from the
+    cache (not rewritten again), so the cache stays useful."""
+    from torch._inductor.utils import fresh_cache
+
+    from inductor_bi.kernels import configs
+
+    model, x, r = ResidualNorm(), torch.randn(3, 32), torch.randn(3, 32)
+    outs = []
+    with torch.compiler.config.patch(force_disable_caches=False), fresh_cache(), torch.no_grad():
+        for fused in (True, False, True):
+            torch._dynamo.reset()
+            with configs.overridden(REDUCTION_FUSE_RMS_NORM=fused, REDUCTION_FOLD_RESIDUAL_ADD=fused):
+                outs.append(torch.compile(model, backend="batch_invariant")(x, r))
+    rewritten = [sorted({rw.original.split(":")[0] for rw in rewrites}) for _gm, rewrites in graphs]
+    # 1: the knob-off compilation was served the knob-on graph; 3: the caches never hit
+    assert len(rewritten) == 2, rewritten
+    assert "RMSNorm" in rewritten[0] and "RMSNorm" not in rewritten[1]
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+def test_rewrite_identity_follows_configs_and_keeps_a_users_pass():
+    from torch._inductor.custom_graph_pass import CustomGraphPass
+
+    from inductor_bi.cache_identity import RewriteIdentity
+    from inductor_bi.kernels import configs
+
+    base = RewriteIdentity(None, inductor_bi.Options()).uuid()
+    assert RewriteIdentity(None, inductor_bi.Options()).uuid() == base
+    with configs.overridden(REDUCTION_FUSE_RMS_NORM=not configs.REDUCTION_FUSE_RMS_NORM):
+        assert RewriteIdentity(None, inductor_bi.Options()).uuid() != base
+    assert RewriteIdentity(None, inductor_bi.Options(strict=False)).uuid() != base
+
+    seen = []
+
+    class UserPass(CustomGraphPass):
+        def __call__(self, graph):
+            seen.append(graph)
+
+        def uuid(self):
+            return "user-pass-v1"
+
+    identity = RewriteIdentity(UserPass(), inductor_bi.Options())
+    assert identity.uuid() not in ("", base)
+    identity("graph")
+    assert seen == ["graph"]
+    # a plain callable cannot be hashed: Inductor must keep bypassing its caches for it
+    assert RewriteIdentity(lambda graph: None, inductor_bi.Options()).uuid() == ""
