@@ -169,18 +169,19 @@ def _(x, dims, keepdim, dtype, square=False, addend=None):
 @torch.library.custom_op(f"{LIBRARY}::invariant_rms_norm_rows", mutates_args=())
 def invariant_rms_norm_rows(
     x: torch.Tensor,
-    eps: torch.Tensor,
+    eps: float,
     weight: Optional[torch.Tensor],
     normalized_dtype: Optional[torch.dtype],
     out_dtype: torch.dtype,
     addend: Optional[torch.Tensor] = None,
+    eps_tensor: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A hand-written RMSNorm (and the residual add before it) in one row kernel: (out, h)."""
-    return reduction.invariant_rms_norm_rows(x, eps, weight, normalized_dtype, out_dtype, addend)
+    return reduction.invariant_rms_norm_rows(x, eps, weight, normalized_dtype, out_dtype, addend, eps_tensor)
 
 
 @invariant_rms_norm_rows.register_fake
-def _(x, eps, weight, normalized_dtype, out_dtype, addend=None):
+def _(x, eps, weight, normalized_dtype, out_dtype, addend=None, eps_tensor=None):
     return x.new_empty(x.shape, dtype=out_dtype), x.new_empty(x.shape if addend is not None else (0,))
 
 

@@ -145,7 +145,7 @@ def test_rms_norm_rows_row_equals_alone_and_matches_float64(case, dtype, residua
     rounds it, and the output is within the dtype's tolerance of float64."""
     _, _, row, before, after, other = case
     r = row.shape[-1]
-    weight, eps = 1 + 0.1 * torch.randn(r).to(dtype), torch.tensor(1e-5, dtype=torch.float64)
+    weight, eps = 1 + 0.1 * torch.randn(r).to(dtype), 1e-5
 
     def norm(x):
         x = x.to(dtype)
@@ -169,7 +169,7 @@ def test_rms_norm_rows_bf16_rounds_where_the_graph_does():
     weight multiply, as HF's ``weight * h.to(bf16)`` does; without the cast it is not."""
     gen = torch.Generator().manual_seed(7)
     x, w = torch.randn(4, 80, generator=gen).bfloat16(), (1 + 0.1 * torch.randn(80, generator=gen)).bfloat16()
-    eps = torch.tensor(1e-6)
+    eps = 1e-6
     hf = x.float()
     n = hf * torch.rsqrt(invariant_mean(x, [-1], True, torch.float32, square=True) + eps)
     out, _ = invariant_rms_norm_rows(x, eps, w, torch.bfloat16, torch.bfloat16)
@@ -179,7 +179,7 @@ def test_rms_norm_rows_bf16_rounds_where_the_graph_does():
 
 
 def test_rms_norm_rows_rejects_mismatched_operands():
-    x, eps = torch.randn(3, 8), torch.tensor(1e-6)
+    x, eps = torch.randn(3, 8), 1e-6
     with pytest.raises(RuntimeError, match="weight of shape"):
         invariant_rms_norm_rows(x, eps, torch.ones(4), None, torch.float32)
     with pytest.raises(RuntimeError, match="addend must match"):
@@ -188,6 +188,19 @@ def test_rms_norm_rows_rejects_mismatched_operands():
         invariant_rms_norm_rows(x.double(), eps, None, None, torch.float64)
     out, h = invariant_rms_norm_rows(torch.empty(0, 8), eps, None, None, torch.float32)
     assert out.shape == (0, 8) and h.numel() == 0
+    with pytest.raises(RuntimeError, match="eps_tensor must be one value on the CPU"):
+        invariant_rms_norm_rows(x, 0.0, None, None, torch.float32, None, torch.tensor(1e-6, device="meta"))
+
+
+def test_rms_norm_rows_eps_tensor_is_the_same_eps():
+    """Dynamo passes a float it does not specialize as a 0-dim CPU tensor: read on the host, it
+    gives the bits of the same fp32 value passed as a number."""
+    x, w = torch.randn(6, 40), 1 + 0.1 * torch.randn(40)
+    eps_tensor = torch.tensor(1e-6, dtype=torch.float32)
+    by_number, _ = invariant_rms_norm_rows(x, float(eps_tensor), w, None, torch.float32)
+    by_tensor, _ = invariant_rms_norm_rows(x, 0.5, w, None, torch.float32, None, eps_tensor)
+    assert torch.equal(by_tensor, by_number)
+    assert not torch.equal(by_tensor, invariant_rms_norm_rows(x, 0.5, w, None, torch.float32)[0])
 
 
 def test_residual_addend_must_match_x():

@@ -219,7 +219,7 @@ def test_fused_rms_norm_kernel_compiles_without_spills(r):
     from inductor_bi.kernels import reduction
 
     x, y, out, h = (torch.empty(64, r, dtype=torch.bfloat16, device="meta") for _ in range(4))
-    eps = torch.empty(1, dtype=torch.float32, device="meta")
+    eps = 1e-6  # a kernel argument (fp32), as the op passes it
     w = torch.empty(r, dtype=torch.bfloat16, device="meta")
     cfg = configs.reduction_config(r, torch.bfloat16, torch.device("cuda"))
     options = dict(ADD=True, HAS_WEIGHT=True, NORMALIZED_DTYPE=reduction.tl.bfloat16, ACC=reduction.tl.float32, BLOCK_R=cfg.block_r, num_warps=cfg.num_warps)

@@ -159,7 +159,7 @@ def _row_rms_norm_kernel(
 
 @triton.jit
 def _row_rms_normalize_kernel(
-    x_ptr, y_ptr, eps_ptr, w_ptr, out_ptr, h_ptr, R,
+    x_ptr, y_ptr, eps, w_ptr, out_ptr, h_ptr, R,
     ADD: tl.constexpr, HAS_WEIGHT: tl.constexpr, NORMALIZED_DTYPE: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
     """A hand-written RMSNorm in one program per row, op for op as the graph writes it (HF
@@ -168,7 +168,7 @@ def _row_rms_normalize_kernel(
     NORMALIZED_DTYPE when the graph casts it; out = weight * n, rounded once to out's dtype."""
     row = tl.program_id(0).to(tl.int64)
     x_row, y_row, out_row, h_row = x_ptr + row * R, y_ptr + row * R, out_ptr + row * R, h_ptr + row * R
-    rstd = tl.rsqrt(_lane_sum(x_row, y_row, R, BLOCK_R, ACC, True, ADD) / R + tl.load(eps_ptr).to(ACC))
+    rstd = tl.rsqrt(_lane_sum(x_row, y_row, R, BLOCK_R, ACC, True, ADD) / R + tl.cast(eps, ACC))
     lanes = tl.arange(0, BLOCK_R)
     for start in range(0, R, BLOCK_R):
         cols = start + lanes
@@ -453,16 +453,18 @@ _TL_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.floa
 
 def invariant_rms_norm_rows(
     x: torch.Tensor,
-    eps: torch.Tensor,
+    eps: float,
     weight: torch.Tensor | None,
     normalized_dtype: torch.dtype | None,
     out_dtype: torch.dtype,
     addend: torch.Tensor | None = None,
+    eps_tensor: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A hand-written RMSNorm over the last dim, as the backend finds it in a graph:
     ``weight * (h.float() * rsqrt(mean(h.float() ** 2, -1) + eps)).to(normalized_dtype)`` with
-    ``h = x`` or ``x + addend`` (rounded to x's dtype). ``eps`` is a 0-dim tensor (a model's eps
-    reaches the graph as one), read in fp32. Returns ``(out, h)``; ``h`` is the stored residual
+    ``h = x`` or ``x + addend`` (rounded to x's dtype). eps is added in fp32 as a kernel argument:
+    ``eps``, or the value of ``eps_tensor`` when given, a 0-dim CPU tensor (how Dynamo passes a
+    float it does not specialize, e.g. under ``dynamic=True``), read on the host (no GPU sync). Returns ``(out, h)``; ``h`` is the stored residual
     sum with ``addend``, else an empty tensor. fp16 / bf16 / fp32 inputs, fp32 arithmetic."""
     _require_float(x, "invariant_rms_norm_rows")
     if x.dtype not in _TL_DTYPES or x.dim() == 0:
@@ -472,8 +474,10 @@ def invariant_rms_norm_rows(
         raise RuntimeError(f"inductor_bi.invariant_rms_norm_rows: addend must match x, got {tuple(addend.shape)} {addend.dtype}")
     if weight is not None and tuple(weight.shape) != (r,):
         raise RuntimeError(f"inductor_bi.invariant_rms_norm_rows: weight of shape {tuple(weight.shape)} for rows of {r}")
-    if eps.numel() != 1:
-        raise RuntimeError("inductor_bi.invariant_rms_norm_rows: eps must hold one value")
+    if eps_tensor is not None:
+        if eps_tensor.numel() != 1 or eps_tensor.device.type != "cpu":
+            raise RuntimeError(f"inductor_bi.invariant_rms_norm_rows: eps_tensor must be one value on the CPU, got {tuple(eps_tensor.shape)} on {eps_tensor.device}")
+        eps = float(eps_tensor.float())
     if x.numel() == 0:
         out = torch.empty(x.shape, dtype=out_dtype, device=x.device)
         return out, torch.empty(x.shape if addend is not None else (0,), dtype=x.dtype, device=x.device)
@@ -483,7 +487,7 @@ def invariant_rms_norm_rows(
         # The interpreter cannot round to bf16: the row sum in the kernel, the per-element rest
         # in torch (elementwise, so a row's bits still depend on that row alone).
         h = x if addend is None else x + addend
-        n = h.float() * torch.rsqrt(_row_sum(h, [-1], True, torch.float32, True, "invariant_rms_norm_rows", True, None) + eps.float())
+        n = h.float() * torch.rsqrt(_row_sum(h, [-1], True, torch.float32, True, "invariant_rms_norm_rows", True, None) + eps)
         n = n if normalized_dtype is None else n.to(normalized_dtype)
         out = (n if weight is None else weight * n).to(out_dtype)
         return out, h if addend is not None else torch.empty(0, dtype=x.dtype, device=x.device)
@@ -494,7 +498,7 @@ def invariant_rms_norm_rows(
     h = torch.empty((rows, r) if addend is not None else (0,), dtype=x.dtype, device=x.device)
     _launch_rows(
         _row_rms_normalize_kernel, rows, r, xk.dtype, x.device,
-        xk, yk, _kernel_operand(eps.reshape(1).float()), wk, out, h if addend is not None else out, r,
+        xk, yk, float(eps), wk, out, h if addend is not None else out, r,
         ADD=addend is not None, HAS_WEIGHT=weight is not None,
         NORMALIZED_DTYPE=None if normalized_dtype is None else _TL_DTYPES[normalized_dtype], ACC=tl.float32,
     )  # fmt: skip

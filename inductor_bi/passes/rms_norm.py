@@ -56,8 +56,11 @@ def _match(mean: torch.fx.Node):
     if add_eps is None or add_eps.kwargs:
         return None
     eps = _other(add_eps, mean)
+    # The kernel takes eps as an argument: a Python number, or a 0-dim CPU tensor read on the host
+    # (Dynamo's unspecialized float). An eps tensor on the GPU (a buffer) stays unfused.
     eps_val = fake_value(eps)
-    if not (isinstance(eps, (int, float)) or (isinstance(eps_val, torch.Tensor) and eps_val.dim() == 0 and eps_val.dtype.is_floating_point)):
+    is_host_scalar = isinstance(eps_val, torch.Tensor) and eps_val.dim() == 0 and eps_val.dtype.is_floating_point and eps_val.device.type == "cpu"
+    if not (isinstance(eps, (int, float)) and not isinstance(eps, bool)) and not is_host_scalar:
         return None
     rsqrt = _only_user(add_eps, aten.rsqrt.default)
     normalize = rsqrt and _only_user(rsqrt, aten.mul.Tensor)
@@ -110,9 +113,8 @@ def fuse_rms_norms(gm: torch.fx.GraphModule) -> list[Rewrite]:
             continue
         last = chain[-1]
         with graph.inserting_before(at):
-            if not isinstance(eps, torch.fx.Node):
-                eps = graph.call_function(aten.scalar_tensor.default, (float(eps),), {"dtype": torch.float32})
-            fused = graph.call_function(bi.invariant_rms_norm_rows.default, (source, eps, weight, normalized_dtype, fake_value(last).dtype, addend))
+            eps_args = (0.0, eps) if isinstance(eps, torch.fx.Node) else (float(eps), None)
+            fused = graph.call_function(bi.invariant_rms_norm_rows.default, (source, eps_args[0], weight, normalized_dtype, fake_value(last).dtype, addend, eps_args[1]))
             out = graph.call_function(operator.getitem, (fused, 0))
             stored_h = graph.call_function(operator.getitem, (fused, 1)) if addend is not None else None
         fused.meta = {k: v for k, v in last.meta.items() if k not in ("val", "eager_input_vals")}  # a new call: no traced inputs
