@@ -114,7 +114,9 @@ def matmul_use_tma(a: torch.Tensor, device: torch.device) -> bool:
 # MATMUL_PERSISTENT_PROGRAMS_PER_SM x SMs programs walk the output tiles, so a tile's epilogue can
 # overlap the next tile's loads and no program waits to be scheduled. Which program computes a
 # tile changes; the tile's loads, K loop and epilogue do not (same bits: GPU test and
-# tune_matmul). Hopper TMA launches of one batch only. Off: not yet timed on a GPU.
+# tune_matmul). Hopper TMA launches of one batch only. Off: slower on the H200
+# (tune_matmul_h200_v9.txt: tall tile 0.66-0.70x of cuBLAS at M >= 1024 vs 0.85-0.91x
+# one program per tile; short tile 0.45-0.49x vs 0.69-0.74x), same bits in every case.
 MATMUL_PERSISTENT = False
 MATMUL_PERSISTENT_PROGRAMS_PER_SM = 1
 
@@ -276,16 +278,19 @@ REDUCTION_POINTER_ALIGN = 16
 # adds them itself (rounded to h's dtype, as the add stores h), so the add need not run as its own
 # kernel before the extern row-sum call; Inductor fuses it into the norm's pointwise consumer.
 # Same row sums by construction (CPU tests check bitwise against the unfolded graph); one launch
-# fewer per norm (llama-1b decode: 32 of ~470). Off: not yet timed on a GPU.
-REDUCTION_FOLD_RESIDUAL_ADD = False
+# fewer per norm (llama-1b decode: 32 of ~470). On: llama-1b decode step 2.6 / 3.4 / 1.8% faster
+# at batch 1 / 8 / 64, logits equal (ab_graph_knobs_h200_v9.txt).
+REDUCTION_FOLD_RESIDUAL_ADD = True
 REDUCTION_FOLD_ADD_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 # A hand-written RMSNorm (HF Llama's: mean of squares, + eps, rsqrt, normalize, cast, weight) as
 # one row kernel (passes/rms_norm.py) instead of the row-sum kernel plus Inductor's pointwise
 # normalize: with REDUCTION_FOLD_RESIDUAL_ADD, one launch per norm where there were three. The
 # row sum is invariant_mean's (same lanes, same order); the normalize is per element, so a row's
-# bits depend on that row only. Off: not yet timed on a GPU.
-REDUCTION_FUSE_RMS_NORM = False
+# bits depend on that row only. eps is a kernel argument (a 0-dim CPU eps, Dynamo's unspecialized
+# float, is read on the host). On: with the fold, decode step 4.3 / 4.7 / 3.7% faster at batch 1 /
+# 8 / 64, logits equal (ab_graph_knobs_h200_v9.txt).
+REDUCTION_FUSE_RMS_NORM = True
 
 
 def reduction_config(r: int, dtype: torch.dtype, device: torch.device) -> ReductionConfig:
@@ -399,8 +404,9 @@ ATTENTION_MERGE_IN_LAST_PROGRAM = True
 # folded into the attention call: each program reads its row's slot in place (passes/kv_gather.py,
 # the kernel's kv_rows). Same bits by construction (which memory, not which arithmetic; bitwise
 # in the interpreter). The llama-1b decode step spends ~15% of its kernel time on these copies at
-# batch 64 (profile_e2e_h200_v8.txt; stock pays them too). Off: not yet timed on a GPU.
-ATTENTION_FOLD_KV_GATHER = False
+# batch 64 (profile_e2e_h200_v8.txt; stock pays them too). On: decode step 4.4 / 5.8 / 17%
+# faster at batch 1 / 8 / 64 (2.417 -> 2.006 ms), logits equal (ab_graph_knobs_h200_v9.txt).
+ATTENTION_FOLD_KV_GATHER = True
 
 
 def attention_use_split(sequential_programs: int, n_splits: int, device: torch.device) -> bool:
