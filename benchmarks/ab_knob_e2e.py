@@ -1,11 +1,13 @@
-"""A/B launch knobs of ``inductor_bi.kernels.configs`` end to end: the llama-1b model compiled
+"""A/B knobs of ``inductor_bi.kernels.configs`` end to end: the llama-1b model compiled
 once with the backend, each decode step / prefill timed with a knob on and off in alternation
-(ABAB...), so machine drift hits both sides alike. Only for knobs read at launch time that leave
-the bits unchanged (the script checks the logits are equal). A knob is ``NAME`` (on = True) or
-``NAME=VALUE`` (an int), or several joined by commas (on together); off is the shipped value. Several knobs share the one compile.
+(ABAB...), so machine drift hits both sides alike. Knobs read at launch time share the one
+compile; with ``--compile-time`` (knobs read by the passes) each spec compiles a model copy, and
+the run prints what each compilation rewrote. The script checks the logits are equal. A knob is ``NAME`` (on = True) or
+``NAME=VALUE`` (an int; ``=0`` turns a shipped-on knob off), or several joined by commas (on
+together); "off" is always the shipped value.
 
     python benchmarks/ab_knob_e2e.py ATTENTION_MERGE_IN_LAST_PROGRAM ATTENTION_SPLIT_STAGES=3
-    python benchmarks/ab_knob_e2e.py --compile-time REDUCTION_FOLD_RESIDUAL_ADD REDUCTION_FOLD_RESIDUAL_ADD,REDUCTION_FUSE_RMS_NORM
+    python benchmarks/ab_knob_e2e.py --compile-time REDUCTION_FUSE_RMS_NORM=0 ATTENTION_FOLD_KV_GATHER=0
 """
 
 from __future__ import annotations

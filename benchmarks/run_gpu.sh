@@ -14,13 +14,13 @@
 #   bench     matmul vs cuBLAS, attention vs SDPA, packed and unpacked GQA (not timed as a part)
 #   e2e       the llama-1b model end to end vs stock torch.compile (~300 s with its compiles)
 #   tune      sweeps: small-M split-K strategies (merge tile, PDL; bitwise vs the shipped kernel,
-#             ~60 s), matmul tiles / fetch paths (bitwise vs the v4 kernel; v9: 10 candidates, more than
-#             170 s: run tune_matmul.py on its own), attention
+#             ~60 s), matmul tiles / fetch paths (bitwise vs the v4 kernel; H200, v9: 9 candidates
+#             x 30 cases in 203 s: run tune_matmul.py on its own), attention
 #             tiles (not part of `all`: run when changing configs; more than one call's limit)
-#   ab        alternating A/B of configs knobs on the llama-1b decode step, bits compared
-#             (AB_KNOB: ab_knob_e2e.py's arguments, default --compile-time REDUCTION_FOLD_RESIDUAL_ADD
-#             REDUCTION_FOLD_RESIDUAL_ADD,REDUCTION_FUSE_RMS_NORM ATTENTION_FOLD_KV_GATHER; ~100 s for launch knobs with their one
-#             compile on an H200; compile-time knobs compile a model copy each, not yet timed)
+#   ab        alternating A/B of configs knobs on the llama-1b decode step, bits compared, what
+#             each compile rewrote printed (AB_KNOB: ab_knob_e2e.py's arguments, required, e.g.
+#             AB_KNOB="--compile-time REDUCTION_FUSE_RMS_NORM=0"; H200, v9: three compile-time
+#             specs, a model copy compiled for each, ~160 s)
 #   all       kernels attention hf llm bench e2e (more than one device call's limit)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -54,7 +54,8 @@ for part in "${parts[@]}"; do
     llm) tests "$log" 570 -s tests/gpu/test_llm_gpu.py ;;
     bench) { timeout 300 python3 benchmarks/bench_matmul.py --out "$out"; timeout 240 python3 benchmarks/bench_attention.py --out "$out"; } 2>&1 | tee -a "$log" | tail -40 ;;
     e2e) timeout 570 python3 benchmarks/bench_e2e.py --out "$out" 2>&1 | tee -a "$log" | tail -12 ;;
-    ab) (cd benchmarks && timeout 450 python3 ab_knob_e2e.py ${AB_KNOB:---compile-time REDUCTION_FOLD_RESIDUAL_ADD REDUCTION_FOLD_RESIDUAL_ADD,REDUCTION_FUSE_RMS_NORM ATTENTION_FOLD_KV_GATHER}) 2>&1 | tee -a "$log" | grep -v Warn | tail -14 ;;
+    ab) [ -n "${AB_KNOB:-}" ] || { echo "ab: set AB_KNOB to ab_knob_e2e.py's arguments" >&2; exit 2; }
+        (cd benchmarks && timeout 450 python3 ab_knob_e2e.py $AB_KNOB) 2>&1 | tee -a "$log" | grep -v Warn | tail -14 ;;
     tune) { timeout 150 python3 benchmarks/tune_split_k.py; timeout 420 python3 benchmarks/tune_matmul.py --out "$out"; timeout 240 python3 benchmarks/tune_attention.py; } 2>&1 | tee -a "$log" | grep -v Warn | tail -70 ;;
     *) echo "unknown part: $part (kernels, attention, hf, llm, bench, e2e, ab, tune, all)" >&2; exit 2 ;;
   esac

@@ -40,15 +40,49 @@ def _matmul_float_ops(m, n, **kwargs):
     return inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*call))
 
 
+def _per_k_step(ops):
+    """The float ops with each run of MMA instructions (one tl.dot: BLOCK_K / 16 MMAs chained on
+    one accumulator) as one entry, and the runs' lengths: two kernels with equal entries and
+    K chunks issue the same MMA sequence per chunk whatever their K step (configs.MATMUL_MMA_K)."""
+    entries, runs = [], []
+    for op in ops:
+        if op.startswith("wgmma.mma_async") and entries and entries[-1] == op:
+            runs[-1] += 1
+            continue
+        entries.append(op)
+        if op.startswith("wgmma.mma_async"):
+            runs.append(1)
+    return entries, runs
+
+
 def test_matmul_float_ops_are_the_same_for_any_rows_or_columns():
     """Triton compiles a variant per argument value class (== 1, divisible by 16); the matmul's
     arithmetic must not follow it. (This check found nothing to fix in the matmul; the attention
     kernel's variants differ in their row-sum tree, which is why that sum is order-free.) The
-    4096-row call runs the tall launch shape, the others the short one: one arithmetic."""
-    reference = _matmul_float_ops(4096, 4096)
+    4096-row call runs the tall launch shape, the others the short one: one arithmetic, each
+    MMA run covering its shape's K step."""
+    reference, reference_runs = _per_k_step(_matmul_float_ops(4096, 4096))
     assert any(op.startswith("wgmma") for op in reference)
+    tall, short = configs.MATMUL_CUDA_TALL[torch.bfloat16], configs.MATMUL_CUDA[torch.bfloat16]
+    assert reference_runs == [tall.block_k // configs.MATMUL_MMA_K]
     for m, n in [(1, 4096), (7, 4096), (77, 4096), (128, 4096), (4096, 1), (4096, 77)]:
-        assert _matmul_float_ops(m, n) == reference, (m, n)
+        entries, runs = _per_k_step(_matmul_float_ops(m, n))
+        assert entries == reference, (m, n)
+        assert runs == [(tall if m == 4096 else short).block_k // configs.MATMUL_MMA_K], (m, n, runs)
+
+
+def test_a_128_wide_k_step_is_two_64_wide_steps(monkeypatch):
+    """A short tile with 128-wide K steps (tune_matmul_h200_v9: 2-11% faster than 64-wide at
+    M <= 1024, the same bits in all 30 cases) issues the tall tile's MMA instruction, eight a
+    step instead of four, between the same float ops: a candidate launch shape by construction."""
+    short = dataclasses.replace(configs.MATMUL_CUDA[torch.bfloat16], block_k=128, num_stages=4)
+    tall = configs.MATMUL_CUDA_TALL[torch.bfloat16]
+    assert configs.tall_shares_arithmetic(short, tall)
+    monkeypatch.setitem(configs.MATMUL_CUDA, torch.bfloat16, short)
+    entries, runs = _per_k_step(_matmul_float_ops(64, 4096))
+    reference, reference_runs = _per_k_step(_matmul_float_ops(4096, 4096))
+    assert entries == reference and runs == [8] and reference_runs == [4]
+    assert not configs.tall_shares_arithmetic(dataclasses.replace(short, block_k=120), tall)  # not whole MMAs
 
 
 @pytest.mark.parametrize("m", [64, 4096], ids=["short", "tall"])

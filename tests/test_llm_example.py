@@ -158,7 +158,8 @@ def test_cache_read_in_place_and_fused_norms_give_the_same_step(model, graphs):
     call = (torch.randint(0, args.vocab_size, (b,)), torch.arange(b) % args.max_batch, torch.full((b,), 6), 9)
     knobs = dict(ATTENTION_FOLD_KV_GATHER=True, REDUCTION_FOLD_RESIDUAL_ADD=True, REDUCTION_FUSE_RMS_NORM=True)
     with torch.no_grad():
-        plain = steps[0](*call)
+        with configs.overridden(**{name: False for name in knobs}):
+            plain = steps[0](*call)
         with configs.overridden(**knobs):
             folded = steps[1](*call)
             with pytest.raises(RuntimeError, match="KV cache slot is out of range"):

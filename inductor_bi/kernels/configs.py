@@ -175,10 +175,20 @@ def _gpu(device: torch.device) -> GpuProperties:
     return GpuProperties(props.multi_processor_count, props.major, shared)
 
 
+# K of one Hopper MMA instruction (wgmma ...k16 for fp16 / bf16). A tl.dot over BLOCK_K is
+# BLOCK_K / 16 of them chained on one accumulator in ascending k, so two launch shapes whose K
+# steps differ but are whole numbers of MMAs inside one K chunk issue the same sequence per chunk
+# (tests/test_kernels_sm90_codegen; H200 v9 sweep: a 128-wide K step gave the 64-wide step's bits
+# in all 30 cases, tune_matmul_h200_v9.txt). Not so in the interpreter (one numpy matmul per
+# dot), which uses one tile for every shape.
+MATMUL_MMA_K = 16
+
+
 def tall_shares_arithmetic(short: MatmulConfig, tall: MatmulConfig) -> bool:
     slabs = tall.block_m // MATMUL_ROWS_PER_WARPGROUP
     return (
-        (tall.block_n, tall.block_k, tall.k_chunk) == (short.block_n, short.block_k, short.k_chunk)
+        (tall.block_n, tall.k_chunk) == (short.block_n, short.k_chunk)
+        and all(cfg.block_k % MATMUL_MMA_K == 0 and cfg.k_chunk % cfg.block_k == 0 for cfg in (short, tall))
         and short.block_m == MATMUL_ROWS_PER_WARPGROUP and short.num_warps == 4
         and tall.block_m % MATMUL_ROWS_PER_WARPGROUP == 0 and tall.num_warps == 4 * slabs
     )
