@@ -170,3 +170,41 @@ def test_cache_read_in_place_and_fused_norms_give_the_same_step(model, graphs):
     assert folded_rewrites.count("fixed_split_attention of cache[rows]") == layers
     assert sum(r.startswith("RMSNorm") for r in folded_rewrites) == 2 * layers + 1  # two a layer, and the final norm
     assert not [r for r in [r.original for r in graphs[0][1]] if "cache[rows]" in r or r.startswith("RMSNorm")]
+
+
+# Arguments of our ops that may be a 0-dim CPU tensor while the rest of the call is on the GPU:
+# the op reads them on the host. Any other tensor argument is handed to a kernel as a pointer.
+HOST_READ_ARGUMENTS = {"eps_tensor"}
+
+
+def test_host_scalars_reach_our_ops_only_where_read_on_the_host(model, graphs):
+    """Under dynamic=True Dynamo passes a float it does not specialize (a model's eps) as a 0-dim
+    CPU tensor. On a GPU, such a tensor handed to a Triton kernel as a pointer fails at launch;
+    on the CPU, where these tests run, it would not, so the graph is checked instead: in the
+    serving step, every 0-dim tensor argument of an inductor_bi op is one the op reads on the
+    host (the fused RMSNorm's eps crashed on the H200 before it was)."""
+    import copy
+    import functools
+
+    from inductor_bi.backend import batch_invariant
+
+    m = copy.deepcopy(model)
+    m.setup_kv_cache()
+    step = torch.compile(m.step, backend=functools.partial(batch_invariant), dynamic=True)
+    args = llm.ModelArgs()
+    b = 3
+    with torch.no_grad():
+        step(torch.randint(0, args.vocab_size, (b,)), torch.arange(b) % args.max_batch, torch.full((b,), 6), 9)
+    checked = 0
+    for gm, _rewrites in graphs:
+        for node in gm.graph.nodes:
+            if node.op != "call_function" or not str(node.target).startswith("inductor_bi."):
+                continue
+            schema = node.target._schema
+            bound = dict(zip((a.name for a in schema.arguments), node.args)) | dict(node.kwargs)
+            for name, value in bound.items():
+                val = value.meta.get("val") if isinstance(value, torch.fx.Node) else None
+                if isinstance(val, torch.Tensor) and val.dim() == 0:
+                    assert name in HOST_READ_ARGUMENTS, f"{node.target} gets a 0-dim tensor as {name!r}"
+                    checked += 1
+    assert checked > 0, "the step no longer passes eps as a tensor: the check checks nothing"
