@@ -27,10 +27,11 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def _compile_caches_off():
     """Every test compiles for real: tests record the graphs the backend rewrites, and a graph
     served from AOTAutograd's or Inductor's on-disk cache (filled by an earlier test or run) is
-    never rewritten. The cache test turns them back on in a fresh cache directory."""
+    never rewritten. Session-wide, so module-scoped fixtures that compile are covered too. The
+    cache test turns them back on in a fresh cache directory."""
     with torch.compiler.config.patch(force_disable_caches=True):
         yield
