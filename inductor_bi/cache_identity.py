@@ -18,6 +18,7 @@ import pathlib
 from typing import Any
 
 import torch
+import torch._inductor.config as inductor_config
 from torch._inductor.custom_graph_pass import CustomGraphPass
 
 from .kernels import configs
@@ -66,8 +67,6 @@ class RewriteIdentity(CustomGraphPass):
 
 def identity_patch(options: Any) -> dict[str, Any]:
     """The config entry that puts our rewrite into the cache keys."""
-    import torch._inductor.config as inductor_config
-
     user_pass = inductor_config.post_grad_custom_post_pass
     if isinstance(user_pass, RewriteIdentity):  # a nested compile under our own patch
         user_pass = user_pass.user_pass

@@ -464,8 +464,9 @@ def invariant_rms_norm_rows(
     ``weight * (h.float() * rsqrt(mean(h.float() ** 2, -1) + eps)).to(normalized_dtype)`` with
     ``h = x`` or ``x + addend`` (rounded to x's dtype). eps is added in fp32 as a kernel argument:
     ``eps``, or the value of ``eps_tensor`` when given, a 0-dim CPU tensor (how Dynamo passes a
-    float it does not specialize, e.g. under ``dynamic=True``), read on the host (no GPU sync). Returns ``(out, h)``; ``h`` is the stored residual
-    sum with ``addend``, else an empty tensor. fp16 / bf16 / fp32 inputs, fp32 arithmetic."""
+    float it does not specialize, e.g. under ``dynamic=True``), read on the host (no GPU sync).
+    Returns ``(out, h)``; ``h`` is the stored residual sum with ``addend``, else an empty tensor.
+    fp16 / bf16 / fp32 inputs, fp32 arithmetic."""
     _require_float(x, "invariant_rms_norm_rows")
     if x.dtype not in _TL_DTYPES or x.dim() == 0:
         raise TypeError(f"inductor_bi.invariant_rms_norm_rows: fp16 / bf16 / fp32 tensors with a last dim, got {x.dtype} {tuple(x.shape)}")

@@ -113,8 +113,8 @@ def fuse_rms_norms(gm: torch.fx.GraphModule) -> list[Rewrite]:
             continue
         last = chain[-1]
         with graph.inserting_before(at):
-            eps_args = (0.0, eps) if isinstance(eps, torch.fx.Node) else (float(eps), None)
-            fused = graph.call_function(bi.invariant_rms_norm_rows.default, (source, eps_args[0], weight, normalized_dtype, fake_value(last).dtype, addend, eps_args[1]))
+            eps_number, eps_tensor = (0.0, eps) if isinstance(eps, torch.fx.Node) else (float(eps), None)
+            fused = graph.call_function(bi.invariant_rms_norm_rows.default, (source, eps_number, weight, normalized_dtype, fake_value(last).dtype, addend, eps_tensor))
             out = graph.call_function(operator.getitem, (fused, 0))
             stored_h = graph.call_function(operator.getitem, (fused, 1)) if addend is not None else None
         fused.meta = {k: v for k, v in last.meta.items() if k not in ("val", "eager_input_vals")}  # a new call: no traced inputs
