@@ -55,30 +55,31 @@ def _per_k_step(ops):
     return entries, runs
 
 
-def test_matmul_float_ops_are_the_same_for_any_rows_or_columns():
+def test_matmul_float_ops_are_the_same_for_any_rows_or_columns(monkeypatch):
     """Triton compiles a variant per argument value class (== 1, divisible by 16); the matmul's
     arithmetic must not follow it. (This check found nothing to fix in the matmul; the attention
     kernel's variants differ in their row-sum tree, which is why that sum is order-free.) The
-    4096-row call runs the tall launch shape, the others the short one: one arithmetic, each
-    MMA run covering its shape's K step."""
+    calls with enough tall tiles run the tall launch shape, the others the short one: one
+    arithmetic, each MMA run covering its shape's K step."""
     reference, reference_runs = _per_k_step(_matmul_float_ops(4096, 4096))
     assert any(op.startswith("wgmma") for op in reference)
     tall, short = configs.MATMUL_CUDA_TALL[torch.bfloat16], configs.MATMUL_CUDA[torch.bfloat16]
     assert reference_runs == [tall.block_k // configs.MATMUL_MMA_K]
+    monkeypatch.setattr(configs, "_gpu", lambda device: inspect_kernels.H100_PROPERTIES)
     for m, n in [(1, 4096), (7, 4096), (77, 4096), (128, 4096), (4096, 1), (4096, 77)]:
         entries, runs = _per_k_step(_matmul_float_ops(m, n))
         assert entries == reference, (m, n)
-        assert runs == [(tall if m == 4096 else short).block_k // configs.MATMUL_MMA_K], (m, n, runs)
+        launched = configs.matmul_config(torch.bfloat16, torch.device("cuda"), False, output=(1, m, n))
+        assert launched in (tall, short) and runs == [launched.block_k // configs.MATMUL_MMA_K], (m, n, runs)
 
 
-def test_a_128_wide_k_step_is_two_64_wide_steps(monkeypatch):
-    """A short tile with 128-wide K steps (tune_matmul_h200_v9: 2-11% faster than 64-wide at
-    M <= 1024, the same bits in all 30 cases) issues the tall tile's MMA instruction, eight a
-    step instead of four, between the same float ops: a candidate launch shape by construction."""
-    short = dataclasses.replace(configs.MATMUL_CUDA[torch.bfloat16], block_k=128, num_stages=4)
-    tall = configs.MATMUL_CUDA_TALL[torch.bfloat16]
-    assert configs.tall_shares_arithmetic(short, tall)
-    monkeypatch.setitem(configs.MATMUL_CUDA, torch.bfloat16, short)
+def test_the_short_tiles_128_wide_k_step_is_two_of_the_tall_tiles_steps():
+    """The short tile's K step (128) is twice the tall tile's (64): it issues the tall tile's MMA
+    instruction, eight a step instead of four, between the same float ops, so the two launch
+    shapes run one arithmetic (the H200 sweep, tune_matmul_h200_v9: the same bits in all 30
+    cases). A K step that is not whole MMAs would not share it."""
+    short, tall = configs.MATMUL_CUDA[torch.bfloat16], configs.MATMUL_CUDA_TALL[torch.bfloat16]
+    assert short.block_k == 2 * tall.block_k and configs.tall_shares_arithmetic(short, tall)
     entries, runs = _per_k_step(_matmul_float_ops(64, 4096))
     reference, reference_runs = _per_k_step(_matmul_float_ops(4096, 4096))
     assert entries == reference and runs == [8] and reference_runs == [4]
@@ -120,7 +121,7 @@ def test_matmul_stages_fit_the_gpus_shared_memory(monkeypatch):
     assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 16, 4096)) == short
     monkeypatch.setattr(configs, "_gpu", lambda device: configs.GpuProperties(128, 8, 101376))  # 99 KiB per block (sm_89)
     fitted = configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 16, 4096))
-    assert fitted.num_stages == 4 and dataclasses.replace(fitted, num_stages=short.num_stages) == short
+    assert fitted.num_stages == 2 and dataclasses.replace(fitted, num_stages=short.num_stages) == short
 
 
 @pytest.mark.parametrize(

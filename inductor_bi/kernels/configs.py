@@ -49,14 +49,20 @@ class MatmulConfig:
 # m64n128k16 and its order) is one per dtype, never chosen from M or N (in ``w @ x.T`` the tokens
 # are the columns). Two launch shapes share it (H100 sweep: benchmarks/results/tune_matmul_h100_v5.txt,
 # every candidate bitwise equal to the others on every case):
-# - short: 64 rows, one warpgroup, 6 stages: fills the GPU with more programs when the output is
+# - short: 64 rows, one warpgroup, 4 stages: fills the GPU with more programs when the output is
 #   small (0.6-1.06x cuBLAS at M <= 256);
 # - tall: 128 rows, two warpgroups each running the short tile's instruction sequence on its
 #   own 64 rows (identical floating-point PTX, tests/test_kernels_sm90_codegen), 4 stages:
 #   0.81-0.90x cuBLAS at M >= 1024 with TMA, where the short tile reached 0.66-0.71x.
+# The short tile's K step is 128 wide (v10), twice the tall tile's: a tl.dot over 128 is eight of
+# the same m64n128k16 MMAs chained on one accumulator, where the tall tile issues two dots of
+# four, so both run one MMA sequence per K chunk (configs.MATMUL_MMA_K; tests/test_kernels_sm90_codegen).
+# H200 sweep (tune_matmul_h200_v9.txt, every candidate bitwise equal): 64x128x128 with 4 stages
+# beat 64x128x64 with 6 in 27 of 30 cases, by up to 11% at mid M (M=1024 N=1024 1.08 vs 0.97x of
+# cuBLAS; M=256 K=14336 0.99 vs 0.91x; M=1 0.69-0.81 vs 0.67-0.79x).
 MATMUL_CUDA = {
-    torch.float16: MatmulConfig(block_m=64, block_n=128, block_k=64, k_chunk=1024, num_warps=4, num_stages=6),
-    torch.bfloat16: MatmulConfig(block_m=64, block_n=128, block_k=64, k_chunk=1024, num_warps=4, num_stages=6),
+    torch.float16: MatmulConfig(block_m=64, block_n=128, block_k=128, k_chunk=1024, num_warps=4, num_stages=4),
+    torch.bfloat16: MatmulConfig(block_m=64, block_n=128, block_k=128, k_chunk=1024, num_warps=4, num_stages=4),
     torch.float32: MatmulConfig(block_m=64, block_n=64, block_k=32, k_chunk=512, num_warps=4, num_stages=3),
     torch.float64: MatmulConfig(block_m=32, block_n=32, block_k=16, k_chunk=512, num_warps=4, num_stages=2),
 }

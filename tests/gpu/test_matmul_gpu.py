@@ -100,12 +100,14 @@ def test_row_equals_alone_hypothesis(m, n, k, dtype, data):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("m", [1, 64, 300, 4096])
-def test_tma_pointer_tall_and_short_paths_give_the_same_bits(dtype, m, monkeypatch):
-    """Every way of fetching and distributing tiles (TMA or pointer loads; 64- or 128-row programs;
-    split-K or not) runs one arithmetic, so all give the same bits, on both weight layouts."""
+@pytest.mark.parametrize("k", [4096, 1100, 2050, 50])
+def test_tma_pointer_tall_and_short_paths_give_the_same_bits(dtype, m, k, monkeypatch):
+    """Every way of fetching and distributing tiles (TMA or pointer loads; 64- or 128-row programs
+    with 128- or 64-wide K steps; split-K or not) runs one arithmetic, so all give the same bits,
+    on both weight layouts; also where K ends inside a K step (zero-padded MMAs)."""
     torch.manual_seed(0)
-    a = torch.randn(m, 4096, device="cuda", dtype=dtype)
-    weight = torch.randn(1024, 4096, device="cuda", dtype=dtype) / 64
+    a = torch.randn(m, k, device="cuda", dtype=dtype)
+    weight = torch.randn(1024, k, device="cuda", dtype=dtype) / k**0.5
     outs = {}
     for layout, b in {"[out, in].t()": weight.t(), "[in, out]": weight.t().contiguous()}.items():
         for tall in (False, True):
