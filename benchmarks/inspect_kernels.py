@@ -56,8 +56,8 @@ def recorded_launches():
             stack.enter_context(_patched(module, "launch", record))
             stack.enter_context(_patched(module, "uses_interpreter", lambda device: False))
         cuda = torch.device("cuda")
-        # The H100's answer to "may this call use TMA?" (sm_90 >= MATMUL_TMA_MIN_CAPABILITY_MAJOR).
-        stack.enter_context(_patched(configs, "matmul_use_tma", lambda a, device: configs.MATMUL_USE_TMA and a.dtype in configs.MATMUL_TMA_DTYPES))
+        # The H100's answer to "can this dtype be fetched by TMA?" (sm_90 >= TMA_MIN_CAPABILITY_MAJOR).
+        stack.enter_context(_patched(configs, "tma_available", lambda dtype, device: dtype in configs.TMA_DTYPES))
         stack.enter_context(_patched(configs, "_gpu", lambda device: H100_PROPERTIES))
         persistent = configs.matmul_persistent_programs  # asked of the H100, not the meta device
         stack.enter_context(_patched(configs, "matmul_persistent_programs", lambda tiles, device: persistent(tiles, cuda)))
@@ -159,11 +159,11 @@ def reduction_calls(rows: int, r: int, dtype=torch.bfloat16):
     return calls
 
 
-def attention_calls(batch: int, lq: int, lk: int, pack_gqa: bool | None = None, path: str = "sequential"):
+def attention_calls(batch: int, lq: int, lk: int, pack_gqa: bool | None = None, path: str = "sequential", tma: bool | None = None):
     q = torch.empty(batch, 32, lq, 128, dtype=torch.bfloat16, device="meta")
     kv = torch.empty(batch, 8, lk, 128, dtype=torch.bfloat16, device="meta")
     with recorded_launches() as calls:
-        attention.fixed_split_attention(q, kv, kv, is_causal=lq > 1, enable_gqa=True, path=path, pack_gqa=pack_gqa)
+        attention.fixed_split_attention(q, kv, kv, is_causal=lq > 1, enable_gqa=True, path=path, pack_gqa=pack_gqa, tma=tma)
     return calls
 
 

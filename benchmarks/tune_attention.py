@@ -16,17 +16,17 @@ from inductor_bi.kernels import configs
 from inductor_bi.kernels.attention import fixed_split_attention
 from inductor_bi.kernels.configs import AttentionConfig
 
-# Candidates: (tile config, configs knobs). The v7 tiles (tune_attention_h200_v7.txt) were all
-# slower than the shipped one and are gone from the list. v8 (tune_attention_h200_v8.txt) timed
-# the shipped tile with row sums by MMA, decode pipeline depth 3 / 4 and the merge in the last
-# split program, one at a time and together; all three are on since. The v7 line (all three off)
-# stays as the baseline, and depth 4 as the one that lost.
+# Candidates: (tile config, configs knobs). v7 / v8 (tune_attention_h200_v7.txt, _v8.txt) timed
+# tiles and three knobs, all since decided. v10: K / V by TMA descriptors (ATTENTION_USE_TMA: the
+# same float ops, fewer spills) against the v9 pointer loads, with one more pipeline stage, and a
+# 128-row tile on 8 warps (the 64-row tile's float ops per warpgroup with TMA, offline: a
+# candidate launch shape for prefill, as the matmul's tall tile).
 SHIPPED = AttentionConfig(block_m=64, block_n=64, kv_split=512, num_warps=4, num_stages=2)
-V7_KNOBS = {"ATTENTION_ROW_SUM_BY_MMA": False, "ATTENTION_SPLIT_STAGES": None, "ATTENTION_MERGE_IN_LAST_PROGRAM": False}
 CANDIDATES = [
-    (SHIPPED, {}),
-    (SHIPPED, V7_KNOBS),
-    (SHIPPED, {"ATTENTION_SPLIT_STAGES": 4}),  # decode's pipeline depth: a launch choice, same bits
+    (SHIPPED, {"ATTENTION_USE_TMA": False}),  # the v9 kernel
+    (SHIPPED, {"ATTENTION_USE_TMA": True}),
+    (AttentionConfig(block_m=64, block_n=64, kv_split=512, num_warps=4, num_stages=3), {"ATTENTION_USE_TMA": True}),
+    (AttentionConfig(block_m=128, block_n=64, kv_split=512, num_warps=8, num_stages=2), {"ATTENTION_USE_TMA": True}),
 ]
 CASES = [("prefill", 1, 4096, 4096), ("prefill", 1, 8192, 8192), ("decode", 16, 1, 4096), ("decode", 1, 1, 8192), ("decode", 64, 1, 1024)]
 
@@ -47,6 +47,7 @@ def main():
         line += f"{stock[case]:.3f}".rjust(24)
     print(line, flush=True)
     pq, pk, pv = data[CASES[0]]
+    first = None
     for cfg, knobs in CANDIDATES:
         configs._ATTENTION_CUDA_16BIT[128] = cfg
         label = f"m{cfg.block_m} n{cfg.block_n} s{cfg.kv_split} w{cfg.num_warps} st{cfg.num_stages}" + "".join(f" {k}={v}" for k, v in knobs.items())
@@ -61,7 +62,9 @@ def main():
                                  fixed_split_attention(pq[:, :, t : t + 1], pk[:, :, : t + 1], pv[:, :, : t + 1], enable_gqa=True))
                      for t in (0, 63, 64, 255, 256, 1000, 4095))
             err = (prefill.double() - F.scaled_dot_product_attention(pq.double(), pk.double(), pv.double(), is_causal=True, enable_gqa=True)).abs().max().item()
-        print(line + ("  yes" if ok else "  NO") + f"  max err vs fp64 {err:.1e}", flush=True)
+        first = prefill if first is None else first
+        same = "yes" if torch.equal(prefill, first) else "NO"
+        print(line + ("  yes" if ok else "  NO") + f"  max err vs fp64 {err:.1e}  prefill bits == first line: {same}", flush=True)
 
 
 if __name__ == "__main__":

@@ -309,6 +309,44 @@ def test_sequential_and_split_paths_identical(case, merge_in_last):
 
 
 @FAST
+@given(attention_case(), st.sampled_from(["sequential", "split"]), st.booleans())
+def test_tma_and_pointer_loads_give_the_same_bits(case, path, pack_gqa):
+    """K / V blocks fetched by TMA descriptors (configs.ATTENTION_USE_TMA) or by pointer loads:
+    keys past Lk and head-dim columns past D arrive as zeros either way, so every row has the
+    same bits (head dims that are no power of two included)."""
+    q, k, v, kwargs = case
+    pointer = fixed_split_attention_with_lse(q, k, v, path=path, pack_gqa=pack_gqa, tma=False, **kwargs)
+    tma = fixed_split_attention_with_lse(q, k, v, path=path, pack_gqa=pack_gqa, tma=True, **kwargs)
+    assert torch.equal(tma[0], pointer[0]) and torch.equal(tma[1], pointer[1])
+
+
+@pytest.mark.parametrize("path", ["sequential", "split"])
+def test_tma_reads_a_cache_slot_in_place_with_the_same_bits(path):
+    """A cache read in place through TMA: the descriptor spans the whole cache and each program
+    addresses its batch row's slot; keys past the read length are zeros, not the next slot's."""
+    gen = torch.Generator().manual_seed(12)
+    k_cache, v_cache = randn(5, 2, 128, 16, gen=gen), randn(5, 2, 128, 16, gen=gen)
+    k_cache[:, :, 70:] = float("nan")  # past the read length: must never reach a row
+    v_cache[:, :, 70:] = float("nan")
+    q = randn(3, 4, 1, 16, gen=gen)
+    rows = torch.tensor([4, 0, -2])
+    options = dict(enable_gqa=True, path=path, kv_rows=rows)
+    pointer = fixed_split_attention(q, k_cache[:, :, :70], v_cache[:, :, :70], tma=False, **options)
+    tma = fixed_split_attention(q, k_cache[:, :, :70], v_cache[:, :, :70], tma=True, **options)
+    assert not pointer.isnan().any() and torch.equal(tma, pointer)
+
+
+def test_layouts_tma_cannot_describe_fall_back_to_pointer_loads():
+    """A broadcast K (stride 0) or an odd row stride cannot be a TMA descriptor: same bits by
+    pointer loads, no error."""
+    gen = torch.Generator().manual_seed(13)
+    q = randn(2, 2, 5, 16, gen=gen)
+    k = randn(1, 2, 9, 16, gen=gen).expand(2, 2, 9, 16)  # batch stride 0
+    v = randn(2, 2, 9, 17, gen=gen)[..., :16]  # row stride of 17 elements
+    assert torch.equal(fixed_split_attention(q, k, v, tma=True), fixed_split_attention(q, k, v, tma=False))
+
+
+@FAST
 @given(attention_case(), st.sampled_from(["sequential", "split"]))
 def test_gqa_packed_and_unpacked_identical(case, path):
     """One program per group of query heads (rows = position x head) computes every row with the

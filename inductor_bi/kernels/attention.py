@@ -74,22 +74,33 @@ def _order_free_row_sum(p, BLOCK_N: tl.constexpr):
 @triton.jit
 def _online_softmax_step(
     q, k_base, v_base, mask_base, n_start, part_m, part_l, part_a,
-    offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2,
+    offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2, kv_b, h_kv,
     MASKED: tl.constexpr,
     IS_CAUSAL: tl.constexpr,
     MASK_KIND: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
     ROW_SUM_MMA: tl.constexpr,
+    USE_TMA: tl.constexpr,
 ):
     """Fold keys [n_start, n_start + BLOCK_N) into one split's (m, l, a). ``MASKED=False`` is
     only for a block every row sees whole: it then computes exactly what the masked step would
-    (every where() below picks its first operand), without the masking work."""
+    (every where() below picks its first operand), without the masking work. With ``USE_TMA``
+    k_base / v_base are 4-D descriptors of K / V and (kv_b, h_kv) the program's cache row and head."""
     LOG2E: tl.constexpr = 1.4426950408889634
     offs_n = n_start + tl.arange(0, BLOCK_N)
     offs_n64 = offs_n.to(tl.int64)
     if MASKED:
         n_ok = offs_n < Lk
+    if USE_TMA:
+        # Hopper TMA boxes [1, 1, BLOCK_N, BLOCK_D] of K and V: keys past Lk and head-dim columns
+        # past D arrive as zeros, the values the masked pointer loads below give them. Which path
+        # fetches the block, not what is computed (the same PTX float ops, tests/test_kernels_sm90_codegen).
+        k = k_base.load([kv_b, h_kv, n_start, 0]).reshape(BLOCK_N, BLOCK_D).T
+        v = v_base.load([kv_b, h_kv, n_start, 0]).reshape(BLOCK_N, BLOCK_DV)
+    elif MASKED:
         k = tl.load(k_base + offs_n64[None, :] * stride_kn, mask=d_ok[:, None] & n_ok[None, :], other=0.0)
         v = tl.load(v_base + offs_n64[:, None] * stride_vn, mask=n_ok[:, None] & dv_ok[None, :], other=0.0)
     else:
@@ -164,6 +175,7 @@ def _fixed_split_attention_kernel(
     MERGE_IN_LAST: tl.constexpr = False,
     ROW_SUM_MMA: tl.constexpr = False,
     HAS_KV_ROWS: tl.constexpr = False,
+    USE_TMA: tl.constexpr = False,
 ):
     # One flat grid axis (the batch*heads product can pass CUDA's 65535 limit on axis 1); the
     # query blocks of one head group are neighbours so they share its K/V in L2.
@@ -244,8 +256,12 @@ def _fixed_split_attention_kernel(
             # caller's to check (the graph pass asserts it once per graph); never read outside.
             kv_b = tl.load(KV_ROWS + b).to(tl.int64)
             kv_b = tl.minimum(tl.maximum(tl.where(kv_b < 0, kv_b + KV_SLOTS, kv_b), 0), KV_SLOTS - 1)
-        k_base = K + kv_b * stride_kb + h_kv * stride_kh + offs_d64[:, None] * stride_kd
-        v_base = V + kv_b * stride_vb + h_kv * stride_vh + offs_dv64[None, :] * stride_vd
+        kv_row, kv_head = kv_b.to(tl.int32), h_kv.to(tl.int32)  # TMA coordinates are 32-bit
+        if USE_TMA:  # K and V are descriptors, addressed by (cache row, head, key, column)
+            k_base, v_base = K, V
+        else:
+            k_base = K + kv_b * stride_kb + h_kv * stride_kh + offs_d64[:, None] * stride_kd
+            v_base = V + kv_b * stride_vb + h_kv * stride_vh + offs_dv64[None, :] * stride_vd
         mask_base = MASK + b * stride_mb + head_2d * stride_mh + offs_m64[:, None] * stride_mm
 
     if MODE == 2 and USE_PDL:  # launched early (configs.SPLIT_MERGE_PDL): wait for every SPLIT store
@@ -269,14 +285,14 @@ def _fixed_split_attention_kernel(
             for n_start in range(n_lo, n_mid, BLOCK_N):
                 part_m, part_l, part_a = _online_softmax_step(
                     q, k_base, v_base, mask_base, n_start, part_m, part_l, part_a,
-                    offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2,
-                    False, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N, ROW_SUM_MMA,
+                    offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2, kv_row, kv_head,
+                    False, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N, BLOCK_D, BLOCK_DV, ROW_SUM_MMA, USE_TMA,
                 )
             for n_start in range(n_mid, n_hi, BLOCK_N):
                 part_m, part_l, part_a = _online_softmax_step(
                     q, k_base, v_base, mask_base, n_start, part_m, part_l, part_a,
-                    offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2,
-                    True, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N, ROW_SUM_MMA,
+                    offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2, kv_row, kv_head,
+                    True, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N, BLOCK_D, BLOCK_DV, ROW_SUM_MMA, USE_TMA,
                 )
             if MODE == 1:  # SPLIT: hand the partial to the MERGE program
                 ws = work_row + s * rows
@@ -411,6 +427,7 @@ def fixed_split_attention_with_lse(
     path: str | None = None,
     pack_gqa: bool | None = None,
     kv_rows: torch.Tensor | None = None,
+    tma: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``fixed_split_attention`` plus the fp32 log-sum-exp (natural log) of each query row's
     scaled, masked scores, shaped like the output without its last dim ([..., Hq, Lq]); -inf
@@ -462,7 +479,7 @@ def fixed_split_attention_with_lse(
         elif interpreted:
             mask = mask.to(interpreter_dtype(mask.dtype))
         mask4 = mask.reshape(-1, hq, lq, lk)
-    _run(q4, k4, v4, mask4, mask_is_bool, out4, lse.view(-1, hq, lq), bool(is_causal), float(scale), path, pack_gqa, kv_rows)
+    _run(q4, k4, v4, mask4, mask_is_bool, out4, lse.view(-1, hq, lq), bool(is_causal), float(scale), path, pack_gqa, kv_rows, tma)
     return out.to(q.dtype), lse
 
 
@@ -492,6 +509,7 @@ def fixed_split_attention(
     path: str | None = None,
     pack_gqa: bool | None = None,
     kv_rows: torch.Tensor | None = None,
+    tma: bool | None = None,
 ) -> torch.Tensor:
     """``torch.nn.functional.scaled_dot_product_attention`` (no dropout), batch-invariant.
 
@@ -510,14 +528,29 @@ def fixed_split_attention(
     ``path`` forces the sequential or split-parallel execution (tests); ``None`` lets the
     shapes decide. ``pack_gqa`` forces (True) or forbids (False) one program per group of query
     heads sharing a K/V head; ``None`` packs when one tile holds a group's rows
-    (``configs.attention_packs_gqa``). Either way the bits are the same.
+    (``configs.attention_packs_gqa``). ``tma`` forces (True) or forbids (False) fetching K / V
+    blocks by Hopper TMA descriptors (``None``: ``configs.attention_use_tma``, where the layout
+    allows). Either way the bits are the same.
     """
     return fixed_split_attention_with_lse(
-        q, k, v, attn_mask, is_causal, scale, enable_gqa, path=path, pack_gqa=pack_gqa, kv_rows=kv_rows
+        q, k, v, attn_mask, is_causal, scale, enable_gqa, path=path, pack_gqa=pack_gqa, kv_rows=kv_rows, tma=tma
     )[0]
 
 
-def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pack_gqa, kv_rows=None):
+def _kv_descriptors(k4, v4, block_n, block_d, block_dv):
+    """4-D TMA descriptors of K and V ([rows, heads, keys, dim], as they lie in memory) with
+    [1, 1, block_n, block_d] boxes, or None when a layout does not allow them."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    if not (configs.tma_describable(k4) and configs.tma_describable(v4)):
+        return None
+    return (
+        TensorDescriptor(k4, list(k4.shape), list(k4.stride()), [1, 1, block_n, block_d]),
+        TensorDescriptor(v4, list(v4.shape), list(v4.stride()), [1, 1, block_n, block_dv]),
+    )
+
+
+def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pack_gqa, kv_rows=None, tma=None):
     nb, hq, lq, d = q4.shape
     hkv, lk, dv = k4.shape[1], k4.shape[2], v4.shape[3]
     device = q4.device
@@ -539,19 +572,25 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
     else:
         mask_kind = _BOOL_MASK if mask_is_bool else _FLOAT_MASK
         mask_arg, mask_strides = mask4, mask4.stride()
+    # tl.dot needs every dim >= 16; padded columns are masked to 0 and change no sum.
+    block_d, block_dv = max(16, triton.next_power_of_2(d)), max(16, triton.next_power_of_2(dv))
+    if tma is None:
+        tma = configs.attention_use_tma(q4.dtype, device)
+    descriptors = _kv_descriptors(k4, v4, cfg.block_n, block_d, block_dv) if tma else None
+    k_arg, v_arg = descriptors if descriptors is not None else (k4, v4)
     common = dict(
         IS_CAUSAL=is_causal,
         MASK_KIND=mask_kind,
         INPUT_PRECISION=_input_precision(q4.dtype),
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n,
-        # tl.dot needs every dim >= 16; padded columns are masked to 0 and change no sum.
-        BLOCK_D=max(16, triton.next_power_of_2(d)),
-        BLOCK_DV=max(16, triton.next_power_of_2(dv)),
+        BLOCK_D=block_d,
+        BLOCK_DV=block_dv,
         KV_SPLIT=cfg.kv_split,
         HEADS_PER_PROG=heads_per_prog,
         ROW_SUM_MMA=configs.ATTENTION_ROW_SUM_BY_MMA,
         HAS_KV_ROWS=kv_rows is not None,
+        USE_TMA=descriptors is not None,
         num_warps=cfg.num_warps,
         num_stages=configs.attention_stages(cfg, split),
         # No FMA contraction: the compiler may not fuse a*b+c differently in the SEQUENTIAL and
@@ -562,7 +601,7 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
     def go(grid, mode, work_m, work_l, work_a, arrivals=None, **options):
         launch(
             _fixed_split_attention_kernel, grid, device,
-            q4, k4, v4, mask_arg, out4, lse3, work_m, work_l, work_a,
+            q4, k_arg, v_arg, mask_arg, out4, lse3, work_m, work_l, work_a,
             lse3 if arrivals is None else arrivals,  # unused unless MERGE_IN_LAST
             lse3 if kv_rows is None else kv_rows,  # unused unless HAS_KV_ROWS
             lq, lk, d, dv, hq, hq // hkv, n_splits, k4.shape[0],

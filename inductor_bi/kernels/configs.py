@@ -93,27 +93,43 @@ MATMUL_INTERPRETER = MatmulConfig(block_m=32, block_n=32, block_k=32, k_chunk=12
 MATMUL_SPLIT_K_MAX_TILES = 64  # split when the output has fewer tiles than this (CUDA only)
 
 
-# Hopper and later fetch the tiles with TMA (tensor-memory-accelerator descriptors) where the
-# layout allows: fp16 / bf16, one batch. It changes only how tiles reach shared memory, not the
-# tiles, the MMA instructions or their order (same PTX arithmetic: tests/test_kernels_sm90_codegen).
-MATMUL_USE_TMA = True
-MATMUL_TMA_DTYPES = (torch.float16, torch.bfloat16)
-MATMUL_TMA_MIN_CAPABILITY_MAJOR = 9
+# Hopper and later can fetch tiles with TMA (tensor-memory-accelerator descriptors) where the
+# layout allows: fp16 / bf16. It changes only how tiles reach shared memory, not the tiles, the
+# MMA instructions or their order (same PTX arithmetic: tests/test_kernels_sm90_codegen).
+TMA_DTYPES = (torch.float16, torch.bfloat16)
+TMA_MIN_CAPABILITY_MAJOR = 9
 # What a TMA descriptor can describe (CUDA's cuTensorMapEncodeTiled): 16-byte aligned base and
-# row stride, dims up to 2**32, strides below 2**40 bytes. Other tensors use pointer loads.
-MATMUL_TMA_ALIGN_BYTES = 16
-MATMUL_TMA_MAX_DIM = 2**32
-MATMUL_TMA_MAX_STRIDE_BYTES = 2**40
+# strides (other than the last, which is 1), dims up to 2**32, strides below 2**40 bytes. Other
+# tensors use pointer loads.
+TMA_ALIGN_BYTES = 16
+TMA_MAX_DIM = 2**32
+TMA_MAX_STRIDE_BYTES = 2**40
+
+# The matmul's A and B tiles by TMA (one batch).
+MATMUL_USE_TMA = True
+
+
+def tma_available(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether the hardware can fetch tiles of this dtype by TMA."""
+    return device.type == "cuda" and dtype in TMA_DTYPES and _gpu(device).capability_major >= TMA_MIN_CAPABILITY_MAJOR
+
+
+def tma_describable(t: torch.Tensor) -> bool:
+    """Whether a TMA descriptor can describe ``t`` as it lies in memory (no copy)."""
+    size = t.element_size()
+    return (
+        t.dim() >= 1
+        and 0 not in t.shape
+        and t.stride(-1) == 1
+        and t.data_ptr() % TMA_ALIGN_BYTES == 0
+        and max(t.shape) <= TMA_MAX_DIM
+        and all(0 < stride * size < TMA_MAX_STRIDE_BYTES and (stride * size) % TMA_ALIGN_BYTES == 0 for stride in t.stride()[:-1])
+    )
 
 
 def matmul_use_tma(a: torch.Tensor, device: torch.device) -> bool:
     """Whether this call may fetch tiles by TMA: a question of hardware and layout only."""
-    return (
-        MATMUL_USE_TMA
-        and device.type == "cuda"
-        and a.dtype in MATMUL_TMA_DTYPES
-        and _gpu(device).capability_major >= MATMUL_TMA_MIN_CAPABILITY_MAJOR
-    )
+    return MATMUL_USE_TMA and tma_available(a.dtype, device)
 
 
 # Persistent FULL launches (kernels/matmul.py: _invariant_matmul_persistent_kernel): at most
@@ -129,7 +145,7 @@ MATMUL_PERSISTENT_PROGRAMS_PER_SM = 1
 
 def matmul_persistent_programs(tiles: int, device: torch.device) -> int | None:
     """How many programs a persistent FULL launch runs (None: launch one program per tile)."""
-    if not MATMUL_PERSISTENT or device.type != "cuda" or _gpu(device).capability_major < MATMUL_TMA_MIN_CAPABILITY_MAJOR:
+    if not MATMUL_PERSISTENT or device.type != "cuda" or _gpu(device).capability_major < TMA_MIN_CAPABILITY_MAJOR:
         return None
     return min(tiles, MATMUL_PERSISTENT_PROGRAMS_PER_SM * _gpu(device).sm_count)
 
@@ -425,6 +441,20 @@ ATTENTION_MERGE_IN_LAST_PROGRAM = True
 ATTENTION_FOLD_KV_GATHER = True
 
 
+# K / V blocks fetched by TMA descriptors on Hopper (attention._kv_descriptors) where the layout
+# allows, instead of pointer loads: which path brings a block into shared memory, not which keys
+# or what is computed (keys past Lk and padded head-dim columns arrive as zeros either way; the
+# same PTX float ops, tests/test_kernels_sm90_codegen). The pointer loads' 64-bit addresses held
+# registers: the sm_90 prefill kernel spills 17 stores with TMA, 49 with pointers (decode: 210 vs
+# 246 registers). On since v10 (timing: benchmarks/NOTES.md v10).
+ATTENTION_USE_TMA = True
+
+
+def attention_use_tma(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether this call may fetch K / V by TMA: a question of hardware and layout only."""
+    return ATTENTION_USE_TMA and tma_available(dtype, device)
+
+
 def attention_use_split(sequential_programs: int, n_splits: int, device: torch.device) -> bool:
     """Whether to run the KV splits in separate programs: only a question of filling the GPU."""
     return device.type == "cuda" and n_splits > 1 and sequential_programs < ATTENTION_SPLIT_MAX_PROGRAMS
@@ -458,6 +488,7 @@ SPEED_KNOBS = {
     "ATTENTION_MERGE_IN_LAST_PROGRAM": "split-KV partials merged by the tile's last split program",
     "ATTENTION_SPLIT_STAGES": "decode's pipeline depth (None: the tile's)",
     "ATTENTION_FOLD_KV_GATHER": "a serving step's KV cache read in place by attention",
+    "ATTENTION_USE_TMA": "Hopper K / V blocks fetched by TMA descriptors",
     "REDUCTION_FOLD_RESIDUAL_ADD": "the residual add before a norm done by the row kernel",
     "REDUCTION_FUSE_RMS_NORM": "a hand-written RMSNorm as one row kernel",
 }

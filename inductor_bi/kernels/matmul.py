@@ -325,25 +325,13 @@ def _tma_operands(a3, b3, cfg):
     if a3.shape[0] != 1 or 0 in a3.shape or 0 in b3.shape:  # descriptors need every dim >= 1
         return None
     a2, b2 = a3[0], b3[0]
-    size = a2.element_size()
-
-    def fits(t):
-        align = configs.MATMUL_TMA_ALIGN_BYTES
-        return (
-            t.stride(1) == 1
-            and (t.stride(0) * size) % align == 0
-            and t.data_ptr() % align == 0
-            and max(t.shape) <= configs.MATMUL_TMA_MAX_DIM
-            and t.stride(0) * size < configs.MATMUL_TMA_MAX_STRIDE_BYTES
-        )
-
-    if not fits(a2):
+    if not configs.tma_describable(a2):
         return None
     a_desc = TensorDescriptor(a2, list(a2.shape), list(a2.stride()), [cfg.block_m, cfg.block_k])
     bt = b2.t()
-    if fits(bt):
+    if configs.tma_describable(bt):
         return a_desc, TensorDescriptor(bt, list(bt.shape), list(bt.stride()), [cfg.block_n, cfg.block_k]), True
-    if fits(b2):
+    if configs.tma_describable(b2):
         return a_desc, TensorDescriptor(b2, list(b2.shape), list(b2.stride()), [cfg.block_k, cfg.block_n]), False
     return None
 

@@ -73,7 +73,7 @@ def _config_details(val: torch.Tensor, k, device: torch.device | None = None) ->
     tall = configs.MATMUL_CUDA_TALL.get(val.dtype) if device.type == "cuda" else None
     if tall is not None:  # a launch shape over the same arithmetic, for outputs that fill the GPU
         details["tall_tile"] = f"{tall.block_m}x{tall.block_n}x{tall.block_k}, {tall.num_warps} warps, {tall.num_stages} stages (Hopper)"
-    if device.type == "cuda" and val.dtype in configs.MATMUL_TMA_DTYPES and configs.MATMUL_USE_TMA:
+    if device.type == "cuda" and val.dtype in configs.TMA_DTYPES and configs.MATMUL_USE_TMA:
         details["fetch"] = "TMA on Hopper where the layout allows, else pointer loads"
     k = static_int(k)
     if k is None:

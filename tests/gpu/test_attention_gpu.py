@@ -219,3 +219,38 @@ def test_cache_read_in_place_gives_the_bits_of_the_gathered_cache_gpu(batch):
         gathered = fixed_split_attention(q, k_cache[rows, :, :lk], v_cache[rows, :, :lk], mask, enable_gqa=True, path=path)
         in_place = fixed_split_attention(q, k_cache[:, :, :lk], v_cache[:, :, :lk], mask, enable_gqa=True, path=path, kv_rows=rows)
         assert torch.equal(in_place, gathered), path
+
+
+@pytest.mark.parametrize("dtype", [BF16, torch.float16])
+@pytest.mark.parametrize(
+    "case",
+    ["prefill-causal", "prefill-mask", "decode-split", "decode-packed", "cache-in-place", "head-dim-80", "transposed-views"],
+)
+def test_tma_and_pointer_loads_give_the_same_bits_gpu(dtype, case):
+    """K / V blocks by Hopper TMA descriptors (configs.ATTENTION_USE_TMA) or by pointer loads:
+    the same keys and zeros past Lk / D, so the same bits, on every path and layout. Off
+    Hopper both calls take pointer loads (the comparison still holds, trivially)."""
+    d, lq, lk, batch = 128, 1000, 1000, 2
+    if case.startswith("decode") or case == "cache-in-place":
+        lq, lk, batch = 1, 4100, 16
+    if case == "head-dim-80":
+        d = 80
+    q, k, v = rand(batch, 32, lq, d, dtype=dtype, seed=60), rand(batch, 8, lk, d, dtype=dtype, seed=61), rand(batch, 8, lk, d, dtype=dtype, seed=62)
+    kw = dict(enable_gqa=True, is_causal=lq > 1)
+    if case == "prefill-mask":
+        kw = dict(enable_gqa=True, attn_mask=rand(batch, 1, lq, lk, dtype=torch.float32, seed=63) > -1.0)
+    elif case == "decode-split":
+        kw.update(path="split", pack_gqa=False)
+    elif case == "decode-packed":
+        kw.update(pack_gqa=True)
+    elif case == "cache-in-place":
+        k = torch.cat([k, k.flip(0)])[:, :, : lk - 7]  # a 32-slot cache read short of its length
+        v = torch.cat([v, v.flip(0)])[:, :, : lk - 7]
+        kw.update(kv_rows=torch.randperm(32, device=DEV)[:batch])
+    elif case == "transposed-views":
+        q, k, v = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v))
+    pointer = fixed_split_attention_with_lse(q, k, v, tma=False, **kw)
+    tma = fixed_split_attention_with_lse(q, k, v, tma=True, **kw)
+    assert torch.equal(tma[0], pointer[0]) and torch.equal(tma[1], pointer[1])
+    if kw.get("kv_rows") is None and "attn_mask" not in kw:
+        torch.testing.assert_close(tma[0].double(), reference(q, k, v, **{key: kw[key] for key in ("is_causal", "enable_gqa")}), **TOL[dtype])
