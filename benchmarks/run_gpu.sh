@@ -7,9 +7,9 @@
 #   bash benchmarks/run_gpu.sh OUT_DIR [PART ...]
 #
 # PART (times seen on an H100, 2026-11-23, and an H200, 2026-11-29, from the pieces' own runs):
-#   kernels   matmul, reduction and backend GPU tests (H200, v7: 188 s)
+#   kernels   matmul, reduction and backend GPU tests (H200, v7: 188 s; v10, beside hf: 406 s)
 #   attention attention GPU tests (v5: 164 s; H200, v7: more than 220 s, 29 of 34 done there)
-#   hf        Hugging Face models: batch / padding invariance, generate, MoE (~530 s)
+#   hf        Hugging Face models: batch / padding invariance, generate, MoE (~530 s; H200 v10: 406 s)
 #   llm       examples/llm.py serving: 500 requests, quick run, stock report (~370 s)
 #   bench     matmul vs cuBLAS, attention vs SDPA, packed and unpacked GQA (not timed as a part)
 #   e2e       the llama-1b model end to end vs stock torch.compile (~300 s with its compiles)
@@ -22,6 +22,13 @@
 #             AB_KNOB="--compile-time REDUCTION_FUSE_RMS_NORM=0"; H200, v9: three compile-time
 #             specs, a model copy compiled for each, ~160 s)
 #   all       kernels attention hf llm bench e2e (more than one device call's limit)
+#
+# Two GPUs (the device tool's nvidia-h200-x2 costs the same device time as one): run parts side
+# by side, one output folder each, e.g. (session 17, v10: kernels + hf in one 10-minute call)
+#   CUDA_VISIBLE_DEVICES=0 bash benchmarks/run_gpu.sh $OUT/g0 kernels attention &
+#   CUDA_VISIBLE_DEVICES=1 bash benchmarks/run_gpu.sh $OUT/g1 hf & wait
+# Count the files: the device tool brings back at most 8 per call. Each part writes its log
+# plus gpu_env.txt per folder; bench adds matmul.json / .png and attention.json / .png, e2e e2e.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results}; shift || true

@@ -20,13 +20,17 @@ from inductor_bi.kernels.configs import AttentionConfig
 # tiles and three knobs, all since decided. v10: K / V by TMA descriptors (ATTENTION_USE_TMA: the
 # same float ops, fewer spills) against the v9 pointer loads, with one more pipeline stage, and a
 # 128-row tile on 8 warps (the 64-row tile's float ops per warpgroup with TMA, offline: a
-# candidate launch shape for prefill, as the matmul's tall tile).
+# candidate launch shape for prefill, as the matmul's tall tile). Results: TMA on; the 128-row
+# tile and 3 stages for every launch lost (dropped from the list), but 3 stages took the
+# sequential decode at batch 16 from 0.60x to 0.83x of SDPA: v11 times that for one-wave
+# launches only, and splitting that launch instead.
 SHIPPED = AttentionConfig(block_m=64, block_n=64, kv_split=512, num_warps=4, num_stages=2)
 CANDIDATES = [
     (SHIPPED, {"ATTENTION_USE_TMA": False}),  # the v9 kernel
     (SHIPPED, {"ATTENTION_USE_TMA": True}),
-    (AttentionConfig(block_m=64, block_n=64, kv_split=512, num_warps=4, num_stages=3), {"ATTENTION_USE_TMA": True}),
-    (AttentionConfig(block_m=128, block_n=64, kv_split=512, num_warps=8, num_stages=2), {"ATTENTION_USE_TMA": True}),
+    (SHIPPED, {"ATTENTION_ONE_WAVE_STAGES": 3}),  # v11: a deeper pipeline for one-wave decode launches
+    (SHIPPED, {"ATTENTION_ONE_WAVE_STAGES": 4}),
+    (SHIPPED, {"ATTENTION_SPLIT_MAX_PROGRAMS": 256}),  # v11: or split the 128-program decode launch
 ]
 CASES = [("prefill", 1, 4096, 4096), ("prefill", 1, 8192, 8192), ("decode", 16, 1, 4096), ("decode", 1, 1, 8192), ("decode", 64, 1, 1024)]
 

@@ -239,6 +239,26 @@ def test_attention_pipeline_depth_is_not_arithmetic(stages, monkeypatch):
     assert arithmetic() == reference
 
 
+def test_one_wave_sequential_launches_may_take_another_depth_not_other_arithmetic(monkeypatch):
+    """configs.ATTENTION_ONE_WAVE_STAGES: a sequential launch of at most one program per SM (decode
+    at batch 16: 128 programs) may run a deeper pipeline than the tile's; its arithmetic stays the
+    tile's (only masked-load selects may differ), and launches of more programs keep the tile's."""
+    cuda, tile = torch.device("cuda"), configs.attention_config(128, torch.bfloat16, interpreted=False)
+    monkeypatch.setattr(configs, "_gpu", lambda device: inspect_kernels.H100_PROPERTIES)
+    monkeypatch.setattr(configs, "ATTENTION_ONE_WAVE_STAGES", 3)
+    assert configs.attention_stages(tile, False, 128, cuda) == 3
+    assert configs.attention_stages(tile, False, 133, cuda) == tile.num_stages  # more than one wave
+    assert configs.attention_stages(tile, True, 128, cuda) == configs.attention_stages(tile, True)  # split: its own knob
+
+    def arithmetic(stages):
+        monkeypatch.setitem(configs._ATTENTION_CUDA_16BIT, 128, dataclasses.replace(tile, num_stages=stages))
+        (call,) = inspect_kernels.attention_calls(16, 1, 4096, path="sequential")
+        assert call[2]["num_stages"] == stages
+        return [op for op in inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*call)) if not op.startswith("selp")]
+
+    assert arithmetic(3) == arithmetic(tile.num_stages)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_residual_add_folded_into_the_row_sum_is_one_rounded_add(dtype):
     """configs.REDUCTION_FOLD_RESIDUAL_ADD: the row kernel's only new arithmetic is the add itself,

@@ -592,7 +592,7 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
         HAS_KV_ROWS=kv_rows is not None,
         USE_TMA=descriptors is not None,
         num_warps=cfg.num_warps,
-        num_stages=configs.attention_stages(cfg, split),
+        num_stages=configs.attention_stages(cfg, split, programs, device),
         # No FMA contraction: the compiler may not fuse a*b+c differently in the SEQUENTIAL and
         # MERGE kernels (or in two specializations of one), so the written arithmetic is the bits.
         enable_fp_fusion=False,

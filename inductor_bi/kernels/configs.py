@@ -469,9 +469,23 @@ def attention_use_split(sequential_programs: int, n_splits: int, device: torch.d
 ATTENTION_SPLIT_STAGES: int | None = 3
 
 
-def attention_stages(cfg: AttentionConfig, split: bool) -> int:
+# Pipeline depth of a sequential launch whose programs all fit in one wave (at most one per SM):
+# each program then walks its keys alone on its SM, waiting on loads. H200 (v10,
+# tune_attention_h200_v10.txt, with TMA): 3 stages for every launch took decode at batch 16,
+# 4k keys (128 sequential programs) from 0.107 to 0.077 ms, but prefill (thousands of programs)
+# from 0.429 to 0.556 ms and decode at batch 64 (512 programs) from 0.074 to 0.082. This applies
+# it to one-wave launches only. Not arithmetic (tests/test_kernels_sm90_codegen). None (off):
+# waits for its own timing.
+ATTENTION_ONE_WAVE_STAGES: int | None = None
+
+
+def attention_stages(cfg: AttentionConfig, split: bool, programs: int = 0, device: torch.device | None = None) -> int:
     """The launch's pipeline depth: a question of speed only."""
-    return ATTENTION_SPLIT_STAGES if split and ATTENTION_SPLIT_STAGES is not None else cfg.num_stages
+    if split:
+        return ATTENTION_SPLIT_STAGES if ATTENTION_SPLIT_STAGES is not None else cfg.num_stages
+    if ATTENTION_ONE_WAVE_STAGES is not None and device is not None and device.type == "cuda" and programs <= _gpu(device).sm_count:
+        return ATTENTION_ONE_WAVE_STAGES
+    return cfg.num_stages
 
 
 # The knobs above that choose how fast, never whether a row is invariant (each has its reason and
@@ -487,6 +501,7 @@ SPEED_KNOBS = {
     "ATTENTION_ROW_SUM_BY_MMA": "softmax row sums on the MMA unit (other bits, same invariance)",
     "ATTENTION_MERGE_IN_LAST_PROGRAM": "split-KV partials merged by the tile's last split program",
     "ATTENTION_SPLIT_STAGES": "decode's pipeline depth (None: the tile's)",
+    "ATTENTION_ONE_WAVE_STAGES": "pipeline depth of sequential launches of at most one program per SM (None: the tile's)",
     "ATTENTION_FOLD_KV_GATHER": "a serving step's KV cache read in place by attention",
     "ATTENTION_USE_TMA": "Hopper K / V blocks fetched by TMA descriptors",
     "REDUCTION_FOLD_RESIDUAL_ADD": "the residual add before a norm done by the row kernel",

@@ -102,4 +102,8 @@ def _config_details(val, device: torch.device | None = None) -> dict:
         details["split_kv"] = f"below {configs.ATTENTION_SPLIT_MAX_PROGRAMS} programs: one program per split, merged in ascending order by {merged_by}"
         if configs.ATTENTION_SPLIT_STAGES is not None:
             details["split_stages"] = configs.attention_stages(cfg, split=True)
+        if configs.ATTENTION_ONE_WAVE_STAGES is not None:
+            details["one_wave_stages"] = f"{configs.ATTENTION_ONE_WAVE_STAGES} for sequential launches of at most one program per SM"
+        if configs.ATTENTION_USE_TMA and val.dtype in configs.TMA_DTYPES:
+            details["fetch"] = "K / V by TMA on Hopper where the layout allows, else pointer loads"
     return details
