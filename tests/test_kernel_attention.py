@@ -309,14 +309,16 @@ def test_sequential_and_split_paths_identical(case, merge_in_last):
 
 
 @FAST
-@given(attention_case(), st.sampled_from(["sequential", "split"]), st.booleans())
-def test_tma_and_pointer_loads_give_the_same_bits(case, path, pack_gqa):
-    """K / V blocks fetched by TMA descriptors (configs.ATTENTION_USE_TMA) or by pointer loads:
-    keys past Lk and head-dim columns past D arrive as zeros either way, so every row has the
-    same bits (head dims that are no power of two included)."""
+@given(attention_case(), st.sampled_from(["sequential", "split"]), st.booleans(), st.booleans())
+def test_tma_and_pointer_loads_give_the_same_bits(case, path, pack_gqa, q_by_tma):
+    """K / V blocks (and the query tile, configs.ATTENTION_Q_BY_TMA) fetched by TMA descriptors
+    (configs.ATTENTION_USE_TMA) or by pointer loads: keys past Lk, queries past Lq and head-dim
+    columns past D arrive as zeros either way, so every row has the same bits (head dims that
+    are no power of two included)."""
     q, k, v, kwargs = case
     pointer = fixed_split_attention_with_lse(q, k, v, path=path, pack_gqa=pack_gqa, tma=False, **kwargs)
-    tma = fixed_split_attention_with_lse(q, k, v, path=path, pack_gqa=pack_gqa, tma=True, **kwargs)
+    with configs.overridden(ATTENTION_Q_BY_TMA=q_by_tma):
+        tma = fixed_split_attention_with_lse(q, k, v, path=path, pack_gqa=pack_gqa, tma=True, **kwargs)
     assert torch.equal(tma[0], pointer[0]) and torch.equal(tma[1], pointer[1])
 
 

@@ -209,18 +209,22 @@ def test_attention_with_mma_row_sums_runs_the_same_arithmetic_for_any_length(mon
 
 
 @pytest.mark.parametrize("shape, path", [((1, 4096, 4096), "sequential"), ((16, 1, 4096), "split")], ids=["prefill", "decode"])
-def test_attention_tma_and_pointer_loads_run_the_same_float_ops(shape, path):
-    """configs.ATTENTION_USE_TMA changes how K / V blocks reach shared memory, not one float op;
-    and it frees registers the pointer loads held (prefill spilled 49 stores by pointers, 17 by
-    TMA, when this test was written)."""
+def test_attention_tma_and_pointer_loads_run_the_same_float_ops(shape, path, monkeypatch):
+    """configs.ATTENTION_USE_TMA (K / V) and ATTENTION_Q_BY_TMA (the query tile, where not
+    GQA-packed) change how tiles reach shared memory, not one float op; and they free registers
+    the pointer loads held (prefill spilled 49 stores by pointers, 17 with K / V by TMA, 8 with Q
+    too, when this test was written)."""
     kernels = {}
-    for tma in (False, True):
+    for tma, q_by_tma in ((False, False), (True, False), (True, True)):
+        monkeypatch.setattr(configs, "ATTENTION_Q_BY_TMA", q_by_tma)
         calls = inspect_kernels.attention_calls(*shape, path=path, tma=tma)
-        assert all(kwargs["USE_TMA"] is tma for _, _, kwargs in calls)
-        kernels[tma] = [inspect_kernels.compile_for_h100(*call) for call in calls]
-    assert [inspect_kernels.float_ops(c) for c in kernels[True]] == [inspect_kernels.float_ops(c) for c in kernels[False]]
-    for tma_kernel, pointer_kernel in zip(kernels[True], kernels[False]):
-        assert inspect_kernels.resources(tma_kernel)["spill_stores"] <= inspect_kernels.resources(pointer_kernel)["spill_stores"]
+        assert all(kwargs["USE_TMA"] is tma and kwargs["Q_BY_TMA"] is (q_by_tma and shape[1] > 1) for _, _, kwargs in calls)
+        kernels[tma, q_by_tma] = [inspect_kernels.compile_for_h100(*call) for call in calls]
+    pointer = kernels[False, False]
+    for fetched in (kernels[True, False], kernels[True, True]):
+        assert [inspect_kernels.float_ops(c) for c in fetched] == [inspect_kernels.float_ops(c) for c in pointer]
+        for tma_kernel, pointer_kernel in zip(fetched, pointer):
+            assert inspect_kernels.resources(tma_kernel)["spill_stores"] <= inspect_kernels.resources(pointer_kernel)["spill_stores"]
 
 
 @pytest.mark.parametrize("stages", [3, 4])

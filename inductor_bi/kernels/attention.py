@@ -176,6 +176,7 @@ def _fixed_split_attention_kernel(
     ROW_SUM_MMA: tl.constexpr = False,
     HAS_KV_ROWS: tl.constexpr = False,
     USE_TMA: tl.constexpr = False,
+    Q_BY_TMA: tl.constexpr = False,
 ):
     # One flat grid axis (the batch*heads product can pass CUDA's 65535 limit on axis 1); the
     # query blocks of one head group are neighbours so they share its K/V in L2.
@@ -244,11 +245,14 @@ def _fixed_split_attention_kernel(
         split_hi = n_live_splits
 
     if MODE != 2:
-        q = tl.load(
-            Q + b * stride_qb + head_2d * stride_qh + offs_m64[:, None] * stride_qm + offs_d64[None, :] * stride_qd,
-            mask=row_ok[:, None] & d_ok[None, :],
-            other=0.0,
-        )
+        if Q_BY_TMA:  # one head's consecutive query rows: a box of the 4-D Q descriptor
+            q = Q.load([b.to(tl.int32), h_first.to(tl.int32), r_start, 0]).reshape(BLOCK_M, BLOCK_D)
+        else:
+            q = tl.load(
+                Q + b * stride_qb + head_2d * stride_qh + offs_m64[:, None] * stride_qm + offs_d64[None, :] * stride_qd,
+                mask=row_ok[:, None] & d_ok[None, :],
+                other=0.0,
+            )
         kv_b = b
         if HAS_KV_ROWS:
             # A cache read in place (kv_rows): batch row b's keys are cache slot KV_ROWS[b], torch
@@ -537,17 +541,12 @@ def fixed_split_attention(
     )[0]
 
 
-def _kv_descriptors(k4, v4, block_n, block_d, block_dv):
-    """4-D TMA descriptors of K and V ([rows, heads, keys, dim], as they lie in memory) with
-    [1, 1, block_n, block_d] boxes, or None when a layout does not allow them."""
+def _descriptor(t: torch.Tensor, box: list[int]):
+    """A TMA descriptor of ``t`` as it lies in memory (4-D: [rows, heads, positions, dim]) with
+    ``box`` blocks, or None when its layout does not allow one."""
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    if not (configs.tma_describable(k4) and configs.tma_describable(v4)):
-        return None
-    return (
-        TensorDescriptor(k4, list(k4.shape), list(k4.stride()), [1, 1, block_n, block_d]),
-        TensorDescriptor(v4, list(v4.shape), list(v4.stride()), [1, 1, block_n, block_dv]),
-    )
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), box) if configs.tma_describable(t) else None
 
 
 def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pack_gqa, kv_rows=None, tma=None):
@@ -576,8 +575,13 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
     block_d, block_dv = max(16, triton.next_power_of_2(d)), max(16, triton.next_power_of_2(dv))
     if tma is None:
         tma = configs.attention_use_tma(q4.dtype, device)
-    descriptors = _kv_descriptors(k4, v4, cfg.block_n, block_d, block_dv) if tma else None
-    k_arg, v_arg = descriptors if descriptors is not None else (k4, v4)
+    k_desc, v_desc = (_descriptor(k4, [1, 1, cfg.block_n, block_d]), _descriptor(v4, [1, 1, cfg.block_n, block_dv])) if tma else (None, None)
+    kv_by_tma = k_desc is not None and v_desc is not None
+    k_arg, v_arg = (k_desc, v_desc) if kv_by_tma else (k4, v4)
+    # Q's tile by TMA too (configs.ATTENTION_Q_BY_TMA) when its rows are one head's consecutive
+    # positions (not GQA-packed): rows past Lq arrive as zeros, as the masked load gives them.
+    q_desc = _descriptor(q4, [1, 1, cfg.block_m, block_d]) if kv_by_tma and configs.ATTENTION_Q_BY_TMA and heads_per_prog == 1 else None
+    q_arg = q4 if q_desc is None else q_desc
     common = dict(
         IS_CAUSAL=is_causal,
         MASK_KIND=mask_kind,
@@ -590,7 +594,8 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
         HEADS_PER_PROG=heads_per_prog,
         ROW_SUM_MMA=configs.ATTENTION_ROW_SUM_BY_MMA,
         HAS_KV_ROWS=kv_rows is not None,
-        USE_TMA=descriptors is not None,
+        USE_TMA=kv_by_tma,
+        Q_BY_TMA=q_desc is not None,
         num_warps=cfg.num_warps,
         num_stages=configs.attention_stages(cfg, split, programs, device),
         # No FMA contraction: the compiler may not fuse a*b+c differently in the SEQUENTIAL and
@@ -601,7 +606,7 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
     def go(grid, mode, work_m, work_l, work_a, arrivals=None, **options):
         launch(
             _fixed_split_attention_kernel, grid, device,
-            q4, k_arg, v_arg, mask_arg, out4, lse3, work_m, work_l, work_a,
+            q_arg, k_arg, v_arg, mask_arg, out4, lse3, work_m, work_l, work_a,
             lse3 if arrivals is None else arrivals,  # unused unless MERGE_IN_LAST
             lse3 if kv_rows is None else kv_rows,  # unused unless HAS_KV_ROWS
             lq, lk, d, dv, hq, hq // hkv, n_splits, k4.shape[0],

@@ -441,13 +441,19 @@ ATTENTION_MERGE_IN_LAST_PROGRAM = True
 ATTENTION_FOLD_KV_GATHER = True
 
 
-# K / V blocks fetched by TMA descriptors on Hopper (attention._kv_descriptors) where the layout
+# K / V blocks fetched by TMA descriptors on Hopper (attention._descriptor) where the layout
 # allows, instead of pointer loads: which path brings a block into shared memory, not which keys
 # or what is computed (keys past Lk and padded head-dim columns arrive as zeros either way; the
 # same PTX float ops, tests/test_kernels_sm90_codegen). The pointer loads' 64-bit addresses held
 # registers: the sm_90 prefill kernel spills 17 stores with TMA, 49 with pointers (decode: 210 vs
 # 246 registers). On since v10 (timing: benchmarks/NOTES.md v10).
 ATTENTION_USE_TMA = True
+
+
+# The query tile by TMA as well, where K / V go by TMA and a tile's rows are one head's positions
+# (not GQA-packed). Same float ops on sm_90 (tests/test_kernels_sm90_codegen); the prefill kernel
+# spills 8 stores instead of 17 (offline, v10). Off: waits for a GPU timing.
+ATTENTION_Q_BY_TMA = False
 
 
 def attention_use_tma(dtype: torch.dtype, device: torch.device) -> bool:
@@ -504,6 +510,7 @@ SPEED_KNOBS = {
     "ATTENTION_ONE_WAVE_STAGES": "pipeline depth of sequential launches of at most one program per SM (None: the tile's)",
     "ATTENTION_FOLD_KV_GATHER": "a serving step's KV cache read in place by attention",
     "ATTENTION_USE_TMA": "Hopper K / V blocks fetched by TMA descriptors",
+    "ATTENTION_Q_BY_TMA": "the query tile fetched by a TMA descriptor too (not GQA-packed)",
     "REDUCTION_FOLD_RESIDUAL_ADD": "the residual add before a norm done by the row kernel",
     "REDUCTION_FUSE_RMS_NORM": "a hand-written RMSNorm as one row kernel",
 }

@@ -226,10 +226,13 @@ def test_cache_read_in_place_gives_the_bits_of_the_gathered_cache_gpu(batch):
     "case",
     ["prefill-causal", "prefill-mask", "decode-split", "decode-packed", "cache-in-place", "head-dim-80", "transposed-views"],
 )
-def test_tma_and_pointer_loads_give_the_same_bits_gpu(dtype, case):
-    """K / V blocks by Hopper TMA descriptors (configs.ATTENTION_USE_TMA) or by pointer loads:
-    the same keys and zeros past Lk / D, so the same bits, on every path and layout. Off
-    Hopper both calls take pointer loads (the comparison still holds, trivially)."""
+@pytest.mark.parametrize("q_by_tma", [False, True], ids=["kv", "q-kv"])
+def test_tma_and_pointer_loads_give_the_same_bits_gpu(dtype, case, q_by_tma, monkeypatch):
+    """K / V blocks (and with configs.ATTENTION_Q_BY_TMA the query tile) by Hopper TMA
+    descriptors (configs.ATTENTION_USE_TMA) or by pointer loads: the same keys and zeros past
+    Lk / Lq / D, so the same bits, on every path and layout. Off Hopper both calls take pointer
+    loads (the comparison still holds, trivially)."""
+    monkeypatch.setattr(configs, "ATTENTION_Q_BY_TMA", q_by_tma)
     d, lq, lk, batch = 128, 1000, 1000, 2
     if case.startswith("decode") or case == "cache-in-place":
         lq, lk, batch = 1, 4100, 16
