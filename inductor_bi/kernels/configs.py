@@ -99,8 +99,8 @@ MATMUL_SPLIT_K_MAX_TILES = 64  # split when the output has fewer tiles than this
 TMA_DTYPES = (torch.float16, torch.bfloat16)
 TMA_MIN_CAPABILITY_MAJOR = 9
 # What a TMA descriptor can describe (CUDA's cuTensorMapEncodeTiled): 16-byte aligned base and
-# strides (other than the last, which is 1), dims up to 2**32, strides below 2**40 bytes. Other
-# tensors use pointer loads.
+# strides (other than the last, which is 1), dims from 1 to 2**32, strides below 2**40 bytes.
+# Other tensors use pointer loads.
 TMA_ALIGN_BYTES = 16
 TMA_MAX_DIM = 2**32
 TMA_MAX_STRIDE_BYTES = 2**40

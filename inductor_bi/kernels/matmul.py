@@ -322,7 +322,7 @@ def _tma_operands(a3, b3, cfg):
     row strides). Only how the tiles are fetched changes, never which tiles or in what order."""
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    if a3.shape[0] != 1 or 0 in a3.shape or 0 in b3.shape:  # descriptors need every dim >= 1
+    if a3.shape[0] != 1:  # one batch: 2-D descriptors
         return None
     a2, b2 = a3[0], b3[0]
     if not configs.tma_describable(a2):
