@@ -105,5 +105,6 @@ def _config_details(val, device: torch.device | None = None) -> dict:
         if configs.ATTENTION_ONE_WAVE_STAGES is not None:
             details["one_wave_stages"] = f"{configs.ATTENTION_ONE_WAVE_STAGES} for sequential launches of at most one program per SM"
         if configs.ATTENTION_USE_TMA and val.dtype in configs.TMA_DTYPES:
-            details["fetch"] = "K / V by TMA on Hopper where the layout allows, else pointer loads"
+            fetched = "Q (unpacked), K / V" if configs.ATTENTION_Q_BY_TMA else "K / V"
+            details["fetch"] = f"{fetched} by TMA on Hopper where the layout allows, else pointer loads"
     return details
