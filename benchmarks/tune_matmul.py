@@ -30,13 +30,13 @@ REFERENCE = (MatmulConfig(64, 128, 64, 1024, 4, 4), False)  # the v3/v4 shipped 
 # all 30 cases there; the run checks again. Offline (sm_90, no GPU): no spills.
 CANDIDATES = [
     REFERENCE,
-    (MatmulConfig(64, 128, 64, 1024, 4, 6), True),  # shipped short (v5-)
+    (MatmulConfig(64, 128, 64, 1024, 4, 6), True),  # short v5-v9
     (MatmulConfig(128, 128, 64, 1024, 8, 4), True),  # shipped tall (v5-)
     (MatmulConfig(128, 128, 64, 1024, 8, 5), True),  # v9: ~1% over s4 at M >= 1024
     # v9: the short tile with 128-wide K steps (8 m64n128k16 wgmmas a step, the sequence of two
-    # 64-wide steps) beat the shipped short tile in 27 of 30 cases, by up to 11%; s3 to see
+    # 64-wide steps) beat the v5-v9 short tile in 27 of 30 cases, by up to 11%; s3 to see
     # whether the 4th stage (192 KiB shared) is what pays.
-    (MatmulConfig(64, 128, 128, 1024, 4, 4), True),
+    (MatmulConfig(64, 128, 128, 1024, 4, 4), True),  # shipped short (v10-)
     (MatmulConfig(64, 128, 128, 1024, 4, 3), True),
     # v9 answered yes: wgmma m64n64k16 gave m64n128k16's bits in all 30 cases. 64-column tiles
     # for small N at small M (twice the programs of a q / o / k / v projection at M <= 64), with

@@ -24,6 +24,8 @@ from triton.runtime import interpreter as _interpreter
 from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
 
+from . import configs
+
 _warned_cpu = False
 
 
@@ -43,6 +45,14 @@ def _interpreted(fn):
 
 def uses_interpreter(device: torch.device) -> bool:
     return device.type != "cuda" or _interpret_env()
+
+
+def tma_descriptor(t: torch.Tensor, box: list[int]):
+    """A TMA descriptor of ``t`` as it lies in memory with ``box`` blocks, or None when its
+    layout does not allow one (configs.tma_describable): the caller then uses pointer loads."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), box) if configs.tma_describable(t) else None
 
 
 def launch(kernel, grid, device: torch.device, *args, **kwargs):

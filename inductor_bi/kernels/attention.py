@@ -32,7 +32,7 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from . import configs
 from ._arrivals import tile_arrivals
-from ._launch import interpreter_dtype, launch, uses_interpreter
+from ._launch import interpreter_dtype, launch, tma_descriptor, uses_interpreter
 from .matmul import _input_precision
 
 _SEQUENTIAL, _SPLIT, _MERGE = 0, 1, 2
@@ -541,14 +541,6 @@ def fixed_split_attention(
     )[0]
 
 
-def _descriptor(t: torch.Tensor, box: list[int]):
-    """A TMA descriptor of ``t`` as it lies in memory (4-D: [rows, heads, positions, dim]) with
-    ``box`` blocks, or None when its layout does not allow one."""
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
-    return TensorDescriptor(t, list(t.shape), list(t.stride()), box) if configs.tma_describable(t) else None
-
-
 def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pack_gqa, kv_rows=None, tma=None):
     nb, hq, lq, d = q4.shape
     hkv, lk, dv = k4.shape[1], k4.shape[2], v4.shape[3]
@@ -575,12 +567,12 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
     block_d, block_dv = max(16, triton.next_power_of_2(d)), max(16, triton.next_power_of_2(dv))
     if tma is None:
         tma = configs.attention_use_tma(q4.dtype, device)
-    k_desc, v_desc = (_descriptor(k4, [1, 1, cfg.block_n, block_d]), _descriptor(v4, [1, 1, cfg.block_n, block_dv])) if tma else (None, None)
+    k_desc, v_desc = (tma_descriptor(k4, [1, 1, cfg.block_n, block_d]), tma_descriptor(v4, [1, 1, cfg.block_n, block_dv])) if tma else (None, None)
     kv_by_tma = k_desc is not None and v_desc is not None
     k_arg, v_arg = (k_desc, v_desc) if kv_by_tma else (k4, v4)
     # Q's tile by TMA too (configs.ATTENTION_Q_BY_TMA) when its rows are one head's consecutive
     # positions (not GQA-packed): rows past Lq arrive as zeros, as the masked load gives them.
-    q_desc = _descriptor(q4, [1, 1, cfg.block_m, block_d]) if kv_by_tma and configs.ATTENTION_Q_BY_TMA and heads_per_prog == 1 else None
+    q_desc = tma_descriptor(q4, [1, 1, cfg.block_m, block_d]) if kv_by_tma and configs.ATTENTION_Q_BY_TMA and heads_per_prog == 1 else None
     q_arg = q4 if q_desc is None else q_desc
     common = dict(
         IS_CAUSAL=is_causal,

@@ -441,7 +441,7 @@ ATTENTION_MERGE_IN_LAST_PROGRAM = True
 ATTENTION_FOLD_KV_GATHER = True
 
 
-# K / V blocks fetched by TMA descriptors on Hopper (attention._descriptor) where the layout
+# K / V blocks fetched by TMA descriptors on Hopper (_launch.tma_descriptor) where the layout
 # allows, instead of pointer loads: which path brings a block into shared memory, not which keys
 # or what is computed (keys past Lk and padded head-dim columns arrive as zeros either way; the
 # same PTX float ops, tests/test_kernels_sm90_codegen). The pointer loads' 64-bit addresses held

@@ -29,7 +29,7 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from . import configs
 from ._arrivals import tile_arrivals
-from ._launch import interpreter_dtype, launch, uses_interpreter
+from ._launch import interpreter_dtype, launch, tma_descriptor, uses_interpreter
 
 _FULL, _SPLIT, _MERGE = 0, 1, 2
 
@@ -320,19 +320,18 @@ def _tma_operands(a3, b3, cfg):
     """2-D TMA descriptors for A [M, K] and B (as B^T [N, K] when K-major, else [K, N]), or None
     when the layout does not allow them (TMA wants a unit last stride, 16-byte aligned bases and
     row strides). Only how the tiles are fetched changes, never which tiles or in what order."""
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
     if a3.shape[0] != 1:  # one batch: 2-D descriptors
         return None
     a2, b2 = a3[0], b3[0]
-    if not configs.tma_describable(a2):
+    a_desc = tma_descriptor(a2, [cfg.block_m, cfg.block_k])
+    if a_desc is None:
         return None
-    a_desc = TensorDescriptor(a2, list(a2.shape), list(a2.stride()), [cfg.block_m, cfg.block_k])
-    bt = b2.t()
-    if configs.tma_describable(bt):
-        return a_desc, TensorDescriptor(bt, list(bt.shape), list(bt.stride()), [cfg.block_n, cfg.block_k]), True
-    if configs.tma_describable(b2):
-        return a_desc, TensorDescriptor(b2, list(b2.shape), list(b2.stride()), [cfg.block_k, cfg.block_n]), False
+    bt_desc = tma_descriptor(b2.t(), [cfg.block_n, cfg.block_k])
+    if bt_desc is not None:
+        return a_desc, bt_desc, True
+    b_desc = tma_descriptor(b2, [cfg.block_k, cfg.block_n])
+    if b_desc is not None:
+        return a_desc, b_desc, False
     return None
 
 
