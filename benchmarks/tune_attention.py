@@ -32,8 +32,10 @@ CANDIDATES = [
     (SHIPPED, {"ATTENTION_ONE_WAVE_STAGES": 4}),
     (SHIPPED, {"ATTENTION_SPLIT_MAX_PROGRAMS": 256}),  # v11: or split the 128-program decode launch
     (SHIPPED, {"ATTENTION_Q_BY_TMA": True}),  # v11: the query tile by TMA (prefill spills 17 -> 8 offline)
+    (SHIPPED, {"ATTENTION_ONE_WAVE_STAGES": 3, "ATTENTION_Q_BY_TMA": True}),  # v11: both, if both win
+    (SHIPPED, {"ATTENTION_ONE_WAVE_STAGES": 3, "ATTENTION_SPLIT_MAX_PROGRAMS": 256}),
 ]
-CASES = [("prefill", 1, 4096, 4096), ("prefill", 1, 8192, 8192), ("decode", 16, 1, 4096), ("decode", 1, 1, 8192), ("decode", 64, 1, 1024)]
+CASES = [("prefill", 1, 4096, 4096), ("prefill", 1, 8192, 8192), ("decode", 16, 1, 4096), ("decode", 1, 1, 8192), ("decode", 8, 1, 8192), ("decode", 64, 1, 1024)]
 
 
 def main():

@@ -452,8 +452,9 @@ ATTENTION_USE_TMA = True
 
 # The query tile by TMA as well, where K / V go by TMA and a tile's rows are one head's positions
 # (not GQA-packed). Same float ops on sm_90 (tests/test_kernels_sm90_codegen); the prefill kernel
-# spills 8 stores instead of 17 (offline, v10). Off: waits for a GPU timing.
-ATTENTION_Q_BY_TMA = False
+# spills 8 stores instead of 17 (offline, v10). On since v11: H200 prefill 4k 0.430 -> 0.424 ms,
+# 8k 1.525 -> 1.515 ms, decode unchanged, same bits (benchmarks/results/tune_attention_h200_v11.txt).
+ATTENTION_Q_BY_TMA = True
 
 
 def attention_use_tma(dtype: torch.dtype, device: torch.device) -> bool:
@@ -480,9 +481,10 @@ ATTENTION_SPLIT_STAGES: int | None = 3
 # tune_attention_h200_v10.txt, with TMA): 3 stages for every launch took decode at batch 16,
 # 4k keys (128 sequential programs) from 0.107 to 0.077 ms, but prefill (thousands of programs)
 # from 0.429 to 0.556 ms and decode at batch 64 (512 programs) from 0.074 to 0.082. This applies
-# it to one-wave launches only. Not arithmetic (tests/test_kernels_sm90_codegen). None (off):
-# waits for its own timing.
-ATTENTION_ONE_WAVE_STAGES: int | None = None
+# it to one-wave launches only. Not arithmetic (tests/test_kernels_sm90_codegen). 3 since v11:
+# batch 16, 4k keys 0.107 -> 0.076 ms (0.59 -> 0.82x of SDPA), prefill and batch 64 unchanged;
+# 4 no better (tune_attention_h200_v11.txt).
+ATTENTION_ONE_WAVE_STAGES: int | None = 3
 
 
 def attention_stages(cfg: AttentionConfig, split: bool, programs: int = 0, device: torch.device | None = None) -> int:
