@@ -23,17 +23,13 @@ from inductor_bi.kernels.configs import AttentionConfig
 # candidate launch shape for prefill, as the matmul's tall tile). Results: TMA on; the 128-row
 # tile and 3 stages for every launch lost (dropped from the list), but 3 stages took the
 # sequential decode at batch 16 from 0.60x to 0.83x of SDPA: v11 times that for one-wave
-# launches only, and splitting that launch instead.
+# launches only, and splitting that launch instead. v11 (tune_attention_h200_v11.txt): one-wave stages
+# 3 and Q by TMA won and are on; split max programs 256 helped batch 16 less than the stages.
 SHIPPED = AttentionConfig(block_m=64, block_n=64, kv_split=512, num_warps=4, num_stages=2)
 CANDIDATES = [
-    (SHIPPED, {"ATTENTION_USE_TMA": False}),  # the v9 kernel
-    (SHIPPED, {"ATTENTION_USE_TMA": True}),
-    (SHIPPED, {"ATTENTION_ONE_WAVE_STAGES": 3}),  # v11: a deeper pipeline for one-wave decode launches
-    (SHIPPED, {"ATTENTION_ONE_WAVE_STAGES": 4}),
-    (SHIPPED, {"ATTENTION_SPLIT_MAX_PROGRAMS": 256}),  # v11: or split the 128-program decode launch
-    (SHIPPED, {"ATTENTION_Q_BY_TMA": True}),  # v11: the query tile by TMA (prefill spills 17 -> 8 offline)
-    (SHIPPED, {"ATTENTION_ONE_WAVE_STAGES": 3, "ATTENTION_Q_BY_TMA": True}),  # v11: both, if both win
-    (SHIPPED, {"ATTENTION_ONE_WAVE_STAGES": 3, "ATTENTION_SPLIT_MAX_PROGRAMS": 256}),
+    (SHIPPED, {"ATTENTION_USE_TMA": False, "ATTENTION_ONE_WAVE_STAGES": None}),  # the v9 kernel
+    (SHIPPED, {"ATTENTION_Q_BY_TMA": False, "ATTENTION_ONE_WAVE_STAGES": None}),  # v10
+    (SHIPPED, {}),  # shipped (v11): Q by TMA, one-wave launches 3 stages
 ]
 CASES = [("prefill", 1, 4096, 4096), ("prefill", 1, 8192, 8192), ("decode", 16, 1, 4096), ("decode", 1, 1, 8192), ("decode", 8, 1, 8192), ("decode", 64, 1, 1024)]
 
