@@ -15,6 +15,7 @@ import tempfile
 import time
 
 import torch
+from triton.runtime.jit import JITFunction
 
 from common import environment, median_ms, write_json
 
@@ -36,6 +37,29 @@ def call_inputs(margs, batch: int, prefill_len: int, kv_len: int):
     return tokens, step_args
 
 
+def kernel_binaries() -> dict[str, int]:
+    """Binaries Triton has compiled so far for each of the backend's kernels (its JIT caches):
+    each compiles in the calling thread at its first launch, inside the compile window."""
+    from inductor_bi.kernels import attention, matmul, reduction, scatter
+
+    counts = {}
+    for module in (matmul, attention, reduction, scatter):
+        for name, fn in vars(module).items():
+            if isinstance(fn, JITFunction) and name.endswith("_kernel"):
+                n = sum(len(cache[0]) for cache in fn.device_caches.values())
+                if n:
+                    counts[name] = n
+    return counts
+
+
+def compile_phases() -> dict[str, float]:
+    """Seconds per phase Dynamo / Inductor timed (``dynamo_timed``) since the last reset, the ten
+    largest: where a compile window went besides first executions."""
+    names, values = torch._dynamo.utils.compile_times(repr="csv", aggregate=True)
+    phases = {name: float(value) for name, value in zip(names, values)}
+    return dict(sorted(phases.items(), key=lambda kv: -kv[1])[:10])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="llama-1b")
@@ -47,9 +71,10 @@ def main():
     batches = [int(b) for b in args.batches.split(",")]
     margs = PRESETS[args.preset]
     model = build_model(margs, "cuda", torch.bfloat16)
-    rows, compile_s = [], {}
+    rows, compile_s, compile_detail = [], {}, {}
     for mode, compile_fn in MODES.items():
         torch._dynamo.reset()
+        torch._dynamo.utils.reset_frame_count()  # also clears the per-phase compile times
         # Cold on-disk caches for each mode, as on a fresh machine: a cache left by an earlier run
         # (or by the other mode: they share pointwise kernels) would time loading, not compiling.
         # (v6's stock compile took 38 s from a warm cache, 108 s cold in v5.)
@@ -65,6 +90,8 @@ def main():
                 step(*step_args)
         torch.cuda.synchronize()
         compile_s[mode] = time.perf_counter() - t0
+        compile_detail[mode] = {"phases_s": compile_phases(), "backend_kernel_binaries": kernel_binaries() if mode == "batch_invariant" else {}}
+        print(f"{mode:16s} compile {compile_s[mode]:.1f} s; phases {compile_detail[mode]['phases_s']}; our binaries {compile_detail[mode]['backend_kernel_binaries']}", flush=True)
         with torch.no_grad():
             for b in batches:
                 tokens, step_args = call_inputs(margs, b, args.prefill_len, args.kv_len)
@@ -80,7 +107,8 @@ def main():
         print(f"B={b:3d}  speed vs stock torch.compile: prefill {summary[-1]['prefill_ratio']:.2f}x  decode {summary[-1]['decode_ratio']:.2f}x")
     print(f"compile (first calls, all batch sizes): stock {compile_s['stock']:.1f} s, batch_invariant {compile_s['batch_invariant']:.1f} s")
     write_json(os.path.join(args.out, "e2e.json"), {"environment": environment(), "preset": args.preset, "dtype": "bfloat16",
-               "prefill_len": args.prefill_len, "kv_len": args.kv_len, "rows": rows, "summary": summary, "compile_s": compile_s})
+               "prefill_len": args.prefill_len, "kv_len": args.kv_len, "rows": rows, "summary": summary, "compile_s": compile_s,
+               "compile_detail": compile_detail})
 
 
 if __name__ == "__main__":

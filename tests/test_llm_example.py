@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch._dynamo.utils import counters
 
 from inductor_bi.onpolicy import assert_on_policy, sampler_trainer_mismatch
 from inductor_bi.testing import (
@@ -208,3 +209,26 @@ def test_host_scalars_reach_our_ops_only_where_read_on_the_host(model, graphs):
                     assert name in HOST_READ_ARGUMENTS, f"{node.target} gets a 0-dim tensor as {name!r}"
                     checked += 1
     assert checked > 0, "the step no longer passes eps as a tensor: the check checks nothing"
+
+
+def test_one_compilation_serves_every_batch_size(model):
+    """The speed issue's "one compilation for all batch sizes": compiled with dynamic=True, the
+    first prefill and decode step with more than one row compile their graphs and every later
+    batch size (and prompt / KV length) reuses them: nothing the backend rewrites guards on the
+    batch. (A batch of 1 is Dynamo's own 0/1 specialization, stock torch.compile's as well.)"""
+    torch._dynamo.reset()
+    model.setup_kv_cache()
+    prefill = torch.compile(model, backend="batch_invariant", dynamic=True)
+    step = torch.compile(model.step, backend="batch_invariant", dynamic=True)
+
+    def run(batch, length):
+        prefill(torch.randint(0, 256, (batch, length)))
+        step(torch.randint(0, 256, (batch,)), torch.arange(batch), torch.full((batch,), length), length + 1)
+
+    counters.clear()
+    with torch.no_grad():
+        run(2, 8)
+        graphs = counters["stats"]["unique_graphs"]
+        for batch, length in [(5, 11), (3, 6)]:
+            run(batch, length)
+    assert graphs == 2 and counters["stats"]["unique_graphs"] == graphs, dict(counters["stats"])
