@@ -67,7 +67,16 @@ def main():
     ap.add_argument("--kv-len", type=int, default=384)
     ap.add_argument("--batches", default="1,8,64")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="a configs knob for the whole run (an int; 0 / 1 for off / on), e.g. ONE_BINARY_FOR_ANY_BATCH=1")
     args = ap.parse_args()
+    from inductor_bi.kernels import configs
+
+    knobs = {name: int(value) for name, _, value in (spec.partition("=") for spec in args.set)}
+    for name, value in knobs.items():
+        if name not in vars(configs):
+            raise SystemExit(f"no knob {name} in inductor_bi.kernels.configs")
+        setattr(configs, name, type(getattr(configs, name))(value) if isinstance(getattr(configs, name), bool) else value)
     batches = [int(b) for b in args.batches.split(",")]
     margs = PRESETS[args.preset]
     model = build_model(margs, "cuda", torch.bfloat16)
@@ -108,7 +117,7 @@ def main():
     print(f"compile (first calls, all batch sizes): stock {compile_s['stock']:.1f} s, batch_invariant {compile_s['batch_invariant']:.1f} s")
     write_json(os.path.join(args.out, "e2e.json"), {"environment": environment(), "preset": args.preset, "dtype": "bfloat16",
                "prefill_len": args.prefill_len, "kv_len": args.kv_len, "rows": rows, "summary": summary, "compile_s": compile_s,
-               "compile_detail": compile_detail})
+               "compile_detail": compile_detail, "knobs_set": knobs})
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import pinned_matmul_tile  # noqa: E402
 from inductor_bi.kernels import attention, configs, matmul, reduction  # noqa: E402
+from inductor_bi.kernels._launch import compiled_kernel  # noqa: E402
 
 H100 = GPUTarget("cuda", 90, 32)
 H100_SMS = 132  # H100 SXM
@@ -49,7 +50,7 @@ def recorded_launches():
     calls = []
 
     def record(kernel, grid, device, *args, **kwargs):
-        calls.append((kernel, args, kwargs))
+        calls.append((compiled_kernel(kernel), args, kwargs))
 
     with contextlib.ExitStack() as stack:
         for module in (matmul, attention, reduction):
@@ -77,19 +78,21 @@ def _patched(module, name, value):
         setattr(module, name, original)
 
 
-def compile_for_h100(kernel, args, kwargs):
-    """triton.compile for sm_90 with the specialization a real launch with these arguments gets."""
+def specialization(kernel, args, kwargs):
+    """(signature, constexprs, attrs, options): what Triton's launcher derives from these
+    arguments for sm_90, honouring the kernel's ``do_not_specialize``. Two launches with equal
+    results run one compiled binary."""
     names = kernel.arg_names
     values = {p.name: p.default for p in kernel.params if p.has_default}
     values.update(zip(names, args))
     values.update({k: v for k, v in kwargs.items() if k not in LAUNCH_OPTIONS})
     signature, constexprs, attrs = {}, {}, {}
-    for i, name in enumerate(names):
+    for i, (name, param) in enumerate(zip(names, kernel.params)):
         value = values[name]
         if name in kernel.constexprs or i in kernel.constexprs or isinstance(value, (triton.language.dtype, str)):
             signature[name], constexprs[name] = "constexpr", value
             continue
-        kind, spec = native_specialize_impl(CUDABackend, value, False, True, True)
+        kind, spec = native_specialize_impl(CUDABackend, value, False, not param.do_not_specialize, not param.do_not_specialize_on_alignment)
         if kind == "constexpr":  # an integer equal to 1
             signature[name], constexprs[name] = "constexpr", spec
             continue
@@ -97,6 +100,19 @@ def compile_for_h100(kernel, args, kwargs):
         if spec:
             attrs[(i,)] = CUDABackend.parse_attr(spec)
     options = {k: v for k, v in kwargs.items() if k in LAUNCH_OPTIONS}
+    return signature, constexprs, attrs, options
+
+
+def binary_key(kernel, args, kwargs) -> str:
+    """A launch's compiled binary, named: the kernel and its specialization."""
+    signature, constexprs, attrs, options = specialization(kernel, args, kwargs)
+    return repr((kernel.fn.__name__, sorted(signature.items()), sorted((k, repr(v)) for k, v in constexprs.items()),
+                 sorted(attrs.items()), sorted(options.items())))
+
+
+def compile_for_h100(kernel, args, kwargs):
+    """triton.compile for sm_90 with the specialization a real launch with these arguments gets."""
+    signature, constexprs, attrs, options = specialization(kernel, args, kwargs)
     return triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=H100, options=options)
 
 

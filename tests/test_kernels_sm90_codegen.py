@@ -337,3 +337,45 @@ def test_cache_read_in_place_changes_no_arithmetic(monkeypatch):
         assert in_place[2].get("HAS_KV_ROWS") and not gathered[2].get("HAS_KV_ROWS")
         ops = [inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*call)) for call in (gathered, in_place)]
         assert ops[0] == ops[1]
+
+
+def _batch_classes_calls():
+    """Launches that differ only in the batch size, one launch shape each: matmuls at M = 1..64
+    (short tile, not split: 64 tiles of N = 8192), split decode steps at batch 1 / 3 / 7 over 1000
+    keys (two splits), causal prefills of 512 tokens at batch 1 / 2 / 5 (more than one program per
+    SM: the tile's pipeline depth)."""
+    matmuls = [call for m in (1, 7, 16, 33, 64) for call in inspect_kernels.matmul_calls(m, 8192, 2048)]
+    decodes = [call for b in (1, 3, 7) for call in inspect_kernels.attention_calls(b, 1, 1000, path="split")]
+    prefills = [call for b in (1, 2, 5) for call in inspect_kernels.attention_calls(b, 512, 512)]
+    return {"matmul": matmuls, "decode": decodes, "prefill": prefills}
+
+
+def _binaries(calls):
+    return len({inspect_kernels.binary_key(*call) for call in calls})
+
+
+def test_one_binary_serves_every_batch_size(monkeypatch):
+    """Attention takes no size that follows the batch: one compiled binary per launch shape for
+    every batch size. The matmul takes M: Triton compiles a variant per value class (== 1, a
+    multiple of 16, neither), whose float ops the tests above compare; with
+    configs.ONE_BINARY_FOR_ANY_BATCH it takes M unspecialized and one binary serves them all."""
+    calls = _batch_classes_calls()
+    assert _binaries(calls["decode"]) == 1 and _binaries(calls["prefill"]) == 1
+    monkeypatch.setattr(configs, "ONE_BINARY_FOR_ANY_BATCH", False)
+    assert _binaries(_batch_classes_calls()["matmul"]) == 3
+    monkeypatch.setattr(configs, "ONE_BINARY_FOR_ANY_BATCH", True)
+    assert _binaries(_batch_classes_calls()["matmul"]) == 1
+
+
+@pytest.mark.parametrize("m", [1, 64])
+def test_the_one_matmul_binary_runs_the_specialized_binaries_float_ops(m, monkeypatch):
+    """With M unspecialized the compiler knows less (no M == 1 constant, no alignment fact on M):
+    the float ops must still be the specialized binary's, with no spills."""
+    def compiled(one_binary):
+        monkeypatch.setattr(configs, "ONE_BINARY_FOR_ANY_BATCH", one_binary)
+        (call,) = inspect_kernels.matmul_calls(m, 8192, 2048)
+        return inspect_kernels.compile_for_h100(*call)
+
+    one, specialized = compiled(True), compiled(False)
+    assert inspect_kernels.float_ops(one) == inspect_kernels.float_ops(specialized)
+    assert inspect_kernels.resources(one)["spill_stores"] == 0

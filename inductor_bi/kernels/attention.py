@@ -601,7 +601,9 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
             q_arg, k_arg, v_arg, mask_arg, out4, lse3, work_m, work_l, work_a,
             lse3 if arrivals is None else arrivals,  # unused unless MERGE_IN_LAST
             lse3 if kv_rows is None else kv_rows,  # unused unless HAS_KV_ROWS
-            lq, lk, d, dv, hq, hq // hkv, n_splits, k4.shape[0],
+            # KV_SLOTS is read only with kv_rows (a cache's slot count); otherwise it would be the
+            # batch, and Triton would compile a binary per batch-size class for an unused value.
+            lq, lk, d, dv, hq, hq // hkv, n_splits, k4.shape[0] if kv_rows is not None else 0,
             *q4.stride(), *k4.stride(), *v4.stride(), *mask_strides, *out4.stride(),
             scale * math.log2(math.e),
             MODE=mode, **common, **options,

@@ -496,6 +496,20 @@ def attention_stages(cfg: AttentionConfig, split: bool, programs: int = 0, devic
     return cfg.num_stages
 
 
+# One compiled binary for every batch size: Triton compiles a variant of a kernel per value class
+# of each integer argument (1 becomes a constant, multiples of 16 carry an alignment fact), so by
+# default a matmul at M = 1, 8 and 64 runs three binaries. Their float ops are the same
+# (tests/test_kernels_sm90_codegen compares them), but that is a checked fact, not a construction.
+# On, the matmul takes M unspecialized (``sizes_follow_the_batch``): one binary per launch shape
+# for every batch size, and fewer binaries compile at a model's first calls; offline (sm_90) the
+# same float ops and registers, no spills, 8 more SASS instructions. Strides keep their alignment
+# facts (the loads' vector width rests on them). Attention takes no size that follows the batch;
+# its lengths stay specialized: unspecialized, its decode kernel spilled 17 stores instead of 3
+# offline (the alignment fact on the key count saves mask registers). Off: waits for a GPU run
+# (the GPU tests with it on, and the e2e compile window's binaries and time).
+ONE_BINARY_FOR_ANY_BATCH = False
+
+
 # The knobs above that choose how fast, never whether a row is invariant (each has its reason and
 # its measurements where it is defined); ``explain`` reports their values. Off ones wait for a GPU
 # timing (benchmarks/NOTES.md).
@@ -515,6 +529,7 @@ SPEED_KNOBS = {
     "ATTENTION_Q_BY_TMA": "the query tile fetched by a TMA descriptor too (not GQA-packed)",
     "REDUCTION_FOLD_RESIDUAL_ADD": "the residual add before a norm done by the row kernel",
     "REDUCTION_FUSE_RMS_NORM": "a hand-written RMSNorm as one row kernel",
+    "ONE_BINARY_FOR_ANY_BATCH": "the matmul takes M unspecialized: one compiled binary per launch shape for every batch size",
 }
 
 

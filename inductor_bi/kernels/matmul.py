@@ -29,7 +29,7 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from . import configs
 from ._arrivals import tile_arrivals
-from ._launch import interpreter_dtype, launch, tma_descriptor, uses_interpreter
+from ._launch import interpreter_dtype, launch, sizes_follow_the_batch, tma_descriptor, uses_interpreter
 
 _FULL, _SPLIT, _MERGE = 0, 1, 2
 
@@ -95,6 +95,7 @@ def _tile_coords(tile, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP
     return first_m + (tile % (GROUP_M * tiles_n)) % group_rows, (tile % (GROUP_M * tiles_n)) // group_rows
 
 
+@sizes_follow_the_batch("M")
 @triton.jit
 def _invariant_matmul_kernel(
     A, B, C, BIAS, WORK, ARRIVALS,
@@ -206,6 +207,7 @@ def _invariant_matmul_kernel(
             _epilogue(total, c_ptrs, bias_ptrs, mask_mn, alpha, beta, HAS_BIAS, SCALE_ALPHA, SCALE_BETA, ACC_DTYPE)
 
 
+@sizes_follow_the_batch("M")
 @triton.jit
 def _invariant_matmul_persistent_kernel(
     A, B, C, BIAS,

@@ -136,6 +136,30 @@ def test_persistent_launch_gives_the_same_bits_as_one_program_per_tile(m, monkey
     assert_rows_equal(invariant_matmul(a[-1:], weight.t(), bias)[0:1], one_per_tile[-1:], "last row alone")
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_one_binary_for_any_batch_gives_the_specialized_bits(dtype, monkeypatch):
+    """configs.ONE_BINARY_FOR_ANY_BATCH: M unspecialized, one compiled binary per launch shape (the
+    short tile, not split: 64 tiles of N = 8192) for M = 1..64, and the bits of the binaries
+    Triton specializes per M class; rows still equal alone, split-K and tall launches included."""
+    from inductor_bi.kernels import _launch, matmul
+
+    torch.manual_seed(0)
+    a = torch.randn(4096, 2048, device="cuda", dtype=dtype)
+    w = torch.randn(2048, 8192, device="cuda", dtype=dtype) / 2048**0.5
+    specialized = {m: invariant_matmul(a[:m], w) for m in (1, 7, 16, 33, 64)}
+    monkeypatch.setattr(configs, "ONE_BINARY_FOR_ANY_BATCH", True)
+    twin = _launch.compiled_kernel(matmul._invariant_matmul_kernel)
+    assert twin is not matmul._invariant_matmul_kernel
+    before = sum(len(cache[0]) for cache in twin.device_caches.values())
+    for m, expected in specialized.items():
+        assert_rows_equal(invariant_matmul(a[:m], w), expected, f"M={m}")
+    assert sum(len(cache[0]) for cache in twin.device_caches.values()) - before <= 1
+    full = invariant_matmul(a, w)  # the tall launch shape
+    for m in (1, 5, 64, 300):
+        assert_rows_equal(full[:m], invariant_matmul(a[:m], w), f"M={m} vs 4096")
+    assert_rows_equal(invariant_matmul(a[:48], w[:, :4096], split_k=True), invariant_matmul(a[:48], w[:, :4096], split_k=False), "split-K")
+
+
 def test_transposed_weight_like_linear():
     w = torch.randn(4096, 1024, device="cuda", dtype=torch.bfloat16)  # nn.Linear stores [out, in]
     a = torch.randn(300, 1024, device="cuda", dtype=torch.bfloat16)
