@@ -30,6 +30,13 @@ CANDIDATES = [
     (SHIPPED, {"ATTENTION_USE_TMA": False, "ATTENTION_ONE_WAVE_STAGES": None}),  # the v9 kernel
     (SHIPPED, {"ATTENTION_Q_BY_TMA": False, "ATTENTION_ONE_WAVE_STAGES": None}),  # v10
     (SHIPPED, {}),  # shipped (v11): Q by TMA, one-wave launches 3 stages
+    # v12 (prepared after v11's device time, same bits by construction, interpreter-tested):
+    # the key loop flat across splits (prefill: the pipeline restarts every 8 blocks nested;
+    # offline, prefill spills 8 -> 0, split decode 210 -> 179 registers), and split programs
+    # walking up to 2 / 4 consecutive splits (decode at batch 8, 8k keys: 1024 short programs).
+    (SHIPPED, {"ATTENTION_FLAT_KEY_LOOP": True}),
+    (SHIPPED, {"ATTENTION_FLAT_KEY_LOOP": True, "ATTENTION_MAX_SPLITS_PER_PROGRAM": 2}),
+    (SHIPPED, {"ATTENTION_FLAT_KEY_LOOP": True, "ATTENTION_MAX_SPLITS_PER_PROGRAM": 4}),
 ]
 CASES = [("prefill", 1, 4096, 4096), ("prefill", 1, 8192, 8192), ("decode", 16, 1, 4096), ("decode", 1, 1, 8192), ("decode", 8, 1, 8192), ("decode", 64, 1, 1024)]
 

@@ -257,3 +257,43 @@ def test_tma_and_pointer_loads_give_the_same_bits_gpu(dtype, case, q_by_tma, mon
     assert torch.equal(tma[0], pointer[0]) and torch.equal(tma[1], pointer[1])
     if kw.get("kv_rows") is None and "attn_mask" not in kw:
         torch.testing.assert_close(tma[0].double(), reference(q, k, v, **{key: kw[key] for key in ("is_causal", "enable_gqa")}), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [BF16, torch.float16])
+@pytest.mark.parametrize(
+    "case", ["prefill-causal", "prefill-mask", "prefill-odd-length", "decode-split", "decode-sequential", "cache-in-place", "decode-several-splits-per-program"]
+)
+def test_flat_key_loop_gives_the_nested_loops_bits_gpu(dtype, case, monkeypatch):
+    """configs.ATTENTION_FLAT_KEY_LOOP: one flat loop over a program's key blocks, splits closing
+    at their last block, instead of a loop over splits around their blocks: the same blocks in
+    the same order through the same step and merge code, so the same bits (and lse) on the GPU
+    too, where the two loop nests compile to different instruction schedules. Also split
+    programs walking several splits (configs.ATTENTION_MAX_SPLITS_PER_PROGRAM: batch 8, 8k keys,
+    3 of 16 splits a program on 132 SMs)."""
+    d, lq, lk, batch = 128, 1000, 1000, 2
+    if case.startswith("decode") or case == "cache-in-place":
+        lq, lk, batch = 1, 4100, 16
+    if case == "prefill-odd-length":
+        lq = lk = 1537  # one key past three splits
+    if case == "decode-several-splits-per-program":
+        lq, lk, batch = 1, 8192, 8
+    q, k, v = rand(batch, 32, lq, d, dtype=dtype, seed=70), rand(batch, 8, lk, d, dtype=dtype, seed=71), rand(batch, 8, lk, d, dtype=dtype, seed=72)
+    kw = dict(enable_gqa=True, is_causal=lq > 1)
+    if case == "prefill-mask":
+        kw = dict(enable_gqa=True, attn_mask=rand(batch, 1, lq, lk, dtype=torch.float32, seed=73) > -1.0)
+    elif case in ("decode-split", "decode-several-splits-per-program"):
+        kw.update(path="split")
+    elif case == "decode-sequential":
+        kw.update(path="sequential")
+    elif case == "cache-in-place":
+        k = torch.cat([k, k.flip(0)])[:, :, : lk - 7]
+        v = torch.cat([v, v.flip(0)])[:, :, : lk - 7]
+        kw.update(kv_rows=torch.randperm(32, device=DEV)[:batch])
+    monkeypatch.setattr(configs, "ATTENTION_FLAT_KEY_LOOP", False)
+    nested = fixed_split_attention_with_lse(q, k, v, **kw)
+    monkeypatch.setattr(configs, "ATTENTION_FLAT_KEY_LOOP", True)
+    if case == "decode-several-splits-per-program":
+        monkeypatch.setattr(configs, "ATTENTION_MAX_SPLITS_PER_PROGRAM", 4)
+        assert configs.attention_splits_per_program(64, 16, q.device) > 1  # batch 8 x 8 K/V heads, 16 splits
+    flat = fixed_split_attention_with_lse(q, k, v, **kw)
+    assert torch.equal(flat[0], nested[0]) and torch.equal(flat[1], nested[1])
