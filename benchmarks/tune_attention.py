@@ -37,6 +37,11 @@ CANDIDATES = [
     (SHIPPED, {"ATTENTION_FLAT_KEY_LOOP": True}),
     (SHIPPED, {"ATTENTION_FLAT_KEY_LOOP": True, "ATTENTION_MAX_SPLITS_PER_PROGRAM": 2}),
     (SHIPPED, {"ATTENTION_FLAT_KEY_LOOP": True, "ATTENTION_MAX_SPLITS_PER_PROGRAM": 4}),
+    # 128-key blocks: another arithmetic (a 128-key online-softmax step; "prefill bits == first
+    # line" says NO by design, decode == prefill must still hold), the FA2-like step that spilled
+    # 137 stores nested and spills 4 with the flat loop (offline). Split launches at 2 stages:
+    # 3 would need 245 KB of shared memory.
+    (AttentionConfig(block_m=64, block_n=128, kv_split=512, num_warps=4, num_stages=2), {"ATTENTION_FLAT_KEY_LOOP": True, "ATTENTION_SPLIT_STAGES": 2}),
 ]
 CASES = [("prefill", 1, 4096, 4096), ("prefill", 1, 8192, 8192), ("decode", 16, 1, 4096), ("decode", 1, 1, 8192), ("decode", 8, 1, 8192), ("decode", 64, 1, 1024)]
 

@@ -21,6 +21,7 @@ import torch
 import triton
 import numpy as np
 from triton.runtime import interpreter as _interpreter
+from triton.runtime.errors import OutOfResources
 from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
 
@@ -82,13 +83,40 @@ def compiled_kernel(kernel: JITFunction) -> JITFunction:
     return _TWINS.get(kernel, kernel) if configs.ONE_BINARY_FOR_ANY_BATCH else kernel
 
 
+# (kernel, launch kwargs, argument dtypes, device) -> the pipeline depth that fit in shared memory.
+_STAGES_THAT_FIT: dict = {}
+
+
+def launch_with_stages_that_fit(kernel, grid, device: torch.device, args, kwargs):
+    """``kernel[grid](*args, **kwargs)``; a pipeline deeper than this GPU's shared memory per block
+    allows is launched one stage shallower until it fits (remembered per launch shape). Stages
+    decide how many blocks are in flight, never the arithmetic (tests/test_kernels_sm90_codegen),
+    so a GPU with less shared memory than the one the configs were pinned on gets the same bits."""
+    def shape_key():
+        return (kernel, tuple(sorted((k, repr(v)) for k, v in kwargs.items())), tuple(str(getattr(a, "dtype", "")) for a in args), str(device))
+
+    key = shape_key() if _STAGES_THAT_FIT else None  # nothing to look up until a launch did not fit
+    if key in _STAGES_THAT_FIT:
+        kwargs = {**kwargs, "num_stages": _STAGES_THAT_FIT[key]}
+    while True:
+        try:
+            return compiled_kernel(kernel)[grid](*args, **kwargs)
+        except OutOfResources as e:
+            stages = kwargs.get("num_stages") or 0
+            if e.name != "shared memory" or stages <= 1:
+                raise
+            key = key or shape_key()
+            kwargs = {**kwargs, "num_stages": stages - 1}
+            _STAGES_THAT_FIT[key] = stages - 1
+
+
 def launch(kernel, grid, device: torch.device, *args, **kwargs):
     """Launch ``kernel[grid](*args, **kwargs)`` compiled on CUDA, interpreted elsewhere."""
     if not uses_interpreter(device):
         # Triton launches on the current device and stream: make them the tensors' device's (a
         # custom op called eagerly gets no device guard of its own).
         with torch.cuda.device(device):
-            return compiled_kernel(kernel)[grid](*args, **kwargs)
+            return launch_with_stages_that_fit(kernel, grid, device, args, kwargs)
     _warn_cpu_once(device)
     fn = kernel if isinstance(kernel, InterpretedFunction) else _interpreted(kernel.fn)
     # Launch options are compiler hints; the interpreter has no use for them.
