@@ -56,23 +56,21 @@ def tma_descriptor(t: torch.Tensor, box: list[int]):
     return TensorDescriptor(t, list(t.shape), list(t.stride()), box) if configs.tma_describable(t) else None
 
 
-# kernel -> its twin compiled with the sizes that follow the batch unspecialized, and those sizes'
-# names (configs.ONE_BINARY_FOR_ANY_BATCH).
+# kernel -> its twin compiled with the sizes that follow the batch unspecialized
+# (configs.ONE_BINARY_FOR_ANY_BATCH).
 _TWINS: dict[JITFunction, JITFunction] = {}
-SIZE_ARGS_OF: dict[str, tuple[str, ...]] = {}
 
 
 def sizes_follow_the_batch(*names: str):
-    """Mark a kernel's integer arguments that follow the batch, the query count or the KV
-    length: with configs.ONE_BINARY_FOR_ANY_BATCH the kernel launches as a twin that takes them
-    unspecialized (Triton's ``do_not_specialize``), one binary for every value."""
+    """Mark a kernel's integer arguments that follow the batch (the matmul's M): with
+    configs.ONE_BINARY_FOR_ANY_BATCH the kernel launches as a twin that takes them unspecialized
+    (Triton's ``do_not_specialize``), one binary for every value."""
 
     def register(kernel: JITFunction) -> JITFunction:
         unknown = set(names) - set(kernel.arg_names)
         if unknown:
             raise TypeError(f"{kernel.fn.__name__} has no argument {sorted(unknown)}")
         _TWINS[kernel] = triton.jit(kernel.fn, do_not_specialize=list(names))
-        SIZE_ARGS_OF[kernel.fn.__name__] = names
         return kernel
 
     return register
