@@ -1,10 +1,11 @@
 """Try tile configs and tile fetch paths for invariant_matmul (bf16) over the benchmark's
 (N, K) shapes at several M; print TFLOP/s per candidate and case, cuBLAS first.
 
-Every candidate must give the same bits as the shipped kernel fetching tiles with pointer loads
-(torch.equal on every case; a '!' marks a case that differs): candidates only change how tiles are
+Every candidate must give the same bits as the v4 kernel fetching tiles with pointer loads at the
+same K chunk (torch.equal on every case; a '!' marks a case that differs): candidates only change how tiles are
 fetched (pointer loads or TMA), how many 64-row warpgroup slabs a program computes and how many
-k16 MMA instructions one K step issues, never the MMA instruction, their order or the chunks. Each also keeps bitwise row invariance (a row alone ==
+k16 MMA instructions one K step issues, never the MMA instruction or their order; a candidate with
+another K chunk is another arithmetic (still a function of K alone). Each also keeps bitwise row invariance (a row alone ==
 the row in the batch) and split-K == one program at small M.
 
     python benchmarks/tune_matmul.py [--out DIR]
@@ -13,6 +14,7 @@ the row in the batch) and split-K == one program at small M.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 
@@ -25,27 +27,31 @@ from inductor_bi.kernels.matmul import invariant_matmul
 
 REFERENCE = (MatmulConfig(64, 128, 64, 1024, 4, 4), False)  # the v3/v4 shipped kernel, pointer loads
 # (tile, fetch tiles by TMA)
-# v10 candidates, after the v9 sweep (tune_matmul_h200_v9.txt: persistent launches 20-35% slower,
-# a 128-wide K step no better for the tall tile: dropped). Each was bitwise equal to REFERENCE in
-# all 30 cases there; the run checks again. Offline (sm_90, no GPU): no spills.
+# v12 candidates. Decided since v9 and dropped: persistent launches (20-35% slower), the v5-v9
+# short tile and 64x128x128 s3 (the 128-wide K step at s4 shipped in v10). Still open: tall s5
+# (~1% over s4 at M >= 1024 in v9) and 64-column tiles at small M (m64n64k16 gave m64n128k16's
+# bits in all 30 v9 cases; not the same instruction). New: narrower fixed K chunks (512, 256) for
+# both launch shapes -- another arithmetic, still a function of K alone (so invariant), compared
+# bitwise with the reference kernel at the same chunk. At M <= 64 the llama-1b projections with
+# K = 2048 get only 2 chunks of 1024 (q / o: 32 programs, k / v: 8 on 132 SMs; NOTES v5, v11's
+# profile: decode at batch 1 is 27% slower than cuBLAS in its matmuls); chunks of 512 / 256
+# give 2x / 4x the split programs, and at large M only add a chunk's total += acc more often.
 CANDIDATES = [
     REFERENCE,
-    (MatmulConfig(64, 128, 64, 1024, 4, 6), True),  # short v5-v9
     (MatmulConfig(128, 128, 64, 1024, 8, 4), True),  # shipped tall (v5-)
-    (MatmulConfig(128, 128, 64, 1024, 8, 5), True),  # v9: ~1% over s4 at M >= 1024
-    # v9: the short tile with 128-wide K steps (8 m64n128k16 wgmmas a step, the sequence of two
-    # 64-wide steps) beat the v5-v9 short tile in 27 of 30 cases, by up to 11%; s3 to see
-    # whether the 4th stage (192 KiB shared) is what pays.
+    (MatmulConfig(128, 128, 64, 1024, 8, 5), True),
     (MatmulConfig(64, 128, 128, 1024, 4, 4), True),  # shipped short (v10-)
-    (MatmulConfig(64, 128, 128, 1024, 4, 3), True),
-    # v9 answered yes: wgmma m64n64k16 gave m64n128k16's bits in all 30 cases. 64-column tiles
-    # for small N at small M (twice the programs of a q / o / k / v projection at M <= 64), with
-    # 64- and 128-wide K steps.
     (MatmulConfig(64, 64, 64, 1024, 4, 6), True),
     (MatmulConfig(64, 64, 128, 1024, 4, 4), True),
+    (MatmulConfig(128, 128, 64, 512, 8, 4), True),  # v12: narrower K chunks
+    (MatmulConfig(64, 128, 128, 512, 4, 4), True),
+    (MatmulConfig(128, 128, 64, 256, 8, 4), True),
+    (MatmulConfig(64, 128, 128, 256, 4, 4), True),
 ]
-NK = [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336), (128256, 4096)]
-MS = [4096, 1024, 256, 64, 16, 1]
+# (N, K) of Llama-3-8B's projections at every M, and of llama-1b's (the e2e model) at its prefill
+# and decode sizes.
+CASES = [(m, n, k) for n, k in [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336), (128256, 4096)] for m in (4096, 1024, 256, 64, 16, 1)]
+CASES += [(m, n, k) for n, k in [(2048, 2048), (512, 2048), (8192, 2048), (2048, 8192)] for m in (2048, 256, 8, 1)]
 
 
 def name(candidate) -> str:
@@ -59,24 +65,25 @@ def main():
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     dtype = torch.bfloat16
-    cases = [(m, n, k) for n, k in NK for m in MS]
-    weights = {(n, k): torch.randn(n, k, device="cuda", dtype=dtype) / k**0.5 for n, k in NK}
-    inputs = {(m, k): torch.randn(m, k, device="cuda", dtype=dtype) for m in MS for k in {k for _, k in NK}}
+    weights = {(n, k): torch.randn(n, k, device="cuda", dtype=dtype) / k**0.5 for _, n, k in CASES}
+    inputs = {(m, k): torch.randn(m, k, device="cuda", dtype=dtype) for m, _, k in CASES}
     results = {"environment": environment(), "cublas": {}, "configs": {}}
     print(f"{'case':24s}{'cuBLAS':>9s}" + "".join(f"{name(c):>30s}" for c in CANDIDATES), flush=True)
-    for m, n, k in cases:
+    for m, n, k in CASES:
         a, w = inputs[(m, k)], weights[(n, k)]
         flops = 2.0 * m * n * k
         line = f"M{m}xN{n}xK{k}".ljust(24)
         cublas = flops / median_ms(lambda: torch.mm(a, w.t())) / 1e9
         results["cublas"][f"{m},{n},{k}"] = cublas
         line += f"{cublas:9.1f}"
-        with pinned_matmul_tile(dtype, REFERENCE[0]):
-            reference = invariant_matmul(a, w.t(), tma=REFERENCE[1])
+        references = {}  # per K chunk: the reference kernel's bits with that chunk
+        for chunk in sorted({cfg.k_chunk for cfg, *_ in CANDIDATES}):
+            with pinned_matmul_tile(dtype, dataclasses.replace(REFERENCE[0], k_chunk=chunk)):
+                references[chunk] = invariant_matmul(a, w.t(), tma=REFERENCE[1])
         for cfg, tma, *knobs in CANDIDATES:
             with pinned_matmul_tile(dtype, cfg), configs.overridden(**(knobs[0] if knobs else {})):
                 out = invariant_matmul(a, w.t(), tma=tma)
-                ok = torch.equal(out, reference)
+                ok = torch.equal(out, references[cfg.k_chunk])
                 ok &= torch.equal(out[-1:], invariant_matmul(a[-1:], w.t(), tma=tma))
                 if m <= 64:
                     ok &= torch.equal(invariant_matmul(a, w.t(), split_k=True, tma=tma), out)
