@@ -24,7 +24,7 @@ import statistics
 import torch
 
 from bench_e2e import call_inputs
-from common import environment, median_ms
+from common import environment, knob_values, median_ms
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 import inductor_bi  # noqa: E402,F401
@@ -78,7 +78,7 @@ def main():
             tokens, step_args = call_inputs(margs, b, args.prefill_len, args.kv_len)
             phases = [("decode", lambda fns: fns[0](*step_args))] + ([("prefill", lambda fns: fns[1](tokens))] if args.prefill else [])
             for (phase, call), knob in itertools.product(phases, args.knobs):
-                knobs_on = {name: int(value) if value else True for name, _, value in (part.partition("=") for part in knob.split(","))}
+                knobs_on = knob_values(knob)
                 times, outs = {True: [], False: []}, {}
                 for _ in range(args.rounds):
                     for on in (True, False):

@@ -17,7 +17,8 @@ import time
 import torch
 from triton.runtime.jit import JITFunction
 
-from common import environment, median_ms, write_json
+from common import environment, knob_values, median_ms, write_json
+from inductor_bi.kernels import _launch, configs
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 from llm import PRESETS, build_model  # noqa: E402
@@ -45,10 +46,8 @@ def kernel_binaries() -> dict[str, int]:
     counts = {}
     for module in (matmul, attention, reduction, scatter):
         for name, fn in vars(module).items():
-            if isinstance(fn, JITFunction) and name.endswith("_kernel"):
-                n = sum(len(cache[0]) for cache in fn.device_caches.values())
-                if n:
-                    counts[name] = n
+            if isinstance(fn, JITFunction) and name.endswith("_kernel") and (n := _launch.binaries_compiled(fn)):
+                counts[name] = n
     return counts
 
 
@@ -67,16 +66,15 @@ def main():
     ap.add_argument("--kv-len", type=int, default=384)
     ap.add_argument("--batches", default="1,8,64")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
-    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                    help="a configs knob for the whole run (an int; 0 / 1 for off / on), e.g. ONE_BINARY_FOR_ANY_BATCH=1")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME[=VALUE]",
+                    help="configs knobs for the whole run (ab_knob_e2e.py's spec: NAME, NAME=int, several joined by commas), e.g. ONE_BINARY_FOR_ANY_BATCH")
     args = ap.parse_args()
-    from inductor_bi.kernels import configs
+    knobs = {name: value for spec in args.set for name, value in knob_values(spec).items()}
+    with configs.overridden(**knobs):  # an unknown name raises
+        run(args, knobs)
 
-    knobs = {name: int(value) for name, _, value in (spec.partition("=") for spec in args.set)}
-    for name, value in knobs.items():
-        if name not in vars(configs):
-            raise SystemExit(f"no knob {name} in inductor_bi.kernels.configs")
-        setattr(configs, name, type(getattr(configs, name))(value) if isinstance(getattr(configs, name), bool) else value)
+
+def run(args, knobs: dict) -> None:
     batches = [int(b) for b in args.batches.split(",")]
     margs = PRESETS[args.preset]
     model = build_model(margs, "cuda", torch.bfloat16)

@@ -53,6 +53,12 @@ def pinned_matmul_tile(dtype: torch.dtype, cfg):
             configs.MATMUL_CUDA_TALL[dtype] = saved[1]
 
 
+def knob_values(spec: str) -> dict:
+    """``configs`` knob values from ``NAME`` (on = True), ``NAME=VALUE`` (an int; ``=0`` turns a
+    shipped-on knob off) or several joined by commas, for ``configs.overridden``."""
+    return {name: int(value) if value else True for name, _, value in (part.partition("=") for part in spec.split(","))}
+
+
 def write_json(path: str, payload: dict) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:

@@ -76,6 +76,12 @@ def sizes_follow_the_batch(*names: str):
     return register
 
 
+def binaries_compiled(kernel: JITFunction) -> int:
+    """How many binaries Triton has compiled for ``kernel`` and its twin, on every device (the JIT
+    caches): a launch shape's specializations each compile once."""
+    return sum(len(cache[0]) for fn in {kernel, _TWINS.get(kernel, kernel)} for cache in fn.device_caches.values())
+
+
 def compiled_kernel(kernel: JITFunction) -> JITFunction:
     """The JIT function a CUDA launch of ``kernel`` goes through (its twin when asked for)."""
     return _TWINS.get(kernel, kernel) if configs.ONE_BINARY_FOR_ANY_BATCH else kernel

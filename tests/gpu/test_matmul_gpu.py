@@ -148,12 +148,12 @@ def test_one_binary_for_any_batch_gives_the_specialized_bits(dtype, monkeypatch)
     w = torch.randn(2048, 8192, device="cuda", dtype=dtype) / 2048**0.5
     specialized = {m: invariant_matmul(a[:m], w) for m in (1, 7, 16, 33, 64)}
     monkeypatch.setattr(configs, "ONE_BINARY_FOR_ANY_BATCH", True)
-    twin = _launch.compiled_kernel(matmul._invariant_matmul_kernel)
-    assert twin is not matmul._invariant_matmul_kernel
-    before = sum(len(cache[0]) for cache in twin.device_caches.values())
+    kernel = matmul._invariant_matmul_kernel
+    assert _launch.compiled_kernel(kernel) is not kernel
+    before = _launch.binaries_compiled(kernel)
     for m, expected in specialized.items():
         assert_rows_equal(invariant_matmul(a[:m], w), expected, f"M={m}")
-    assert sum(len(cache[0]) for cache in twin.device_caches.values()) - before <= 1
+    assert _launch.binaries_compiled(kernel) - before <= 1
     full = invariant_matmul(a, w)  # the tall launch shape
     for m in (1, 5, 64, 300):
         assert_rows_equal(full[:m], invariant_matmul(a[:m], w), f"M={m} vs 4096")
