@@ -74,29 +74,35 @@ def main():
         run(args, knobs)
 
 
+def compile_first_calls(model, margs, mode: str, batches: list[int], prefill_len: int, kv_len: int):
+    """The compile window: ``mode``'s prefill and decode step compiled from cold caches and
+    called once per batch size. Returns (prefill, step, seconds)."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.reset_frame_count()  # also clears the per-phase compile times
+    # Cold on-disk caches for each mode, as on a fresh machine: a cache left by an earlier run
+    # (or by the other mode: they share pointwise kernels) would time loading, not compiling.
+    # (v6's stock compile took 38 s from a warm cache, 108 s cold in v5.)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"inductor_{mode}_")
+    os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"triton_{mode}_")
+    model.setup_kv_cache()
+    prefill, step = MODES[mode](model), MODES[mode](model.step)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for b in batches:  # first calls: compilation (dynamic=True: one graph for b > 1)
+            tokens, step_args = call_inputs(margs, b, prefill_len, kv_len)
+            prefill(tokens)
+            step(*step_args)
+    torch.cuda.synchronize()
+    return prefill, step, time.perf_counter() - t0
+
+
 def run(args, knobs: dict) -> None:
     batches = [int(b) for b in args.batches.split(",")]
     margs = PRESETS[args.preset]
     model = build_model(margs, "cuda", torch.bfloat16)
     rows, compile_s, compile_detail = [], {}, {}
-    for mode, compile_fn in MODES.items():
-        torch._dynamo.reset()
-        torch._dynamo.utils.reset_frame_count()  # also clears the per-phase compile times
-        # Cold on-disk caches for each mode, as on a fresh machine: a cache left by an earlier run
-        # (or by the other mode: they share pointwise kernels) would time loading, not compiling.
-        # (v6's stock compile took 38 s from a warm cache, 108 s cold in v5.)
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"inductor_{mode}_")
-        os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"triton_{mode}_")
-        model.setup_kv_cache()
-        prefill, step = compile_fn(model), compile_fn(model.step)
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            for b in batches:  # first calls: compilation (dynamic=True: one graph for b > 1)
-                tokens, step_args = call_inputs(margs, b, args.prefill_len, args.kv_len)
-                prefill(tokens)
-                step(*step_args)
-        torch.cuda.synchronize()
-        compile_s[mode] = time.perf_counter() - t0
+    for mode in MODES:
+        prefill, step, compile_s[mode] = compile_first_calls(model, margs, mode, batches, args.prefill_len, args.kv_len)
         compile_detail[mode] = {"phases_s": compile_phases(), "backend_kernel_binaries": kernel_binaries() if mode == "batch_invariant" else {}}
         print(f"{mode:16s} compile {compile_s[mode]:.1f} s; phases {compile_detail[mode]['phases_s']}; our binaries {compile_detail[mode]['backend_kernel_binaries']}", flush=True)
         with torch.no_grad():

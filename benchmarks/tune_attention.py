@@ -30,22 +30,10 @@ CANDIDATES = [
     (SHIPPED, {"ATTENTION_USE_TMA": False, "ATTENTION_ONE_WAVE_STAGES": None}),  # the v9 kernel
     (SHIPPED, {"ATTENTION_Q_BY_TMA": False, "ATTENTION_ONE_WAVE_STAGES": None}),  # v10
     (SHIPPED, {}),  # shipped (v11): Q by TMA, one-wave launches 3 stages
-    # v12 (prepared after v11's device time, same bits by construction, interpreter-tested):
-    # the key loop flat across splits (prefill: the pipeline restarts every 8 blocks nested;
-    # offline, prefill spills 8 -> 0, split decode 210 -> 179 registers), and split programs
-    # walking up to 2 / 4 consecutive splits (decode at batch 8, 8k keys: 1024 short programs).
-    (SHIPPED, {"ATTENTION_FLAT_KEY_LOOP": True}),
-    (SHIPPED, {"ATTENTION_FLAT_KEY_LOOP": True, "ATTENTION_MAX_SPLITS_PER_PROGRAM": 2}),
-    (SHIPPED, {"ATTENTION_FLAT_KEY_LOOP": True, "ATTENTION_MAX_SPLITS_PER_PROGRAM": 4}),
-    # 128-key blocks: another arithmetic (a 128-key online-softmax step; "prefill bits == first
-    # line" says NO by design, decode == prefill must still hold), the FA2-like step that spilled
-    # 137 stores nested and spills 4 with the flat loop (offline). Split launches at 2 stages:
-    # 3 would need 245 KB of shared memory.
-    (AttentionConfig(block_m=64, block_n=128, kv_split=512, num_warps=4, num_stages=2), {"ATTENTION_FLAT_KEY_LOOP": True, "ATTENTION_SPLIT_STAGES": 2}),
-    # 256-key splits: another arithmetic. v3 (nested loops) found 512 faster for prefill and
-    # decode; with the flat loop a split boundary no longer restarts the pipeline, and decode at
-    # batch 1 gets twice the split programs (8k keys: 256 instead of 128). Offline: no spills.
-    (AttentionConfig(block_m=64, block_n=64, kv_split=256, num_warps=4, num_stages=2), {"ATTENTION_FLAT_KEY_LOOP": True}),
+    # v12 (tune_attention_h200_v12.txt) timed and dropped: the key loop flat across splits (slower
+    # everywhere: prefill 0.67 -> 0.60x, decode batch 1 0.77 -> 0.64x; ptxas crashed on its masked
+    # prefill), split programs walking 2 / 4 splits (no gain), 128-key blocks (decode batch 16
+    # 0.96x, everything else slower) and 256-key splits (decode batch 1 0.45x).
 ]
 CASES = [("prefill", 1, 4096, 4096), ("prefill", 1, 8192, 8192), ("decode", 16, 1, 4096), ("decode", 1, 1, 8192), ("decode", 8, 1, 8192), ("decode", 64, 1, 1024)]
 

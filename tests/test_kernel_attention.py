@@ -322,63 +322,6 @@ def test_tma_and_pointer_loads_give_the_same_bits(case, path, pack_gqa, q_by_tma
     assert torch.equal(tma[0], pointer[0]) and torch.equal(tma[1], pointer[1])
 
 
-@FAST
-@given(attention_case(), st.sampled_from(["sequential", "split"]), st.booleans())
-def test_flat_key_loop_gives_the_nested_loops_bits(case, path, merge_in_last):
-    """configs.ATTENTION_FLAT_KEY_LOOP: one flat loop over a program's key blocks, a split closing
-    at its last block (merged, or stored for the MERGE), instead of a loop over splits around
-    their blocks: the same blocks in the same order, so every row and its lse keep their bits
-    (lengths inside a split and on its boundary, causal, masks: attention_case draws them)."""
-    q, k, v, kwargs = case
-    nested = fixed_split_attention_with_lse(q, k, v, path=path, **kwargs)
-    with configs.overridden(ATTENTION_FLAT_KEY_LOOP=True, ATTENTION_MERGE_IN_LAST_PROGRAM=merge_in_last):
-        flat = fixed_split_attention_with_lse(q, k, v, path=path, **kwargs)
-    assert torch.equal(flat[0], nested[0]) and torch.equal(flat[1], nested[1])
-
-
-@FAST
-@given(attention_case(), st.integers(2, 4), st.booleans(), st.booleans())
-def test_split_programs_walking_several_splits_give_the_same_bits(case, per_program, flat, merge_in_last):
-    """configs.ATTENTION_MAX_SPLITS_PER_PROGRAM: a split program walks consecutive splits, each
-    from zero and stored on its own, so the merge folds the same partials in the same order:
-    the sequential path's bits, with either key loop and either merging program."""
-    q, k, v, kwargs = case
-    sequential = fixed_split_attention_with_lse(q, k, v, path="sequential", **kwargs)
-    knobs = dict(ATTENTION_MAX_SPLITS_PER_PROGRAM=per_program, ATTENTION_FLAT_KEY_LOOP=flat, ATTENTION_MERGE_IN_LAST_PROGRAM=merge_in_last)
-    with configs.overridden(**knobs):
-        split = fixed_split_attention_with_lse(q, k, v, path="split", **kwargs)
-    assert torch.equal(split[0], sequential[0]) and torch.equal(split[1], sequential[1])
-    assert torch.count_nonzero(_arrivals._BLOCKS.get(q.device, torch.zeros(1))) == 0  # counters put back
-
-
-def test_splits_per_program_keep_the_gpu_filled(monkeypatch):
-    """Only as many splits per program as leave two programs per SM: decode at batch 8 (64
-    sequential programs) over 16 splits on 132 SMs may take 3 per program, batch 1 takes 1."""
-    monkeypatch.setattr(configs, "_gpu", lambda device: configs.GpuProperties(132, 9, 232448))
-    monkeypatch.setattr(configs, "ATTENTION_MAX_SPLITS_PER_PROGRAM", 4)
-    cuda = torch.device("cuda")
-    assert configs.attention_splits_per_program(64, 16, cuda) == 3
-    assert configs.attention_splits_per_program(8, 16, cuda) == 1
-    assert configs.attention_splits_per_program(127, 2, cuda) == 1
-    monkeypatch.setattr(configs, "ATTENTION_MAX_SPLITS_PER_PROGRAM", None)
-    assert configs.attention_splits_per_program(64, 16, cuda) == 1
-
-
-@pytest.mark.parametrize("lk", [SPLIT - 1, SPLIT, SPLIT + 1, 2 * SPLIT + 5, 3 * SPLIT])
-@pytest.mark.parametrize("path", ["sequential", "split"])
-def test_flat_key_loop_closes_every_split_once(lk, path):
-    """Key counts on, just before and just past split boundaries (the last block of a split
-    ending past the last key): decode against the cache equals the nested loops' bits and the
-    prefill's row, so no split is dropped, merged twice or overwritten by an empty one."""
-    gen = torch.Generator().manual_seed(lk)
-    q, k, v = randn(2, 4, lk, 16, gen=gen), randn(2, 2, lk, 16, gen=gen), randn(2, 2, lk, 16, gen=gen)
-    nested = fixed_split_attention(q[:, :, -1:], k, v, enable_gqa=True, path=path)
-    with configs.overridden(ATTENTION_FLAT_KEY_LOOP=True):
-        flat = fixed_split_attention(q[:, :, -1:], k, v, enable_gqa=True, path=path)
-        prefill = fixed_split_attention(q, k, v, is_causal=True, enable_gqa=True)
-    assert torch.equal(flat, nested) and torch.equal(flat, prefill[:, :, -1:])
-
-
 @pytest.mark.parametrize("path", ["sequential", "split"])
 def test_tma_reads_a_cache_slot_in_place_with_the_same_bits(path):
     """A cache read in place through TMA: the descriptor spans the whole cache and each program

@@ -379,19 +379,3 @@ def test_the_one_matmul_binary_runs_the_specialized_binaries_float_ops(m, monkey
     one, specialized = compiled(True), compiled(False)
     assert inspect_kernels.float_ops(one) == inspect_kernels.float_ops(specialized)
     assert inspect_kernels.resources(one)["spill_stores"] == 0
-
-
-@pytest.mark.parametrize("shape, path", [((1, 4096, 4096), "sequential"), ((8, 1, 8192), "split")], ids=["prefill", "decode"])
-def test_flat_key_loop_stays_pipelined_on_wgmma_without_more_spills(shape, path, monkeypatch):
-    """configs.ATTENTION_FLAT_KEY_LOOP (the split boundary inside the key loop): each flat loop
-    must still be software-pipelined on wgmma (block loads in flight) and spill no more than the
-    nested loops (offline when written: prefill 8 -> 0 spill stores, split decode fewer registers)."""
-    def compiled(flat):
-        monkeypatch.setattr(configs, "ATTENTION_FLAT_KEY_LOOP", flat)
-        (call,) = inspect_kernels.attention_calls(*shape, path=path)[:1]
-        assert call[2]["FLAT_KEY_LOOP"] is flat
-        return inspect_kernels.resources(inspect_kernels.compile_for_h100(*call))
-
-    nested, flat = compiled(False), compiled(True)
-    assert flat["wgmma"] and flat["async_copies_in_loop"] > 0, flat
-    assert flat["spill_stores"] <= nested["spill_stores"], (flat, nested)

@@ -170,6 +170,43 @@ def test_rms_norm_and_its_residual_add_run_as_one_row_kernel(graphs, monkeypatch
     assert_close_to_reference(out, weight.double() * h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps), dtype=dtype)
 
 
+class WidenedRMSNorm(nn.Module):
+    """examples/llm.py's RMSNorm: statistics in fp32, eps a module attribute."""
+
+    def __init__(self, d, eps=1e-5):
+        super().__init__()
+        self.weight, self.eps = nn.Parameter(torch.ones(d) + 0.1 * torch.randn(d)), eps
+
+    def forward(self, x):
+        h = x.float()
+        return self.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+
+
+def test_unspecialized_eps_is_read_by_the_row_kernel_not_converted_by_a_host_kernel(graphs, monkeypatch):
+    """Under dynamic=True Dynamo passes a module's float eps as a 0-dim float64 CPU tensor that
+    the graph widens to fp32: a CPU op, for which Inductor compiles a C++ kernel on a GPU model
+    too (v12, H200: C++ builds and the CPU ISA probe took ~38 s of the llama-1b compile window).
+    The fused norm reads the tensor itself on the host, as the same fp32 value: no op on a host
+    scalar is left in the graph, and the output is the norm's."""
+    monkeypatch.setattr(configs, "REDUCTION_FUSE_RMS_NORM", True)
+    torch._dynamo.reset()
+    norm = WidenedRMSNorm(32)
+    x = torch.randn(5, 3, 32)
+    compiled = torch.compile(norm, backend="batch_invariant", dynamic=True)
+    with torch.no_grad():
+        out, alone = compiled(x), compiled(x[2:3])
+    gm = graphs[0][0]
+    fused = [n for n in gm.graph.nodes if n.target is torch.ops.inductor_bi.invariant_rms_norm_rows.default]
+    assert len(fused) == 1
+    eps_tensor = fused[0].args[6]
+    assert eps_tensor is not None and eps_tensor.op == "placeholder"  # Dynamo did pass eps as a tensor
+    host_ops = [n for n in gm.graph.nodes if n.op == "call_function" and isinstance(v := n.meta.get("val"), torch.Tensor) and v.dim() == 0]
+    assert host_ops == []
+    assert_rows_equal(out[2:3], alone)
+    h = x.double()
+    assert_close_to_reference(out, norm.weight.double() * h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-5), dtype=torch.float32)
+
+
 def test_rms_norm_whose_pieces_are_reused_is_not_fused(graphs, monkeypatch):
     monkeypatch.setattr(configs, "REDUCTION_FUSE_RMS_NORM", True)
     torch._dynamo.reset()

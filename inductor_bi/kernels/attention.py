@@ -177,8 +177,6 @@ def _fixed_split_attention_kernel(
     HAS_KV_ROWS: tl.constexpr = False,
     USE_TMA: tl.constexpr = False,
     Q_BY_TMA: tl.constexpr = False,
-    FLAT_KEY_LOOP: tl.constexpr = False,
-    SPLITS_PER_PROG: tl.constexpr = 1,
 ):
     # One flat grid axis (the batch*heads product can pass CUDA's 65535 limit on axis 1); the
     # query blocks of one head group are neighbours so they share its K/V in L2.
@@ -192,7 +190,7 @@ def _fixed_split_attention_kernel(
     q_blocks = tl.cdiv(rows, BLOCK_M)
     pid_m = tl.program_id(0) % q_blocks
     pid_bg = (tl.program_id(0) // q_blocks).to(tl.int64)  # (batch, head group)
-    pid_split = tl.program_id(1)  # SPLIT: the KV splits this program owns (SPLITS_PER_PROG); otherwise 0
+    pid_split = tl.program_id(1)  # SPLIT: the KV split this program owns; otherwise 0
     groups = HQ // HEADS_PER_PROG
     b = pid_bg // groups
     h_first = (pid_bg % groups) * HEADS_PER_PROG
@@ -239,12 +237,9 @@ def _fixed_split_attention_kernel(
     # [B*groups, N_SPLITS, rows] (the same size): one slab of tile rows per program group.
     work_row = pid_bg * N_SPLITS * rows + offs_r.to(tl.int64)
 
-    if MODE == 1 and SPLITS_PER_PROG == 1:
+    if MODE == 1:
         split_lo = pid_split
         split_hi = pid_split + 1
-    elif MODE == 1:
-        split_lo = pid_split * SPLITS_PER_PROG
-        split_hi = tl.minimum(split_lo + SPLITS_PER_PROG, N_SPLITS)
     else:
         split_lo = 0
         split_hi = n_live_splits
@@ -278,73 +273,40 @@ def _fixed_split_attention_kernel(
     run_m = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     run_l = tl.zeros((BLOCK_M,), dtype=tl.float32)
     run_a = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
-    if FLAT_KEY_LOOP and MODE != 2:
-        # The same blocks in the same order, as one flat loop per masking class over the
-        # program's keys, so the software pipeline does not restart at every split: a split
-        # closes at its last block (merged into the running state, or stored for the MERGE) and
-        # the next one starts from zero, as the nested loop below does (configs.ATTENTION_FLAT_KEY_LOOP).
-        part_m = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
-        part_l = tl.zeros((BLOCK_M,), dtype=tl.float32)
-        part_a = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
-        k_lo = split_lo * KV_SPLIT
-        k_hi = tl.maximum(k_lo, tl.minimum(split_hi * KV_SPLIT, kv_end))
-        k_mid = tl.maximum(k_lo, tl.minimum(k_hi, full_end))
-        for masked in tl.static_range(2):  # blocks every row sees whole first, then the masked ones
-            lo, hi = k_lo, k_mid
-            if masked == 1:
-                lo, hi = k_mid, k_hi
-            for n_start in range(lo, hi, BLOCK_N):
+    for s in range(split_lo, split_hi):
+        if MODE == 2:  # MERGE: read the split's partial back (exact: fp32 in, fp32 out)
+            part_m, part_l, part_a = _load_split(WORK_M, WORK_L, WORK_A, work_row + s * rows, row_ok, dv_ok, offs_dv64, DV)
+        else:  # reduce the split's keys from a zero state, BLOCK_N at a time, ascending
+            part_m = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+            part_l = tl.zeros((BLOCK_M,), dtype=tl.float32)
+            part_a = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
+            n_lo = s * KV_SPLIT
+            n_hi = tl.minimum(n_lo + KV_SPLIT, kv_end)
+            # Blocks every row of the tile sees whole come first and skip the masking work; the
+            # rest (causal diagonal, the tail past Lk, any explicit mask) are masked. Same blocks,
+            # same ascending order, and for a whole block the masked step computes the same bits.
+            n_mid = tl.maximum(n_lo, tl.minimum(n_hi, full_end))
+            for n_start in range(n_lo, n_mid, BLOCK_N):
                 part_m, part_l, part_a = _online_softmax_step(
                     q, k_base, v_base, mask_base, n_start, part_m, part_l, part_a,
                     offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2, kv_row, kv_head,
-                    masked == 1, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N, BLOCK_D, BLOCK_DV, ROW_SUM_MMA, USE_TMA,
+                    False, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N, BLOCK_D, BLOCK_DV, ROW_SUM_MMA, USE_TMA,
                 )
-                if (n_start + BLOCK_N) % KV_SPLIT == 0:
-                    run_m, run_l, run_a, part_m, part_l, part_a = _close_split(
-                        run_m, run_l, run_a, part_m, part_l, part_a, n_start // KV_SPLIT,
-                        WORK_M, WORK_L, WORK_A, work_row, rows, row_ok, dv_ok, offs_dv64, DV, MODE,
-                    )
-        # The last split, when its last block (ending past the last visible key, rounded up to
-        # whole blocks) is not a split's last block: it closes here.
-        if tl.cdiv(k_hi, BLOCK_N) * BLOCK_N % KV_SPLIT != 0:
-            run_m, run_l, run_a, part_m, part_l, part_a = _close_split(
-                run_m, run_l, run_a, part_m, part_l, part_a, (k_hi - 1) // KV_SPLIT,
-                WORK_M, WORK_L, WORK_A, work_row, rows, row_ok, dv_ok, offs_dv64, DV, MODE,
-            )
-        if MODE == 1 and USE_PDL:  # the MERGE grid may be scheduled now (it still waits for this grid's end)
-            gdc_launch_dependents()
-    else:  # a loop over the splits around a loop over each split's blocks (MERGE: over partials)
-        for s in range(split_lo, split_hi):
-            if MODE == 2:  # MERGE: read the split's partial back (exact: fp32 in, fp32 out)
-                part_m, part_l, part_a = _load_split(WORK_M, WORK_L, WORK_A, work_row + s * rows, row_ok, dv_ok, offs_dv64, DV)
-            else:  # reduce the split's keys from a zero state, BLOCK_N at a time, ascending
-                part_m = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
-                part_l = tl.zeros((BLOCK_M,), dtype=tl.float32)
-                part_a = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
-                n_lo = s * KV_SPLIT
-                n_hi = tl.minimum(n_lo + KV_SPLIT, kv_end)
-                # Blocks every row of the tile sees whole come first and skip the masking work; the
-                # rest (causal diagonal, the tail past Lk, any explicit mask) are masked. Same blocks,
-                # same ascending order, and for a whole block the masked step computes the same bits.
-                n_mid = tl.maximum(n_lo, tl.minimum(n_hi, full_end))
-                for n_start in range(n_lo, n_mid, BLOCK_N):
-                    part_m, part_l, part_a = _online_softmax_step(
-                        q, k_base, v_base, mask_base, n_start, part_m, part_l, part_a,
-                        offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2, kv_row, kv_head,
-                        False, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N, BLOCK_D, BLOCK_DV, ROW_SUM_MMA, USE_TMA,
-                    )
-                for n_start in range(n_mid, n_hi, BLOCK_N):
-                    part_m, part_l, part_a = _online_softmax_step(
-                        q, k_base, v_base, mask_base, n_start, part_m, part_l, part_a,
-                        offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2, kv_row, kv_head,
-                        True, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N, BLOCK_D, BLOCK_DV, ROW_SUM_MMA, USE_TMA,
-                    )
-                if MODE == 1:  # SPLIT: hand the partial to the MERGE program
-                    _store_split(WORK_M, WORK_L, WORK_A, work_row + s * rows, part_m, part_l, part_a, row_ok, dv_ok, offs_dv64, DV)
-                    if USE_PDL:  # the MERGE grid may be scheduled now (it still waits for this grid's end)
-                        gdc_launch_dependents()
-            if MODE != 1:  # SEQUENTIAL and MERGE share this merge code, so their bits agree.
-                run_m, run_l, run_a = _merge_split(run_m, run_l, run_a, part_m, part_l, part_a)
+            for n_start in range(n_mid, n_hi, BLOCK_N):
+                part_m, part_l, part_a = _online_softmax_step(
+                    q, k_base, v_base, mask_base, n_start, part_m, part_l, part_a,
+                    offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2, kv_row, kv_head,
+                    True, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N, BLOCK_D, BLOCK_DV, ROW_SUM_MMA, USE_TMA,
+                )
+            if MODE == 1:  # SPLIT: hand the partial to the MERGE program
+                ws = work_row + s * rows
+                tl.store(WORK_M + ws, part_m, mask=row_ok)
+                tl.store(WORK_L + ws, part_l, mask=row_ok)
+                tl.store(WORK_A + ws[:, None] * DV + offs_dv64[None, :], part_a, mask=row_ok[:, None] & dv_ok[None, :])
+                if USE_PDL:  # the MERGE grid may be scheduled now (it still waits for this grid's end)
+                    gdc_launch_dependents()
+        if MODE != 1:  # SEQUENTIAL and MERGE share this merge code, so their bits agree.
+            run_m, run_l, run_a = _merge_split(run_m, run_l, run_a, part_m, part_l, part_a)
 
     out_ptrs = OUT + b * stride_ob + head_2d * stride_oh + offs_m64[:, None] * stride_om + offs_dv64[None, :] * stride_od
     lse_ptrs = LSE + (b * HQ + row_head) * Lq + offs_m64
@@ -357,37 +319,12 @@ def _fixed_split_attention_kernel(
         # the MERGE program's loop: the same loads, merge steps and output in the same order.
         tl.debug_barrier()
         arrival = ARRIVALS + tl.program_id(0)
-        split_programs = N_SPLITS
-        if SPLITS_PER_PROG > 1:
-            split_programs = tl.cdiv(N_SPLITS, SPLITS_PER_PROG)
-        if tl.atomic_add(arrival, 1, sem="acq_rel", scope="gpu") == split_programs - 1:
+        if tl.atomic_add(arrival, 1, sem="acq_rel", scope="gpu") == N_SPLITS - 1:
             tl.store(arrival, 0)
             for s in range(0, n_live_splits):
                 part_m, part_l, part_a = _load_split(WORK_M, WORK_L, WORK_A, work_row + s * rows, row_ok, dv_ok, offs_dv64, DV)
                 run_m, run_l, run_a = _merge_split(run_m, run_l, run_a, part_m, part_l, part_a)
             _store_output(run_m, run_l, run_a, out_ptrs, lse_ptrs, row_ok, dv_ok)
-
-
-@triton.jit
-def _store_split(WORK_M, WORK_L, WORK_A, ws, part_m, part_l, part_a, row_ok, dv_ok, offs_dv64, DV):
-    """One split's (m, l, a) partial, handed to the MERGE (fp32: exact)."""
-    tl.store(WORK_M + ws, part_m, mask=row_ok)
-    tl.store(WORK_L + ws, part_l, mask=row_ok)
-    tl.store(WORK_A + ws[:, None] * DV + offs_dv64[None, :], part_a, mask=row_ok[:, None] & dv_ok[None, :])
-
-
-@triton.jit
-def _close_split(run_m, run_l, run_a, part_m, part_l, part_a, split, WORK_M, WORK_L, WORK_A, work_row, rows, row_ok, dv_ok, offs_dv64, DV, MODE: tl.constexpr):
-    """The flat key loop's split boundary: the split's partial is merged into the running state
-    (SEQUENTIAL) or stored for the MERGE (SPLIT), and the next split starts from zero."""
-    if MODE == 1:
-        _store_split(WORK_M, WORK_L, WORK_A, work_row + split * rows, part_m, part_l, part_a, row_ok, dv_ok, offs_dv64, DV)
-    else:
-        run_m, run_l, run_a = _merge_split(run_m, run_l, run_a, part_m, part_l, part_a)
-    part_m = tl.full(part_m.shape, float("-inf"), dtype=tl.float32)
-    part_l = tl.zeros(part_l.shape, dtype=tl.float32)
-    part_a = tl.zeros(part_a.shape, dtype=tl.float32)
-    return run_m, run_l, run_a, part_m, part_l, part_a
 
 
 @triton.jit
@@ -651,7 +588,6 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
         HAS_KV_ROWS=kv_rows is not None,
         USE_TMA=kv_by_tma,
         Q_BY_TMA=q_desc is not None,
-        FLAT_KEY_LOOP=configs.ATTENTION_FLAT_KEY_LOOP,
         num_warps=cfg.num_warps,
         num_stages=configs.attention_stages(cfg, split, programs, device),
         # No FMA contraction: the compiler may not fuse a*b+c differently in the SEQUENTIAL and
@@ -676,17 +612,13 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
     if not split:
         go((programs, 1), _SEQUENTIAL, lse3, lse3, lse3)
         return
-    # Each split program may walk several consecutive splits, each from zero and stored on its
-    # own (configs.ATTENTION_MAX_SPLITS_PER_PROGRAM): which program computes a split, not how.
-    per_prog = configs.attention_splits_per_program(programs, n_splits, device)
-    split_programs = triton.cdiv(n_splits, per_prog)
     work_m = torch.empty((nb * hq, n_splits, lq), dtype=torch.float32, device=device)
     work_l = torch.empty_like(work_m)
     work_a = torch.empty((nb * hq, n_splits, lq, dv), dtype=torch.float32, device=device)
     split_options, merge_options = configs.split_merge_launch_options(device, uses_interpreter(device))
     arrivals = tile_arrivals(device, programs) if configs.ATTENTION_MERGE_IN_LAST_PROGRAM and not split_options else None
     if arrivals is not None:
-        go((programs, split_programs), _SPLIT, work_m, work_l, work_a, arrivals=arrivals, MERGE_IN_LAST=True, SPLITS_PER_PROG=per_prog)
+        go((programs, n_splits), _SPLIT, work_m, work_l, work_a, arrivals=arrivals, MERGE_IN_LAST=True)
         return
-    go((programs, split_programs), _SPLIT, work_m, work_l, work_a, SPLITS_PER_PROG=per_prog, **split_options)
+    go((programs, n_splits), _SPLIT, work_m, work_l, work_a, **split_options)
     go((programs, 1), _MERGE, work_m, work_l, work_a, **merge_options)

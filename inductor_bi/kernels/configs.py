@@ -457,38 +457,6 @@ ATTENTION_USE_TMA = True
 ATTENTION_Q_BY_TMA = True
 
 
-# The key loop as one flat loop per masking class over a program's keys (a split closes at its
-# last block and the next starts from zero, merged or stored as before), instead of a loop over
-# splits around a loop over their blocks: Triton's software pipeline restarts at every inner
-# loop, i.e. every kv_split / block_n = 8 blocks of a prefill (the matmul's flat K loop, v3, for
-# the same reason). The same blocks in the same order through the same step and merge code: the
-# same bits (interpreter tests, flat == nested). Off: waits for a GPU timing.
-ATTENTION_FLAT_KEY_LOOP = False
-
-
-# Split programs that walk several consecutive KV splits (each from zero, each stored on its own,
-# merged in the same ascending order): fewer, longer programs when a split launch has many waves
-# of short ones (decode at batch 8, 8k keys: 1024 programs of 8 key blocks on 132 SMs), so that
-# each pays its pipeline start, Q load and launch share once per several splits (with
-# ATTENTION_FLAT_KEY_LOOP the pipeline runs on across them). Which program computes a split, not
-# how: the same bits (interpreter tests). At most this many per program, and only as long as the
-# launch keeps ATTENTION_SPLIT_MIN_PROGRAMS_PER_SM programs per SM. None (off): waits for a GPU timing.
-ATTENTION_MAX_SPLITS_PER_PROGRAM: int | None = None
-ATTENTION_SPLIT_MIN_PROGRAMS_PER_SM = 2  # two resident CTAs per SM at the decode kernel's registers
-
-
-def attention_splits_per_program(sequential_programs: int, n_splits: int, device: torch.device) -> int:
-    """How many consecutive KV splits one split program walks: a question of speed only. Off
-    CUDA (the interpreter, where a split launch is asked for by tests) the knob applies as is."""
-    if ATTENTION_MAX_SPLITS_PER_PROGRAM is None:
-        return 1
-    if device.type != "cuda":
-        return max(1, min(ATTENTION_MAX_SPLITS_PER_PROGRAM, n_splits))
-    keep = ATTENTION_SPLIT_MIN_PROGRAMS_PER_SM * _gpu(device).sm_count
-    fit = (sequential_programs * n_splits) // keep  # splits per program that still leave `keep` programs
-    return max(1, min(ATTENTION_MAX_SPLITS_PER_PROGRAM, fit, n_splits))
-
-
 def attention_use_tma(dtype: torch.dtype, device: torch.device) -> bool:
     """Whether this call may fetch K / V by TMA: a question of hardware and layout only."""
     return ATTENTION_USE_TMA and tma_available(dtype, device)
@@ -537,9 +505,10 @@ def attention_stages(cfg: AttentionConfig, split: bool, programs: int = 0, devic
 # same float ops and registers, no spills, 8 more SASS instructions. Strides keep their alignment
 # facts (the loads' vector width rests on them). Attention takes no size that follows the batch;
 # its lengths stay specialized: unspecialized, its decode kernel spilled 17 stores instead of 3
-# offline (the alignment fact on the key count saves mask registers). Off: waits for a GPU run
-# (the GPU tests with it on, and the e2e compile window's binaries and time).
-ONE_BINARY_FOR_ANY_BATCH = False
+# offline (the alignment fact on the key count saves mask registers). On since v12: on the H200
+# the specialized binaries' bits for M = 1..64, tall and split-K launches included
+# (tests/gpu/test_matmul_gpu.py, gpu_tests_h200_v12.txt).
+ONE_BINARY_FOR_ANY_BATCH = True
 
 
 # The knobs above that choose how fast, never whether a row is invariant (each has its reason and
@@ -559,8 +528,6 @@ SPEED_KNOBS = {
     "ATTENTION_FOLD_KV_GATHER": "a serving step's KV cache read in place by attention",
     "ATTENTION_USE_TMA": "Hopper K / V blocks fetched by TMA descriptors",
     "ATTENTION_Q_BY_TMA": "the query tile fetched by a TMA descriptor too (not GQA-packed)",
-    "ATTENTION_FLAT_KEY_LOOP": "one flat key loop across KV splits (the pipeline does not restart per split)",
-    "ATTENTION_MAX_SPLITS_PER_PROGRAM": "consecutive KV splits one split program walks, at most (None: one)",
     "REDUCTION_FOLD_RESIDUAL_ADD": "the residual add before a norm done by the row kernel",
     "REDUCTION_FUSE_RMS_NORM": "a hand-written RMSNorm as one row kernel",
     "ONE_BINARY_FOR_ANY_BATCH": "the matmul takes M unspecialized: one compiled binary per launch shape for every batch size",

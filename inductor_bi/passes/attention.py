@@ -99,12 +99,7 @@ def _config_details(val, device: torch.device | None = None) -> dict:
     }
     if device.type == "cuda":
         merged_by = "the last split program of each tile" if configs.ATTENTION_MERGE_IN_LAST_PROGRAM else "a merge launch"
-        per_program = "one program per split" if configs.ATTENTION_MAX_SPLITS_PER_PROGRAM is None else (
-            f"up to {configs.ATTENTION_MAX_SPLITS_PER_PROGRAM} consecutive splits per program, each stored on its own"
-        )
-        details["split_kv"] = f"below {configs.ATTENTION_SPLIT_MAX_PROGRAMS} programs: {per_program}, merged in ascending order by {merged_by}"
-        if configs.ATTENTION_FLAT_KEY_LOOP:
-            details["key_loop"] = "flat across splits (a split closes at its last block)"
+        details["split_kv"] = f"below {configs.ATTENTION_SPLIT_MAX_PROGRAMS} programs: one program per split, merged in ascending order by {merged_by}"
         if configs.ATTENTION_SPLIT_STAGES is not None:
             details["split_stages"] = configs.attention_stages(cfg, split=True)
         if configs.ATTENTION_ONE_WAVE_STAGES is not None:

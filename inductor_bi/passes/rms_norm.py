@@ -95,6 +95,21 @@ def _match(mean: torch.fx.Node):
     return source, addend, h, eps, widened, weight, normalized_dtype, chain
 
 
+def _host_eps(eps: torch.fx.Node) -> torch.fx.Node:
+    """The 0-dim CPU tensor the kernel reads eps from. Dynamo passes an unspecialized float eps
+    as a float64 CPU tensor and the graph widens it to fp32 before the add: a CPU op, for which
+    Inductor compiles a C++ kernel (v12, H200 profile: 13 C++ builds and the CPU ISA probe, ~38 s
+    of the llama-1b compile window; stock fuses the scalar into its GPU kernel). The op reads
+    ``float(eps_tensor.float())`` on the host, the same fp32 value, so it takes the conversion's
+    source and the CPU op is left unused."""
+    if eps.target is prims.convert_element_type.default and eps.args[1] in (torch.float32, torch.float64):
+        source = eps.args[0]
+        value = fake_value(source) if isinstance(source, torch.fx.Node) else None
+        if isinstance(value, torch.Tensor) and value.dim() == 0 and value.dtype.is_floating_point and value.device.type == "cpu":
+            return source
+    return eps
+
+
 def fuse_rms_norms(gm: torch.fx.GraphModule) -> list[Rewrite]:
     if not configs.REDUCTION_FUSE_RMS_NORM:
         return []
@@ -113,7 +128,7 @@ def fuse_rms_norms(gm: torch.fx.GraphModule) -> list[Rewrite]:
             continue
         last = chain[-1]
         with graph.inserting_before(at):
-            eps_number, eps_tensor = (0.0, eps) if isinstance(eps, torch.fx.Node) else (float(eps), None)
+            eps_number, eps_tensor = (0.0, _host_eps(eps)) if isinstance(eps, torch.fx.Node) else (float(eps), None)
             fused = graph.call_function(bi.invariant_rms_norm_rows.default, (source, eps_number, weight, normalized_dtype, fake_value(last).dtype, addend, eps_tensor))
             out = graph.call_function(operator.getitem, (fused, 0))
             stored_h = graph.call_function(operator.getitem, (fused, 1)) if addend is not None else None
@@ -130,6 +145,8 @@ def fuse_rms_norms(gm: torch.fx.GraphModule) -> list[Rewrite]:
         last.replace_all_uses_with(out)
         for node in reversed(chain):
             graph.erase_node(node)
+        if eps_tensor is not None and eps_tensor is not eps and not eps.users:
+            graph.erase_node(eps)  # the CPU conversion _host_eps went around
         if widened is not h and not widened.users:
             graph.erase_node(widened)
         # The residual stream reads the h the kernel stored, unless something needs h before it.

@@ -146,6 +146,7 @@ def test_one_binary_for_any_batch_gives_the_specialized_bits(dtype, monkeypatch)
     torch.manual_seed(0)
     a = torch.randn(4096, 2048, device="cuda", dtype=dtype)
     w = torch.randn(2048, 8192, device="cuda", dtype=dtype) / 2048**0.5
+    monkeypatch.setattr(configs, "ONE_BINARY_FOR_ANY_BATCH", False)
     specialized = {m: invariant_matmul(a[:m], w) for m in (1, 7, 16, 33, 64)}
     monkeypatch.setattr(configs, "ONE_BINARY_FOR_ANY_BATCH", True)
     kernel = matmul._invariant_matmul_kernel
