@@ -185,7 +185,7 @@ class WidenedRMSNorm(nn.Module):
 def test_unspecialized_eps_is_read_by_the_row_kernel_not_converted_by_a_host_kernel(graphs, monkeypatch):
     """Under dynamic=True Dynamo passes a module's float eps as a 0-dim float64 CPU tensor that
     the graph widens to fp32: a CPU op, for which Inductor compiles a C++ kernel on a GPU model
-    too (v12, H200: C++ builds and the CPU ISA probe took ~38 s of the llama-1b compile window).
+    too (v12, H200, under cProfile: C++ builds and a CPU ISA probe, 37 s of the llama-1b compile).
     The fused norm reads the tensor itself on the host, as the same fp32 value: no op on a host
     scalar is left in the graph, and the output is the norm's."""
     monkeypatch.setattr(configs, "REDUCTION_FUSE_RMS_NORM", True)

@@ -98,10 +98,10 @@ def _match(mean: torch.fx.Node):
 def _host_eps(eps: torch.fx.Node) -> torch.fx.Node:
     """The 0-dim CPU tensor the kernel reads eps from. Dynamo passes an unspecialized float eps
     as a float64 CPU tensor and the graph widens it to fp32 before the add: a CPU op, for which
-    Inductor compiles a C++ kernel (v12, H200 profile: 13 C++ builds and the CPU ISA probe, ~38 s
-    of the llama-1b compile window; stock fuses the scalar into its GPU kernel). The op reads
-    ``float(eps_tensor.float())`` on the host, the same fp32 value, so it takes the conversion's
-    source and the CPU op is left unused."""
+    Inductor compiles C++ even in a GPU model (v12, the llama-1b compile window on the H200
+    under cProfile: 13 C++ builds, 15 s, and a CPU ISA probe, 22 s; stock fuses the scalar into
+    its GPU kernels). The op reads ``float(eps_tensor.float())`` on the host, the same fp32
+    value, so it takes the conversion's source and the CPU op is left unused."""
     if eps.target is prims.convert_element_type.default and eps.args[1] in (torch.float32, torch.float64):
         source = eps.args[0]
         value = fake_value(source) if isinstance(source, torch.fx.Node) else None
