@@ -27,26 +27,20 @@ from inductor_bi.kernels.matmul import invariant_matmul
 
 REFERENCE = (MatmulConfig(64, 128, 64, 1024, 4, 4), False)  # the v3/v4 shipped kernel, pointer loads
 # (tile, fetch tiles by TMA)
-# v12 candidates. Decided since v9 and dropped: persistent launches (20-35% slower), the v5-v9
-# short tile and 64x128x128 s3 (the 128-wide K step at s4 shipped in v10). Still open: tall s5
-# (~1% over s4 at M >= 1024 in v9) and 64-column tiles at small M (m64n64k16 gave m64n128k16's
-# bits in all 30 v9 cases; not the same instruction). New: narrower fixed K chunks (512, 256) for
-# both launch shapes -- another arithmetic, still a function of K alone (so invariant), compared
-# bitwise with the reference kernel at the same chunk. At M <= 64 the llama-1b projections with
-# K = 2048 get only 2 chunks of 1024 (q / o: 32 programs, k / v: 8 on 132 SMs; NOTES v5, v11's
-# profile: decode at batch 1 is 27% slower than cuBLAS in its matmuls); chunks of 512 / 256
-# give 2x / 4x the split programs, and at large M only add a chunk's total += acc more often.
+# v13 candidates. Decided since v9 and dropped: persistent launches (20-35% slower), the v5-v9
+# short tile, 64x128x128 s3, and (v12, tune_matmul_h200_v12.txt) K chunks of 512 / 256 (slower at
+# every M <= 64). v12 turned ONE_BINARY_FOR_ANY_BATCH on after an end-to-end A/B (neutral to
+# +0.8%); its microbenchmark A/B is owed: the shipped tiles with M specialized again. Still open:
+# tall s5 (~1% over s4 at M >= 1024 in v9) and the 64-column short tile (same bits in every case
+# so far; faster where the 128-wide short launch runs few programs, NOTES v12).
 CANDIDATES = [
     REFERENCE,
     (MatmulConfig(128, 128, 64, 1024, 8, 4), True),  # shipped tall (v5-)
+    (MatmulConfig(128, 128, 64, 1024, 8, 4), True, {"ONE_BINARY_FOR_ANY_BATCH": False}),
     (MatmulConfig(128, 128, 64, 1024, 8, 5), True),
     (MatmulConfig(64, 128, 128, 1024, 4, 4), True),  # shipped short (v10-)
-    (MatmulConfig(64, 64, 64, 1024, 4, 6), True),
+    (MatmulConfig(64, 128, 128, 1024, 4, 4), True, {"ONE_BINARY_FOR_ANY_BATCH": False}),
     (MatmulConfig(64, 64, 128, 1024, 4, 4), True),
-    (MatmulConfig(128, 128, 64, 512, 8, 4), True),  # v12: narrower K chunks
-    (MatmulConfig(64, 128, 128, 512, 4, 4), True),
-    (MatmulConfig(128, 128, 64, 256, 8, 4), True),
-    (MatmulConfig(64, 128, 128, 256, 4, 4), True),
 ]
 # (N, K) of Llama-3-8B's projections at every M, and of llama-1b's (the e2e model) at its prefill
 # and decode sizes.
@@ -56,8 +50,8 @@ CASES += [(m, n, k) for n, k in [(2048, 2048), (512, 2048), (8192, 2048), (2048,
 
 def name(candidate) -> str:
     cfg, tma, *knobs = candidate
-    persistent = " persistent" if knobs and knobs[0].get("MATMUL_PERSISTENT") else ""
-    return f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} c{cfg.k_chunk} w{cfg.num_warps} s{cfg.num_stages} g{cfg.group_m}{' tma' if tma else ''}{persistent}"
+    knob = "".join(f" {k}={v}" for k, v in (knobs[0] if knobs else {}).items())
+    return f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} c{cfg.k_chunk} w{cfg.num_warps} s{cfg.num_stages} g{cfg.group_m}{' tma' if tma else ''}{knob}"
 
 
 def main():
