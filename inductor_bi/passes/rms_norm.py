@@ -44,6 +44,12 @@ def _other(node: torch.fx.Node, operand: torch.fx.Node):
     return b if a is operand else a if b is operand else None
 
 
+def _is_host_scalar(node) -> bool:
+    """Whether ``node`` computes a 0-dim floating-point tensor on the CPU (read on the host)."""
+    value = fake_value(node) if isinstance(node, torch.fx.Node) else None
+    return isinstance(value, torch.Tensor) and value.dim() == 0 and value.dtype.is_floating_point and value.device.type == "cpu"
+
+
 def _match(mean: torch.fx.Node):
     """The nodes of one RMSNorm from its folded mean, or None when the graph is anything else."""
     source = mean.args[0]
@@ -58,9 +64,7 @@ def _match(mean: torch.fx.Node):
     eps = _other(add_eps, mean)
     # The kernel takes eps as an argument: a Python number, or a 0-dim CPU tensor read on the host
     # (Dynamo's unspecialized float). An eps tensor on the GPU (a buffer) stays unfused.
-    eps_val = fake_value(eps)
-    is_host_scalar = isinstance(eps_val, torch.Tensor) and eps_val.dim() == 0 and eps_val.dtype.is_floating_point and eps_val.device.type == "cpu"
-    if not (isinstance(eps, (int, float)) and not isinstance(eps, bool)) and not is_host_scalar:
+    if not (isinstance(eps, (int, float)) and not isinstance(eps, bool)) and not _is_host_scalar(eps):
         return None
     rsqrt = _only_user(add_eps, aten.rsqrt.default)
     normalize = rsqrt and _only_user(rsqrt, aten.mul.Tensor)
@@ -102,11 +106,8 @@ def _host_eps(eps: torch.fx.Node) -> torch.fx.Node:
     under cProfile: 13 C++ builds, 15 s, and a CPU ISA probe, 22 s; stock fuses the scalar into
     its GPU kernels). The op reads ``float(eps_tensor.float())`` on the host, the same fp32
     value, so it takes the conversion's source and the CPU op is left unused."""
-    if eps.target is prims.convert_element_type.default and eps.args[1] in (torch.float32, torch.float64):
-        source = eps.args[0]
-        value = fake_value(source) if isinstance(source, torch.fx.Node) else None
-        if isinstance(value, torch.Tensor) and value.dim() == 0 and value.dtype.is_floating_point and value.device.type == "cpu":
-            return source
+    if eps.target is prims.convert_element_type.default and eps.args[1] in (torch.float32, torch.float64) and _is_host_scalar(eps.args[0]):
+        return eps.args[0]
     return eps
 
 
