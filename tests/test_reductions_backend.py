@@ -203,6 +203,13 @@ def test_unspecialized_eps_is_read_by_the_row_kernel_not_converted_by_a_host_ker
     host_ops = [n for n in gm.graph.nodes if n.op == "call_function" and isinstance(v := n.meta.get("val"), torch.Tensor) and v.dim() == 0]
     assert host_ops == []
     assert_rows_equal(out[2:3], alone)
+
+    def literal_eps(x):  # eps a constant in the code: Dynamo passes no tensor for it
+        h = x.float()
+        return norm.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-5)).to(x.dtype)
+
+    with torch.no_grad():
+        assert torch.equal(out, torch.compile(literal_eps, backend="batch_invariant", dynamic=True)(x))  # the same fp32 eps
     h = x.double()
     assert_close_to_reference(out, norm.weight.double() * h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-5), dtype=torch.float32)
 
