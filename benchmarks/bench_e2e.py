@@ -51,12 +51,12 @@ def kernel_binaries() -> dict[str, int]:
     return counts
 
 
-def compile_phases() -> dict[str, float]:
-    """Seconds per phase Dynamo / Inductor timed (``dynamo_timed``) since the last reset, the ten
-    largest: where a compile window went besides first executions."""
+def compile_phases(top: int | None = 10) -> dict[str, float]:
+    """Seconds per phase Dynamo / Inductor timed (``dynamo_timed``) since the last reset, the
+    ``top`` largest first (None: all): where a compile window went besides first executions."""
     names, values = torch._dynamo.utils.compile_times(repr="csv", aggregate=True)
     phases = {name: float(value) for name, value in zip(names, values)}
-    return dict(sorted(phases.items(), key=lambda kv: -kv[1])[:10])
+    return dict(sorted(phases.items(), key=lambda kv: -kv[1])[:top])
 
 
 def main():

@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from bench_e2e import MODES, compile_first_calls
+from bench_e2e import MODES, compile_first_calls, compile_phases
 from common import environment
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
@@ -40,8 +40,7 @@ def main():
     *_, seconds = compile_first_calls(model, margs, args.mode, [int(b) for b in args.batches.split(",")], 256, 384)
     profiler.disable()
     print(f"{args.mode}: compile window {seconds:.1f} s under cProfile", flush=True)
-    names, values = torch._dynamo.utils.compile_times(repr="csv", aggregate=True)
-    for name, value in sorted(zip(names, map(float, values)), key=lambda kv: -kv[1]):
+    for name, value in compile_phases(top=None).items():
         print(f"  phase {name:60s} {value:8.2f} s")
     for order in ("cumulative", "tottime"):
         out = io.StringIO()

@@ -497,8 +497,8 @@ def attention_stages(cfg: AttentionConfig, split: bool, programs: int = 0, devic
 
 
 # One compiled binary for every batch size: Triton compiles a variant of a kernel per value class
-# of each integer argument (1 becomes a constant, multiples of 16 carry an alignment fact), so by
-# default a matmul at M = 1, 8 and 64 runs three binaries. Their float ops are the same
+# of each integer argument (1 becomes a constant, multiples of 16 carry an alignment fact), so with
+# M specialized a matmul at M = 1, 8 and 64 runs three binaries. Their float ops are the same
 # (tests/test_kernels_sm90_codegen compares them), but that is a checked fact, not a construction.
 # On, the matmul takes M unspecialized (``sizes_follow_the_batch``): one binary per launch shape
 # for every batch size, and fewer binaries compile at a model's first calls; offline (sm_90) the
