@@ -36,13 +36,14 @@ def median_ms(fn, rep_ms: int = 100) -> float:
 
 
 @contextlib.contextmanager
-def pinned_matmul_tile(dtype: torch.dtype, cfg):
+def pinned_matmul_tile(dtype: torch.dtype, cfg, tall=None):
     """Run invariant_matmul with one tile config for every M (both launch shapes set to ``cfg``),
-    to time or compile one candidate."""
+    to time or compile one candidate; or, with ``tall``, a pair of launch shapes (the short
+    ``cfg`` and ``tall``) chosen per call as the shipped pair is."""
     from inductor_bi.kernels import configs
 
     saved = configs.MATMUL_CUDA[dtype], configs.MATMUL_CUDA_TALL.get(dtype)
-    configs.MATMUL_CUDA[dtype] = configs.MATMUL_CUDA_TALL[dtype] = cfg
+    configs.MATMUL_CUDA[dtype], configs.MATMUL_CUDA_TALL[dtype] = cfg, tall or cfg
     try:
         yield
     finally:

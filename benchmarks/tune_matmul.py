@@ -27,12 +27,10 @@ from inductor_bi.kernels.matmul import invariant_matmul
 
 REFERENCE = (MatmulConfig(64, 128, 64, 1024, 4, 4), False)  # the v3/v4 shipped kernel, pointer loads
 # (tile, fetch tiles by TMA)
-# v13 candidates. Decided since v9 and dropped: persistent launches (20-35% slower), the v5-v9
-# short tile, 64x128x128 s3, and (v12, tune_matmul_h200_v12.txt) K chunks of 512 / 256 (slower at
-# every M <= 64). v12 turned ONE_BINARY_FOR_ANY_BATCH on after an end-to-end A/B (neutral to
-# +0.8%); its microbenchmark A/B is owed: the shipped tiles with M specialized again. Still open:
-# tall s5 (~1% over s4 at M >= 1024 in v9) and the 64-column short tile (same bits in every case
-# so far; faster where the 128-wide short launch runs few programs, NOTES v12).
+# v13 candidates (tune_matmul_h200_v13.txt). Decided since v9 and dropped: persistent launches
+# (20-35% slower), the v5-v9 short tile, 64x128x128 s3, and (v12) K chunks of 512 / 256 (slower
+# at every M <= 64). v13: ONE_BINARY_FOR_ANY_BATCH on vs off (the shipped tiles with M
+# specialized again) and tall s5, as in v12's list; the 64-column short tile again.
 CANDIDATES = [
     REFERENCE,
     (MatmulConfig(128, 128, 64, 1024, 8, 4), True),  # shipped tall (v5-)
@@ -47,23 +45,47 @@ CANDIDATES = [
 CASES = [(m, n, k) for n, k in [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336), (128256, 4096)] for m in (4096, 1024, 256, 64, 16, 1)]
 CASES += [(m, n, k) for n, k in [(2048, 2048), (512, 2048), (8192, 2048), (2048, 8192)] for m in (2048, 256, 8, 1)]
 
+# --pairs: launch pairs (short tile, tall tile), each call choosing between them as the shipped
+# pair does (configs.matmul_config), at every M the e2e model runs. The question (NOTES v13): a
+# 64-column pair (m64n64k16 MMAs) for a weight's (N, K), chosen once per weight, never per M.
+PAIR_CANDIDATES = [
+    ((MatmulConfig(64, 128, 128, 1024, 4, 4), MatmulConfig(128, 128, 64, 1024, 8, 4)), True),  # shipped
+    ((MatmulConfig(64, 64, 128, 1024, 4, 4), MatmulConfig(128, 64, 64, 1024, 8, 4)), True),
+    ((MatmulConfig(64, 64, 128, 1024, 4, 4), MatmulConfig(128, 64, 128, 1024, 8, 4)), True),
+    ((MatmulConfig(64, 64, 128, 1024, 4, 6), MatmulConfig(128, 64, 64, 1024, 8, 6)), True),
+]
+# llama-1b's projections (q / o, k / v, gate / up, down, lm_head) at its e2e prefill (batch 1, 8,
+# 64 x 256 tokens) and decode (batch 1, 8, 64) sizes, then Llama-3-8B's at a few M.
+PAIR_CASES = [(m, n, k) for n, k in [(2048, 2048), (512, 2048), (8192, 2048), (2048, 8192)] for m in (16384, 2048, 256, 64, 8, 1)]
+PAIR_CASES += [(m, 128256, 2048) for m in (256, 64, 8, 1)]
+PAIR_CASES += [(m, n, k) for n, k in [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336)] for m in (4096, 256, 16, 1)]
+
 
 def name(candidate) -> str:
     cfg, tma, *knobs = candidate
     knob = "".join(f" {k}={v}" for k, v in (knobs[0] if knobs else {}).items())
+    if isinstance(cfg, tuple):
+        return " | ".join(f"{c.block_m}x{c.block_n}x{c.block_k} s{c.num_stages}" for c in cfg) + (" tma" if tma else "") + knob
     return f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} c{cfg.k_chunk} w{cfg.num_warps} s{cfg.num_stages} g{cfg.group_m}{' tma' if tma else ''}{knob}"
+
+
+def short_and_tall(cfg) -> tuple:
+    """(short, tall) of a candidate: a pair, or one tile for both launch shapes."""
+    return cfg if isinstance(cfg, tuple) else (cfg, cfg)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
+    ap.add_argument("--pairs", action="store_true", help="time PAIR_CANDIDATES on PAIR_CASES")
     args = ap.parse_args()
+    candidates, cases = (PAIR_CANDIDATES, PAIR_CASES) if args.pairs else (CANDIDATES, CASES)
     dtype = torch.bfloat16
-    weights = {(n, k): torch.randn(n, k, device="cuda", dtype=dtype) / k**0.5 for _, n, k in CASES}
-    inputs = {(m, k): torch.randn(m, k, device="cuda", dtype=dtype) for m, _, k in CASES}
+    weights = {(n, k): torch.randn(n, k, device="cuda", dtype=dtype) / k**0.5 for _, n, k in cases}
+    inputs = {(m, k): torch.randn(m, k, device="cuda", dtype=dtype) for m, _, k in cases}
     results = {"environment": environment(), "cublas": {}, "configs": {}}
-    print(f"{'case':24s}{'cuBLAS':>9s}" + "".join(f"{name(c):>30s}" for c in CANDIDATES), flush=True)
-    for m, n, k in CASES:
+    print(f"{'case':24s}{'cuBLAS':>9s}" + "".join(f"{name(c):>30s}" for c in candidates), flush=True)
+    for m, n, k in cases:
         a, w = inputs[(m, k)], weights[(n, k)]
         flops = 2.0 * m * n * k
         line = f"M{m}xN{n}xK{k}".ljust(24)
@@ -71,13 +93,14 @@ def main():
         results["cublas"][f"{m},{n},{k}"] = cublas
         line += f"{cublas:9.1f}"
         references = {}  # per K chunk: the reference kernel's bits with that chunk
-        for chunk in sorted({cfg.k_chunk for cfg, *_ in CANDIDATES}):
+        for chunk in sorted({short_and_tall(cfg)[0].k_chunk for cfg, *_ in candidates}):
             with pinned_matmul_tile(dtype, dataclasses.replace(REFERENCE[0], k_chunk=chunk)):
                 references[chunk] = invariant_matmul(a, w.t(), tma=REFERENCE[1])
-        for cfg, tma, *knobs in CANDIDATES:
-            with pinned_matmul_tile(dtype, cfg), configs.overridden(**(knobs[0] if knobs else {})):
+        for cfg, tma, *knobs in candidates:
+            short, tall = short_and_tall(cfg)
+            with pinned_matmul_tile(dtype, short, tall), configs.overridden(**(knobs[0] if knobs else {})):
                 out = invariant_matmul(a, w.t(), tma=tma)
-                ok = torch.equal(out, references[cfg.k_chunk])
+                ok = torch.equal(out, references[short.k_chunk])
                 ok &= torch.equal(out[-1:], invariant_matmul(a[-1:], w.t(), tma=tma))
                 if m <= 64:
                     ok &= torch.equal(invariant_matmul(a, w.t(), split_k=True, tma=tma), out)
@@ -87,7 +110,7 @@ def main():
         print(line, flush=True)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "tune_matmul.json"), "w") as f:
+        with open(os.path.join(args.out, "tune_matmul_pairs.json" if args.pairs else "tune_matmul.json"), "w") as f:
             json.dump(results, f, indent=1)
 
 
