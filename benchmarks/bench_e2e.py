@@ -2,6 +2,8 @@
 
 Prefill (forward over B x L tokens, causal) and one decode step (step() with B tokens against a
 KV cache), at batch 1, 8, 64; compile times; number of compilations. Side by side in one run.
+Writes e2e.json and e2e.png (speed ratios per batch, compile windows); ``--plot-only`` redraws the
+PNG from an existing e2e.json.
 
     python benchmarks/bench_e2e.py --preset llama-1b --out benchmarks/results
 """
@@ -9,6 +11,7 @@ KV cache), at batch 1, 8, 64; compile times; number of compilations. Side by sid
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -59,6 +62,36 @@ def compile_phases(top: int | None = 10) -> dict[str, float]:
     return dict(sorted(phases.items(), key=lambda kv: -kv[1])[:top])
 
 
+def plot(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [2, 1]})
+    summary = result["summary"]
+    xs = range(len(summary))
+    for offset, kind in ((-0.2, "prefill"), (0.2, "decode")):
+        ratios = [s[f"{kind}_ratio"] for s in summary]
+        bars = axes[0].bar([x + offset for x in xs], ratios, width=0.4, label=kind if kind == "prefill" else "decode step")
+        axes[0].bar_label(bars, fmt="%.2f")
+    axes[0].axhline(1.0, color="gray", lw=0.8)
+    axes[0].set_xticks(list(xs), [f"batch {s['batch']}" for s in summary])
+    axes[0].set_ylabel("batch_invariant / stock torch.compile speed")
+    axes[0].set_title(f"{result['preset']}, bf16 (prefill {result['prefill_len']} tokens, decode at KV {result['kv_len']})")
+    axes[0].legend()
+    modes = list(result["compile_s"])
+    bars = axes[1].bar(modes, [result["compile_s"][m] for m in modes], color=["tab:gray", "tab:green"][: len(modes)])
+    axes[1].bar_label(bars, fmt="%.1f s")
+    axes[1].set_ylabel("seconds")
+    axes[1].set_title("compile window (cold caches, all batch sizes)")
+    env = result["environment"]
+    fig.suptitle(f"{env.get('device')}, torch {env.get('torch')}, triton {env.get('triton')}, {env.get('date', '')[:10]}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="llama-1b")
@@ -68,7 +101,12 @@ def main():
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--set", action="append", default=[], metavar="NAME[=VALUE]",
                     help="configs knobs for the whole run (ab_knob_e2e.py's spec: NAME, NAME=int, several joined by commas), e.g. ONE_BINARY_FOR_ANY_BATCH")
+    ap.add_argument("--plot-only", action="store_true", help="redraw e2e.png from OUT/e2e.json")
     args = ap.parse_args()
+    if args.plot_only:
+        with open(os.path.join(args.out, "e2e.json")) as f:
+            plot(json.load(f), os.path.join(args.out, "e2e.png"))
+        return
     knobs = {name: value for spec in args.set for name, value in knob_values(spec).items()}
     with configs.overridden(**knobs):  # an unknown name raises
         run(args, knobs)
@@ -119,9 +157,10 @@ def run(args, knobs: dict) -> None:
         summary.append(dict(batch=b, prefill_ratio=s["prefill_ms"] / o["prefill_ms"], decode_ratio=s["decode_ms"] / o["decode_ms"]))
         print(f"B={b:3d}  speed vs stock torch.compile: prefill {summary[-1]['prefill_ratio']:.2f}x  decode {summary[-1]['decode_ratio']:.2f}x")
     print(f"compile (first calls, all batch sizes): stock {compile_s['stock']:.1f} s, batch_invariant {compile_s['batch_invariant']:.1f} s")
-    write_json(os.path.join(args.out, "e2e.json"), {"environment": environment(), "preset": args.preset, "dtype": "bfloat16",
-               "prefill_len": args.prefill_len, "kv_len": args.kv_len, "rows": rows, "summary": summary, "compile_s": compile_s,
-               "compile_detail": compile_detail, "knobs_set": knobs})
+    result = {"environment": environment(), "preset": args.preset, "dtype": "bfloat16", "prefill_len": args.prefill_len, "kv_len": args.kv_len,
+              "rows": rows, "summary": summary, "compile_s": compile_s, "compile_detail": compile_detail, "knobs_set": knobs}
+    write_json(os.path.join(args.out, "e2e.json"), result)
+    plot(result, os.path.join(args.out, "e2e.png"))
 
 
 if __name__ == "__main__":
