@@ -33,9 +33,9 @@ REFERENCE = (MatmulConfig(64, 128, 64, 1024, 4, 4), False)  # the v3/v4 shipped 
 # specialized again) and tall s5, as in v12's list; the 64-column short tile again.
 CANDIDATES = [
     REFERENCE,
-    (MatmulConfig(128, 128, 64, 1024, 8, 4), True),  # shipped tall (v5-)
+    (MatmulConfig(128, 128, 64, 1024, 8, 4), True),  # shipped tall (v5-v12)
     (MatmulConfig(128, 128, 64, 1024, 8, 4), True, {"ONE_BINARY_FOR_ANY_BATCH": False}),
-    (MatmulConfig(128, 128, 64, 1024, 8, 5), True),
+    (MatmulConfig(128, 128, 64, 1024, 8, 5), True),  # shipped tall (v13-)
     (MatmulConfig(64, 128, 128, 1024, 4, 4), True),  # shipped short (v10-)
     (MatmulConfig(64, 128, 128, 1024, 4, 4), True, {"ONE_BINARY_FOR_ANY_BATCH": False}),
     (MatmulConfig(64, 64, 128, 1024, 4, 4), True),
@@ -49,7 +49,7 @@ CASES += [(m, n, k) for n, k in [(2048, 2048), (512, 2048), (8192, 2048), (2048,
 # pair does (configs.matmul_config), at every M the e2e model runs. The question (NOTES v13): a
 # 64-column pair (m64n64k16 MMAs) for a weight's (N, K), chosen once per weight, never per M.
 PAIR_CANDIDATES = [
-    ((MatmulConfig(64, 128, 128, 1024, 4, 4), MatmulConfig(128, 128, 64, 1024, 8, 4)), True),  # shipped
+    ((MatmulConfig(64, 128, 128, 1024, 4, 4), MatmulConfig(128, 128, 64, 1024, 8, 4)), True),  # shipped (v12)
     ((MatmulConfig(64, 64, 128, 1024, 4, 4), MatmulConfig(128, 64, 64, 1024, 8, 4)), True),
     ((MatmulConfig(64, 64, 128, 1024, 4, 4), MatmulConfig(128, 64, 128, 1024, 8, 4)), True),
     ((MatmulConfig(64, 64, 128, 1024, 4, 6), MatmulConfig(128, 64, 64, 1024, 8, 6)), True),

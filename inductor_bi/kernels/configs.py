@@ -52,8 +52,11 @@ class MatmulConfig:
 # - short: 64 rows, one warpgroup, 4 stages: fills the GPU with more programs when the output is
 #   small (0.6-1.06x cuBLAS at M <= 256);
 # - tall: 128 rows, two warpgroups each running the short tile's instruction sequence on its
-#   own 64 rows (identical floating-point PTX, tests/test_kernels_sm90_codegen), 4 stages:
-#   0.81-0.90x cuBLAS at M >= 1024 with TMA, where the short tile reached 0.66-0.71x.
+#   own 64 rows (identical floating-point PTX, tests/test_kernels_sm90_codegen): 0.81-0.90x
+#   cuBLAS at M >= 1024 with TMA, where the short tile reached 0.66-0.71x. 5 stages (v13): the
+#   pipeline depth sets how many K steps are in flight, not the order of the adds; H200
+#   (tune_matmul_h200_v13.txt, every case bitwise equal) 0-2% over 4 stages at M >= 1024, 3-7%
+#   at M = 256 where the tall shape runs (N = 8192..128256), as v9's sweep saw (~1%).
 # The short tile's K step is 128 wide (v10), twice the tall tile's: a tl.dot over 128 is eight of
 # the same m64n128k16 MMAs chained on one accumulator, where the tall tile issues two dots of
 # four, so both run one MMA sequence per K chunk (configs.MATMUL_MMA_K; tests/test_kernels_sm90_codegen).
@@ -67,8 +70,8 @@ MATMUL_CUDA = {
     torch.float64: MatmulConfig(block_m=32, block_n=32, block_k=16, k_chunk=512, num_warps=4, num_stages=2),
 }
 MATMUL_CUDA_TALL = {
-    torch.float16: MatmulConfig(block_m=128, block_n=128, block_k=64, k_chunk=1024, num_warps=8, num_stages=4),
-    torch.bfloat16: MatmulConfig(block_m=128, block_n=128, block_k=64, k_chunk=1024, num_warps=8, num_stages=4),
+    torch.float16: MatmulConfig(block_m=128, block_n=128, block_k=64, k_chunk=1024, num_warps=8, num_stages=5),
+    torch.bfloat16: MatmulConfig(block_m=128, block_n=128, block_k=64, k_chunk=1024, num_warps=8, num_stages=5),
 }
 # Rows of output per warpgroup's MMA slab on Hopper (wgmma's M): a tall tile must be a whole
 # number of such slabs with one warpgroup (4 warps) per slab, so each slab's arithmetic is the
