@@ -28,7 +28,7 @@
 #   CUDA_VISIBLE_DEVICES=0 bash benchmarks/run_gpu.sh $OUT/g0 kernels attention &
 #   CUDA_VISIBLE_DEVICES=1 bash benchmarks/run_gpu.sh $OUT/g1 hf & wait
 # Count the files: the device tool brings back at most 8 per call. Each part writes its log
-# plus gpu_env.txt per folder; bench adds matmul.json / .png and attention.json / .png, e2e e2e.json.
+# plus gpu_env.txt per folder; bench adds matmul.json / .png and attention.json / .png, e2e e2e.json / .png.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results}; shift || true

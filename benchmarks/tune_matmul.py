@@ -8,7 +8,7 @@ k16 MMA instructions one K step issues, never the MMA instruction or their order
 another K chunk is another arithmetic (still a function of K alone). Each also keeps bitwise row invariance (a row alone ==
 the row in the batch) and split-K == one program at small M.
 
-    python benchmarks/tune_matmul.py [--out DIR]
+    python benchmarks/tune_matmul.py [--out DIR] [--pairs]
 """
 
 from __future__ import annotations
