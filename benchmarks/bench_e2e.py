@@ -114,9 +114,12 @@ def main():
 
 def compile_first_calls(model, margs, mode: str, batches: list[int], prefill_len: int, kv_len: int):
     """The compile window: ``mode``'s prefill and decode step compiled from cold caches and
-    called once per batch size. Returns (prefill, step, seconds)."""
+    called once per batch size. Returns (prefill, step, seconds, graphs compiled: Dynamo's count;
+    batch 1 is Dynamo's own 0/1 specialization, so prefill and step make 4 for batches 1, 8, 64
+    when no larger batch recompiles and nothing breaks the graph)."""
     torch._dynamo.reset()
     torch._dynamo.utils.reset_frame_count()  # also clears the per-phase compile times
+    torch._dynamo.utils.counters.clear()
     # Cold on-disk caches for each mode, as on a fresh machine: a cache left by an earlier run
     # (or by the other mode: they share pointwise kernels) would time loading, not compiling.
     # (v6's stock compile took 38 s from a warm cache, 108 s cold in v5.)
@@ -131,7 +134,7 @@ def compile_first_calls(model, margs, mode: str, batches: list[int], prefill_len
             prefill(tokens)
             step(*step_args)
     torch.cuda.synchronize()
-    return prefill, step, time.perf_counter() - t0
+    return prefill, step, time.perf_counter() - t0, int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
 
 
 def run(args, knobs: dict) -> None:
@@ -140,9 +143,10 @@ def run(args, knobs: dict) -> None:
     model = build_model(margs, "cuda", torch.bfloat16)
     rows, compile_s, compile_detail = [], {}, {}
     for mode in MODES:
-        prefill, step, compile_s[mode] = compile_first_calls(model, margs, mode, batches, args.prefill_len, args.kv_len)
-        compile_detail[mode] = {"phases_s": compile_phases(), "backend_kernel_binaries": kernel_binaries() if mode == "batch_invariant" else {}}
-        print(f"{mode:16s} compile {compile_s[mode]:.1f} s; phases {compile_detail[mode]['phases_s']}; our binaries {compile_detail[mode]['backend_kernel_binaries']}", flush=True)
+        prefill, step, compile_s[mode], graphs = compile_first_calls(model, margs, mode, batches, args.prefill_len, args.kv_len)
+        compile_detail[mode] = {"graphs_compiled": graphs, "phases_s": compile_phases(),
+                                "backend_kernel_binaries": kernel_binaries() if mode == "batch_invariant" else {}}
+        print(f"{mode:16s} compile {compile_s[mode]:.1f} s, {graphs} graphs; phases {compile_detail[mode]['phases_s']}; our binaries {compile_detail[mode]['backend_kernel_binaries']}", flush=True)
         with torch.no_grad():
             for b in batches:
                 tokens, step_args = call_inputs(margs, b, args.prefill_len, args.kv_len)

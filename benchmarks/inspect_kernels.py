@@ -154,6 +154,21 @@ def float_ops(compiled) -> list[str]:
     return ops
 
 
+def per_k_step(ops: list[str]) -> tuple[list[str], list[int]]:
+    """The float ops with each run of MMA instructions (one tl.dot: BLOCK_K / 16 MMAs chained on
+    one accumulator) as one entry, and the runs' lengths: two kernels with equal entries and
+    K chunks issue the same MMA sequence per chunk whatever their K step (configs.MATMUL_MMA_K)."""
+    entries, runs = [], []
+    for op in ops:
+        if op.startswith("wgmma.mma_async") and entries and entries[-1] == op:
+            runs[-1] += 1
+            continue
+        entries.append(op)
+        if op.startswith("wgmma.mma_async"):
+            runs.append(1)
+    return entries, runs
+
+
 def matmul_calls(m: int, n: int, k: int, tma: bool | None = None, split_k: bool = False):
     a = torch.empty(m, k, dtype=torch.bfloat16, device="meta")
     w = torch.empty(n, k, dtype=torch.bfloat16, device="meta")
@@ -183,31 +198,38 @@ def attention_calls(batch: int, lq: int, lk: int, pack_gqa: bool | None = None, 
     return calls
 
 
-def report(label: str, calls) -> None:
+def report(label: str, calls, reference_ops: list[str] | None = None) -> None:
+    """One line per launch; with ``reference_ops`` (per_k_step entries), whether the launch issues
+    the same float ops per K step (the same arithmetic by construction)."""
     for kernel, args, kwargs in calls:
-        info = resources(compile_for_h100(kernel, args, kwargs))
+        compiled = compile_for_h100(kernel, args, kwargs)
+        info = resources(compiled)
+        same = "" if reference_ops is None else f"  same float ops per K step as shipped short: {per_k_step(float_ops(compiled))[0] == reference_ops}"
         print(f"{label:46s} regs {info['registers']!s:>4}  spills st/ld {info['spill_stores']:3d}/{info['spill_loads']:3d}  smem {info['shared_kb']:6.1f} KiB  "
               f"async copies in loop {info['async_copies_in_loop']}  wgmma {'yes' if info['wgmma'] else 'no '}  "
-              f"pendings in loop {info['wgmma_pendings_in_loop']}", flush=True)
+              f"pendings in loop {info['wgmma_pendings_in_loop']}{same}", flush=True)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--matmul-candidates", action="store_true", help="tune_matmul.py's tiles instead of the shipped one")
     args = ap.parse_args()
-    candidates = [(None, None)]
+    candidates, reference_ops = [(None, None)], None
     if args.matmul_candidates:
         from tune_matmul import CANDIDATES
 
         candidates = CANDIDATES
-    for cfg, tma in candidates:
+        (short_call,) = matmul_calls(64, 4096, 4096, tma=True)
+        reference_ops = per_k_step(float_ops(compile_for_h100(*short_call)))[0]
+    for cfg, tma, *knobs in candidates:
         if cfg is None:  # the shipped configs: the tall launch shape at 4096 rows, the short one at 64
             report("matmul bf16 shipped, 4096^3", matmul_calls(4096, 4096, 4096))
             report("matmul bf16 shipped, M=64 N=K=4096", matmul_calls(64, 4096, 4096))
             continue
-        with pinned_matmul_tile(torch.bfloat16, cfg):
-            tile = f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} c{cfg.k_chunk} w{cfg.num_warps} s{cfg.num_stages}"
-            report(f"matmul bf16 {tile}{' tma' if tma else ' ptr'} (4096^3)", matmul_calls(4096, 4096, 4096, tma=tma))
+        from tune_matmul import name
+
+        with pinned_matmul_tile(torch.bfloat16, cfg), configs.overridden(**(knobs[0] if knobs else {})):
+            report(f"matmul bf16 {name((cfg, tma, *knobs))} (4096^3)", matmul_calls(4096, 4096, 4096, tma=tma), reference_ops)
     if not args.matmul_candidates:
         report("attention bf16 prefill 4096, D=128", attention_calls(1, 4096, 4096))
         report("attention bf16 decode B=16 KV 4096", attention_calls(16, 1, 4096, pack_gqa=False))

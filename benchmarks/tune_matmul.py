@@ -27,18 +27,25 @@ from inductor_bi.kernels.matmul import invariant_matmul
 
 REFERENCE = (MatmulConfig(64, 128, 64, 1024, 4, 4), False)  # the v3/v4 shipped kernel, pointer loads
 # (tile, fetch tiles by TMA)
-# v13 candidates (tune_matmul_h200_v13.txt). Decided since v9 and dropped: persistent launches
-# (20-35% slower), the v5-v9 short tile, 64x128x128 s3, and (v12) K chunks of 512 / 256 (slower
-# at every M <= 64). v13: ONE_BINARY_FOR_ANY_BATCH on vs off (the shipped tiles with M
-# specialized again) and tall s5, as in v12's list; the 64-column short tile again.
+# v14 candidates (v13's results: tune_matmul_h200_v13.txt, NOTES v13). Decided and dropped since
+# v9: persistent launches, the v5-v9 short tile, 64x128x128 s3, K chunks of 512 / 256, the
+# 64-column short tile (as a pair per weight: tune_matmul_pairs_h200_v13.txt), tall s4 (s5
+# shipped in v13). New in v14, prepared offline (inspect_kernels.py, sm_90): tall tiles of four
+# warpgroups, each running the short tile's m64n128k16 sequence on its own 64 x 128 slab (the
+# PTX issues only m64n128k16): 256x128 (4 slabs down) and 128x256 (2 x 2), 16 warps, which the
+# 128-register cap of 512 threads holds at 128 registers with 42 / 25 spill stores (the 8-warp
+# 256x128 spilled 65 at 255 registers). Bigger tiles halve the operand traffic per MMA, which
+# is what cuBLAS's 256x128 tiles have over our 128x128 at M >= 2048 (0.86-0.90x).
+# ONE_BINARY_FOR_ANY_BATCH off once more, after the shipped tiles this time (v13 ran it second:
+# 6-10% at M = 16 that offline SASS does not explain, NOTES v13).
 CANDIDATES = [
     REFERENCE,
-    (MatmulConfig(128, 128, 64, 1024, 8, 4), True),  # shipped tall (v5-v12)
-    (MatmulConfig(128, 128, 64, 1024, 8, 4), True, {"ONE_BINARY_FOR_ANY_BATCH": False}),
-    (MatmulConfig(128, 128, 64, 1024, 8, 5), True),  # shipped tall (v13-)
-    (MatmulConfig(64, 128, 128, 1024, 4, 4), True),  # shipped short (v10-)
     (MatmulConfig(64, 128, 128, 1024, 4, 4), True, {"ONE_BINARY_FOR_ANY_BATCH": False}),
-    (MatmulConfig(64, 64, 128, 1024, 4, 4), True),
+    (MatmulConfig(64, 128, 128, 1024, 4, 4), True),  # shipped short (v10-)
+    (MatmulConfig(128, 128, 64, 1024, 8, 5), True),  # shipped tall (v13-)
+    (MatmulConfig(256, 128, 64, 1024, 16, 3), True),
+    (MatmulConfig(256, 128, 64, 1024, 16, 4), True),
+    (MatmulConfig(128, 256, 64, 1024, 16, 3), True),
 ]
 # (N, K) of Llama-3-8B's projections at every M, and of llama-1b's (the e2e model) at its prefill
 # and decode sizes.
@@ -48,11 +55,13 @@ CASES += [(m, n, k) for n, k in [(2048, 2048), (512, 2048), (8192, 2048), (2048,
 # --pairs: launch pairs (short tile, tall tile), each call choosing between them as the shipped
 # pair does (configs.matmul_config), at every M the e2e model runs. The question (NOTES v13): a
 # 64-column pair (m64n64k16 MMAs) for a weight's (N, K), chosen once per weight, never per M.
+# v13 ran the shipped pair (its tall tile then at 4 stages) against three 64-column pairs
+# (64x64x128 | 128x64x64 / 128x64x128, 4 or 6 stages): tune_matmul_pairs_h200_v13.txt. v14: the
+# shipped pair against the four-warpgroup tall tiles above, at the e2e model's M.
 PAIR_CANDIDATES = [
-    ((MatmulConfig(64, 128, 128, 1024, 4, 4), MatmulConfig(128, 128, 64, 1024, 8, 4)), True),  # shipped (v12)
-    ((MatmulConfig(64, 64, 128, 1024, 4, 4), MatmulConfig(128, 64, 64, 1024, 8, 4)), True),
-    ((MatmulConfig(64, 64, 128, 1024, 4, 4), MatmulConfig(128, 64, 128, 1024, 8, 4)), True),
-    ((MatmulConfig(64, 64, 128, 1024, 4, 6), MatmulConfig(128, 64, 64, 1024, 8, 6)), True),
+    ((MatmulConfig(64, 128, 128, 1024, 4, 4), MatmulConfig(128, 128, 64, 1024, 8, 5)), True),  # shipped (v13)
+    ((MatmulConfig(64, 128, 128, 1024, 4, 4), MatmulConfig(256, 128, 64, 1024, 16, 3)), True),
+    ((MatmulConfig(64, 128, 128, 1024, 4, 4), MatmulConfig(128, 256, 64, 1024, 16, 3)), True),
 ]
 # llama-1b's projections (q / o, k / v, gate / up, down, lm_head) at its e2e prefill (batch 1, 8,
 # 64 x 256 tokens) and decode (batch 1, 8, 64) sizes, then Llama-3-8B's at a few M.

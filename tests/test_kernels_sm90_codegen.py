@@ -40,34 +40,19 @@ def _matmul_float_ops(m, n, **kwargs):
     return inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*call))
 
 
-def _per_k_step(ops):
-    """The float ops with each run of MMA instructions (one tl.dot: BLOCK_K / 16 MMAs chained on
-    one accumulator) as one entry, and the runs' lengths: two kernels with equal entries and
-    K chunks issue the same MMA sequence per chunk whatever their K step (configs.MATMUL_MMA_K)."""
-    entries, runs = [], []
-    for op in ops:
-        if op.startswith("wgmma.mma_async") and entries and entries[-1] == op:
-            runs[-1] += 1
-            continue
-        entries.append(op)
-        if op.startswith("wgmma.mma_async"):
-            runs.append(1)
-    return entries, runs
-
-
 def test_matmul_float_ops_are_the_same_for_any_rows_or_columns(monkeypatch):
     """Triton compiles a variant per argument value class (== 1, divisible by 16); the matmul's
     arithmetic must not follow it. (This check found nothing to fix in the matmul; the attention
     kernel's variants differ in their row-sum tree, which is why that sum is order-free.) The
     calls with enough tall tiles run the tall launch shape, the others the short one: one
     arithmetic, each MMA run covering its shape's K step."""
-    reference, reference_runs = _per_k_step(_matmul_float_ops(4096, 4096))
+    reference, reference_runs = inspect_kernels.per_k_step(_matmul_float_ops(4096, 4096))
     assert any(op.startswith("wgmma") for op in reference)
     tall, short = configs.MATMUL_CUDA_TALL[torch.bfloat16], configs.MATMUL_CUDA[torch.bfloat16]
     assert reference_runs == [tall.block_k // configs.MATMUL_MMA_K]
     monkeypatch.setattr(configs, "_gpu", lambda device: inspect_kernels.H100_PROPERTIES)
     for m, n in [(1, 4096), (7, 4096), (77, 4096), (128, 4096), (4096, 1), (4096, 77)]:
-        entries, runs = _per_k_step(_matmul_float_ops(m, n))
+        entries, runs = inspect_kernels.per_k_step(_matmul_float_ops(m, n))
         assert entries == reference, (m, n)
         launched = configs.matmul_config(torch.bfloat16, torch.device("cuda"), False, output=(1, m, n))
         assert launched in (tall, short) and runs == [launched.block_k // configs.MATMUL_MMA_K], (m, n, runs)
@@ -80,8 +65,8 @@ def test_the_short_tiles_128_wide_k_step_is_two_of_the_tall_tiles_steps():
     cases). A K step that is not whole MMAs would not share it."""
     short, tall = configs.MATMUL_CUDA[torch.bfloat16], configs.MATMUL_CUDA_TALL[torch.bfloat16]
     assert short.block_k == 2 * tall.block_k and configs.tall_shares_arithmetic(short, tall)
-    entries, runs = _per_k_step(_matmul_float_ops(64, 4096))
-    reference, reference_runs = _per_k_step(_matmul_float_ops(4096, 4096))
+    entries, runs = inspect_kernels.per_k_step(_matmul_float_ops(64, 4096))
+    reference, reference_runs = inspect_kernels.per_k_step(_matmul_float_ops(4096, 4096))
     assert entries == reference and runs == [8] and reference_runs == [4]
     assert not configs.tall_shares_arithmetic(dataclasses.replace(short, block_k=120), tall)  # not whole MMAs
 
