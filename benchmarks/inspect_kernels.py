@@ -216,7 +216,7 @@ def main():
     args = ap.parse_args()
     candidates, reference_ops = [(None, None)], None
     if args.matmul_candidates:
-        from tune_matmul import CANDIDATES
+        from tune_matmul import CANDIDATES, name
 
         candidates = CANDIDATES
         (short_call,) = matmul_calls(64, 4096, 4096, tma=True)
@@ -226,8 +226,6 @@ def main():
             report("matmul bf16 shipped, 4096^3", matmul_calls(4096, 4096, 4096))
             report("matmul bf16 shipped, M=64 N=K=4096", matmul_calls(64, 4096, 4096))
             continue
-        from tune_matmul import name
-
         with pinned_matmul_tile(torch.bfloat16, cfg), configs.overridden(**(knobs[0] if knobs else {})):
             report(f"matmul bf16 {name((cfg, tma, *knobs))} (4096^3)", matmul_calls(4096, 4096, 4096, tma=tma), reference_ops)
     if not args.matmul_candidates:

@@ -34,8 +34,8 @@ REFERENCE = (MatmulConfig(64, 128, 64, 1024, 4, 4), False)  # the v3/v4 shipped 
 # warpgroups, each running the short tile's m64n128k16 sequence on its own 64 x 128 slab (the
 # PTX issues only m64n128k16): 256x128 (4 slabs down) and 128x256 (2 x 2), 16 warps, which the
 # 128-register cap of 512 threads holds at 128 registers with 42 / 25 spill stores (the 8-warp
-# 256x128 spilled 65 at 255 registers). Bigger tiles halve the operand traffic per MMA, which
-# is what cuBLAS's 256x128 tiles have over our 128x128 at M >= 2048 (0.86-0.90x).
+# 256x128 spilled 65 at 255 registers). A 256x128 tile loads a quarter fewer operand bytes per
+# MMA than 128x128, as cuBLAS's 256x128 tiles do against our 0.86-0.90x at M >= 2048.
 # ONE_BINARY_FOR_ANY_BATCH off once more, after the shipped tiles this time (v13 ran it second:
 # 6-10% at M = 16 that offline SASS does not explain, NOTES v13).
 CANDIDATES = [
