@@ -71,9 +71,9 @@ def plot(result: dict, path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [2, 1]})
     summary = result["summary"]
     xs = range(len(summary))
-    for offset, kind in ((-0.2, "prefill"), (0.2, "decode")):
+    for offset, kind, label in ((-0.2, "prefill", "prefill"), (0.2, "decode", "decode step")):
         ratios = [s[f"{kind}_ratio"] for s in summary]
-        bars = axes[0].bar([x + offset for x in xs], ratios, width=0.4, label=kind if kind == "prefill" else "decode step")
+        bars = axes[0].bar([x + offset for x in xs], ratios, width=0.4, label=label)
         axes[0].bar_label(bars, fmt="%.2f")
     axes[0].axhline(1.0, color="gray", lw=0.8)
     axes[0].set_xticks(list(xs), [f"batch {s['batch']}" for s in summary])

@@ -37,9 +37,9 @@ def main():
     model = build_model(margs, "cuda", torch.bfloat16)
     profiler = cProfile.Profile()
     profiler.enable()
-    *_, seconds = compile_first_calls(model, margs, args.mode, [int(b) for b in args.batches.split(",")], 256, 384)
+    _, _, seconds, graphs = compile_first_calls(model, margs, args.mode, [int(b) for b in args.batches.split(",")], 256, 384)
     profiler.disable()
-    print(f"{args.mode}: compile window {seconds:.1f} s under cProfile", flush=True)
+    print(f"{args.mode}: compile window {seconds:.1f} s under cProfile, {graphs} graphs", flush=True)
     for name, value in compile_phases(top=None).items():
         print(f"  phase {name:60s} {value:8.2f} s")
     for order in ("cumulative", "tottime"):
