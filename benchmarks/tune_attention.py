@@ -7,6 +7,8 @@ few tokens. Configs may depend on (head dim, dtype, device), never on Lq, batch 
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 
@@ -25,11 +27,17 @@ from inductor_bi.kernels.configs import AttentionConfig
 # sequential decode at batch 16 from 0.60x to 0.83x of SDPA: v11 times that for one-wave
 # launches only, and splitting that launch instead. v11 (tune_attention_h200_v11.txt): one-wave stages
 # 3 and Q by TMA won and are on; split max programs 256 helped batch 16 less than the stages.
-SHIPPED = AttentionConfig(block_m=64, block_n=64, kv_split=512, num_warps=4, num_stages=2)
+SHIPPED = AttentionConfig(block_m=64, block_n=64, kv_split=1024, num_warps=4, num_stages=2)
+V13 = dataclasses.replace(SHIPPED, kv_split=512)
+# v14 (tune_attention_h200_v14.txt): written FMAs (configs.ATTENTION_FMA: one CUDA-core op fewer
+# per score, other bits; offline sm_90 prefill 1098 -> 972 PTX float ops, spills 8 -> 16 stores,
+# split decode 210 -> 179 registers) and, with them, 1024-key splits (another arithmetic, still a
+# function of the head dim: half the merges in prefill, half the split programs in decode). Both
+# shipped.
 CANDIDATES = [
-    (SHIPPED, {"ATTENTION_USE_TMA": False, "ATTENTION_ONE_WAVE_STAGES": None}),  # the v9 kernel
-    (SHIPPED, {"ATTENTION_Q_BY_TMA": False, "ATTENTION_ONE_WAVE_STAGES": None}),  # v10
-    (SHIPPED, {}),  # shipped (v11): Q by TMA, one-wave launches 3 stages
+    (V13, {"ATTENTION_FMA": False}),  # v11-v13: 512-key splits, Q by TMA, one-wave launches 3 stages
+    (V13, {"ATTENTION_FMA": True}),
+    (SHIPPED, {"ATTENTION_FMA": True}),  # v14
     # v12 (tune_attention_h200_v12.txt) timed and dropped: the key loop flat across splits (slower
     # everywhere: prefill 0.67 -> 0.60x, decode batch 1 0.77 -> 0.64x; ptxas crashed on its masked
     # prefill), split programs walking 2 / 4 splits (no gain), 128-key blocks (decode batch 16

@@ -364,3 +364,27 @@ def test_the_one_matmul_binary_runs_the_specialized_binaries_float_ops(m, monkey
     one, specialized = compiled(True), compiled(False)
     assert inspect_kernels.float_ops(one) == inspect_kernels.float_ops(specialized)
     assert inspect_kernels.resources(one)["spill_stores"] == 0
+
+
+def test_attention_fmas_are_the_written_ones_never_contracted(monkeypatch):
+    """FMA contraction is off in attention (the compiler could fuse a * b + c in one variant and
+    not another); configs.ATTENTION_FMA writes its fused multiply-adds with tl.fma (fma.rn.f32).
+    Off, the kernels have none; on, prefill and split decode both have them (the step and the
+    merges). The only other fmas are libdevice's log2 for the log-sum-exp (fma.rn.ftz.f32), the
+    same either way."""
+    def fmas():
+        found = []
+        for calls in (inspect_kernels.attention_calls(1, 1024, 1024), inspect_kernels.attention_calls(16, 1, 4096, path="split")):
+            for call in calls:
+                ops = inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*call))
+                found.append((ops.count("fma.rn.f32"), sum(op.startswith("fma.") for op in ops) - ops.count("fma.rn.f32"), ops.count("fma.rn.ftz.f32")))
+        return found
+
+    monkeypatch.setattr(configs, "ATTENTION_FMA", False)
+    off = fmas()
+    monkeypatch.setattr(configs, "ATTENTION_FMA", True)
+    on = fmas()
+    assert all(written == 0 for written, _, _ in off), off
+    assert all(written > 0 for written, _, _ in on), on
+    assert all(other == ftz for _, other, ftz in off + on), (off, on)  # no other fma kind
+    assert [ftz for _, _, ftz in off] == [ftz for _, _, ftz in on]

@@ -126,7 +126,7 @@ def launch(kernel, grid, device: torch.device, *args, **kwargs):
     # Launch options are compiler hints; the interpreter has no use for them.
     for hint in ("num_warps", "num_stages", "num_ctas", "maxnreg"):
         kwargs.pop(hint, None)
-    with _jit_helpers_interpreted(), _position_invariant_dot():
+    with _jit_helpers_interpreted(), _position_invariant_dot(), _fused_fma():
         return fn[grid](*args, **kwargs)
 
 
@@ -183,6 +183,31 @@ def _position_invariant_dot():
         yield
     finally:
         builder.create_dot = original
+
+
+@contextlib.contextmanager
+def _fused_fma():
+    """Make the interpreter's ``tl.fma`` on fp32 round once, as the GPU's fma.rn does.
+
+    The interpreter computes ``x * y + z`` in the operands' dtype, two roundings: a kernel that
+    writes fma where another path writes mul and add would agree with it on the CPU and not on the
+    GPU. Here fp32 operands go through float64: the product is exact there, and the sum is
+    rounded to fp32 after one float64 rounding (the two can differ from one fp32 rounding only
+    on ties of that second rounding, identically on every path)."""
+    builder = _interpreter.interpreter_builder
+    original = builder.create_fma
+
+    def create_fma(x, y, z):
+        if not (x.data.dtype == y.data.dtype == z.data.dtype == np.float32):
+            return original(x, y, z)
+        fused = x.data.astype(np.float64) * y.data.astype(np.float64) + z.data.astype(np.float64)
+        return _interpreter.TensorHandle(fused.astype(np.float32), z.dtype.scalar)
+
+    builder.create_fma = create_fma
+    try:
+        yield
+    finally:
+        builder.create_fma = original
 
 
 def _warn_cpu_once(device: torch.device) -> None:

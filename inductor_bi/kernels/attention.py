@@ -84,6 +84,7 @@ def _online_softmax_step(
     BLOCK_DV: tl.constexpr,
     ROW_SUM_MMA: tl.constexpr,
     USE_TMA: tl.constexpr,
+    FMA: tl.constexpr,
 ):
     """Fold keys [n_start, n_start + BLOCK_N) into one split's (m, l, a). ``MASKED=False`` is
     only for a block every row sees whole: it then computes exactly what the masked step would
@@ -106,19 +107,34 @@ def _online_softmax_step(
     else:
         k = tl.load(k_base + offs_n64[None, :] * stride_kn, mask=d_ok[:, None], other=0.0)
         v = tl.load(v_base + offs_n64[:, None] * stride_vn, mask=dv_ok[None, :], other=0.0)
-    scores = tl.dot(q, k, input_precision=INPUT_PRECISION, out_dtype=tl.float32) * qk_scale_log2
+    # FMA (configs.ATTENTION_FMA): the scale waits for exp2's argument, p = 2^fma(s, c, b - m) with
+    # b the float mask's term (0 without one), rounded once; a zero float mask gives the unmasked
+    # bits, as without FMA.
+    scores = tl.dot(q, k, input_precision=INPUT_PRECISION, out_dtype=tl.float32)
+    if not FMA:
+        scores = scores * qk_scale_log2
+    bias = 0.0
     if MASKED:
         visible = row_ok[:, None] & n_ok[None, :]
         if MASK_KIND != 0:
             mvals = tl.load(mask_base + offs_n64[None, :] * stride_mn, mask=visible, other=0)
             if MASK_KIND == 1:
                 visible = visible & (mvals != 0)
+            elif FMA:
+                bias = mvals.to(tl.float32) * LOG2E
             else:
                 scores = scores + mvals.to(tl.float32) * LOG2E
         if IS_CAUSAL:
             visible = visible & (offs_n[None, :] <= offs_m[:, None])
         scores = tl.where(visible, scores, float("-inf"))
-    blk_m = tl.max(scores, 1)
+    if FMA and MASK_KIND == 2:
+        blk_m = tl.max(scores * qk_scale_log2 + bias, 1)  # b = 0: round(s * c), the max below
+    elif FMA:
+        # x -> round(x * c) never decreases for c > 0, so this is the max of the scaled scores,
+        # bit for bit, at one multiply per row (-inf, a row that sees nothing, stays -inf).
+        blk_m = tl.max(scores, 1) * qk_scale_log2
+    else:
+        blk_m = tl.max(scores, 1)
     new_m = tl.maximum(part_m, blk_m)
     if MASKED:
         # Subtract 0 instead of -inf so a row that sees nothing yet gets 0s, not NaNs.
@@ -126,16 +142,19 @@ def _online_softmax_step(
     else:
         sub_m = new_m  # finite: the block's scores are
     alpha = tl.exp2(part_m - sub_m)
-    p = tl.exp2(scores - sub_m[:, None])
+    if FMA:  # a hidden key's -inf gives fma(-inf, c, b - m) = -inf, p = 0, as below
+        p = tl.exp2(tl.fma(scores, qk_scale_log2, bias - sub_m[:, None]))
+    else:
+        p = tl.exp2(scores - sub_m[:, None])
     if ROW_SUM_MMA:
         # The block's row sums by the MMA unit: p (as rounded for the PV product, so numerator
         # and denominator weigh the same p) times a ones matrix, each of its 16 columns one row
         # sum whose order the MMA instruction fixes; max over identical columns is exact.
         p_mma = p.to(v.dtype)
         ones = tl.full((BLOCK_N, ROW_SUM_COLUMNS), 1.0, v.dtype)
-        new_l = part_l * alpha + tl.max(tl.dot(p_mma, ones, input_precision=INPUT_PRECISION, out_dtype=tl.float32), 1)
+        new_l = _mul_add(part_l, alpha, tl.max(tl.dot(p_mma, ones, input_precision=INPUT_PRECISION, out_dtype=tl.float32), 1), FMA)
     else:  # in this order, the kernel compiles to the instruction sequence run on the GPU up to v7
-        new_l = part_l * alpha + _order_free_row_sum(p, BLOCK_N)
+        new_l = _mul_add(part_l, alpha, _order_free_row_sum(p, BLOCK_N), FMA)
         p_mma = p.to(v.dtype)
     new_a = tl.dot(
         p_mma, v, part_a * alpha[:, None],
@@ -174,6 +193,7 @@ def _fixed_split_attention_kernel(
     USE_PDL: tl.constexpr = False,
     MERGE_IN_LAST: tl.constexpr = False,
     ROW_SUM_MMA: tl.constexpr = False,
+    FMA: tl.constexpr = False,
     HAS_KV_ROWS: tl.constexpr = False,
     USE_TMA: tl.constexpr = False,
     Q_BY_TMA: tl.constexpr = False,
@@ -290,13 +310,13 @@ def _fixed_split_attention_kernel(
                 part_m, part_l, part_a = _online_softmax_step(
                     q, k_base, v_base, mask_base, n_start, part_m, part_l, part_a,
                     offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2, kv_row, kv_head,
-                    False, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N, BLOCK_D, BLOCK_DV, ROW_SUM_MMA, USE_TMA,
+                    False, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N, BLOCK_D, BLOCK_DV, ROW_SUM_MMA, USE_TMA, FMA,
                 )
             for n_start in range(n_mid, n_hi, BLOCK_N):
                 part_m, part_l, part_a = _online_softmax_step(
                     q, k_base, v_base, mask_base, n_start, part_m, part_l, part_a,
                     offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2, kv_row, kv_head,
-                    True, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N, BLOCK_D, BLOCK_DV, ROW_SUM_MMA, USE_TMA,
+                    True, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N, BLOCK_D, BLOCK_DV, ROW_SUM_MMA, USE_TMA, FMA,
                 )
             if MODE == 1:  # SPLIT: hand the partial to the MERGE program
                 ws = work_row + s * rows
@@ -306,7 +326,7 @@ def _fixed_split_attention_kernel(
                 if USE_PDL:  # the MERGE grid may be scheduled now (it still waits for this grid's end)
                     gdc_launch_dependents()
         if MODE != 1:  # SEQUENTIAL and MERGE share this merge code, so their bits agree.
-            run_m, run_l, run_a = _merge_split(run_m, run_l, run_a, part_m, part_l, part_a)
+            run_m, run_l, run_a = _merge_split(run_m, run_l, run_a, part_m, part_l, part_a, FMA)
 
     out_ptrs = OUT + b * stride_ob + head_2d * stride_oh + offs_m64[:, None] * stride_om + offs_dv64[None, :] * stride_od
     lse_ptrs = LSE + (b * HQ + row_head) * Lq + offs_m64
@@ -323,7 +343,7 @@ def _fixed_split_attention_kernel(
             tl.store(arrival, 0)
             for s in range(0, n_live_splits):
                 part_m, part_l, part_a = _load_split(WORK_M, WORK_L, WORK_A, work_row + s * rows, row_ok, dv_ok, offs_dv64, DV)
-                run_m, run_l, run_a = _merge_split(run_m, run_l, run_a, part_m, part_l, part_a)
+                run_m, run_l, run_a = _merge_split(run_m, run_l, run_a, part_m, part_l, part_a, FMA)
             _store_output(run_m, run_l, run_a, out_ptrs, lse_ptrs, row_ok, dv_ok)
 
 
@@ -340,15 +360,24 @@ def _load_split(WORK_M, WORK_L, WORK_A, ws, row_ok, dv_ok, offs_dv64, DV):
 
 
 @triton.jit
-def _merge_split(run_m, run_l, run_a, part_m, part_l, part_a):
+def _mul_add(x, a, y, FMA: tl.constexpr):
+    """x * a + y, with FMA (configs.ATTENTION_FMA) rounded once: a written fma, so that no
+    compiler contraction (off in this kernel) decides it per variant."""
+    if FMA:
+        return tl.fma(x, a, y)
+    return x * a + y
+
+
+@triton.jit
+def _merge_split(run_m, run_l, run_a, part_m, part_l, part_a, FMA: tl.constexpr):
     """Fold the next split's partial into the running state (ascending split order)."""
     sees_split = part_m > float("-inf")
     new_run_m = tl.maximum(run_m, part_m)
     sub_run_m = tl.where(new_run_m == float("-inf"), 0.0, new_run_m)
     scale_run = tl.exp2(run_m - sub_run_m)
     scale_part = tl.exp2(part_m - sub_run_m)
-    new_run_l = run_l * scale_run + part_l * scale_part
-    new_run_a = run_a * scale_run[:, None] + part_a * scale_part[:, None]
+    new_run_l = _mul_add(run_l, scale_run, part_l * scale_part, FMA)
+    new_run_a = _mul_add(run_a, scale_run[:, None], part_a * scale_part[:, None], FMA)
     run_m = tl.where(sees_split, new_run_m, run_m)
     run_l = tl.where(sees_split, new_run_l, run_l)
     run_a = tl.where(sees_split[:, None], new_run_a, run_a)
@@ -585,6 +614,7 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
         KV_SPLIT=cfg.kv_split,
         HEADS_PER_PROG=heads_per_prog,
         ROW_SUM_MMA=configs.ATTENTION_ROW_SUM_BY_MMA,
+        FMA=configs.ATTENTION_FMA,
         HAS_KV_ROWS=kv_rows is not None,
         USE_TMA=kv_by_tma,
         Q_BY_TMA=q_desc is not None,

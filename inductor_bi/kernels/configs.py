@@ -370,9 +370,11 @@ ATTENTION_MAX_HEAD_DIM = 256
 # never on batch, heads or Lq. 16-bit inputs run on tensor cores; fp32 gets smaller tiles.
 _ATTENTION_CUDA_16BIT = {
     64: AttentionConfig(block_m=64, block_n=64, kv_split=256, num_warps=4, num_stages=3),
-    # 512-key splits: fewer partials to merge, 0.61-0.63x SDPA prefill and 0.33-0.43x decode vs
-    # 0.57-0.59x / 0.27-0.40x with 256 (v3 kernel, benchmarks/results/tune_attention_h100_v3.txt).
-    128: AttentionConfig(block_m=64, block_n=64, kv_split=512, num_warps=4, num_stages=2),
+    # 1024-key splits since v14: half the merges of 512 in prefill, half the split programs in
+    # decode (H200, with ATTENTION_FMA: prefill 4k / 8k 0.421 -> 0.410 / 1.477 -> 1.437 ms; decode
+    # batch 8, 8k keys 0.096 -> 0.080, batch 16, 4k 0.076 -> 0.070; batch 1, 8k 0.015 -> 0.018:
+    # tune_attention_h200_v14.txt). v3 (H100): 512 beat 256 on both (tune_attention_h100_v3.txt).
+    128: AttentionConfig(block_m=64, block_n=64, kv_split=1024, num_warps=4, num_stages=2),
     256: AttentionConfig(block_m=64, block_n=32, kv_split=256, num_warps=8, num_stages=2),
 }
 _ATTENTION_CUDA_32BIT = {
@@ -424,6 +426,16 @@ def attention_config(head_dim: int, dtype: torch.dtype, interpreted: bool) -> At
 # 1.879 -> 1.712 ms (0.54 -> 0.60x of SDPA), decode unchanged, max error vs fp64 9.2e-3 -> 7.7e-3
 # (benchmarks/results/tune_attention_h200_v8.txt); the attention GPU tests passed with it.
 ATTENTION_ROW_SUM_BY_MMA = True
+
+
+# Written fused multiply-adds in the softmax (FMA contraction stays off in the attention kernel,
+# so the compiler never decides one per variant): the scale moves into exp2's argument,
+# fma(s, c, -m) in place of round(s * c) - m (the block max is taken before scaling: x -> x * c
+# keeps the order for c > 0, so it is the scaled max exactly), and the running sums' x * a + y
+# become fma(x, a, y). One rounding fewer per score and one CUDA-core op fewer per score and per
+# merged accumulator element; new arithmetic (the bits differ from off), the same invariance by
+# construction (every path runs the same written ops). Float masks keep the scaled scores.
+ATTENTION_FMA = True
 
 
 # The split-KV merge inside the split launch, as for split-K (MATMUL_MERGE_IN_LAST_PROGRAM): the
@@ -525,6 +537,7 @@ SPEED_KNOBS = {
     "SPLIT_MERGE_PDL": "merge launches released early (programmatic dependent launch)",
     "ATTENTION_PACK_GQA": "a K/V head's query heads in one decode program",
     "ATTENTION_ROW_SUM_BY_MMA": "softmax row sums on the MMA unit (other bits, same invariance)",
+    "ATTENTION_FMA": "the softmax scale and running sums as written fused multiply-adds (other bits, same invariance)",
     "ATTENTION_MERGE_IN_LAST_PROGRAM": "split-KV partials merged by the tile's last split program",
     "ATTENTION_SPLIT_STAGES": "decode's pipeline depth (None: the tile's)",
     "ATTENTION_ONE_WAVE_STAGES": "pipeline depth of sequential launches of at most one program per SM (None: the tile's)",
