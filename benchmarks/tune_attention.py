@@ -30,20 +30,27 @@ from inductor_bi.kernels.configs import AttentionConfig
 SHIPPED = AttentionConfig(block_m=64, block_n=64, kv_split=1024, num_warps=4, num_stages=2)
 V13 = dataclasses.replace(SHIPPED, kv_split=512)
 # v14 (tune_attention_h200_v14.txt): written FMAs (configs.ATTENTION_FMA: one CUDA-core op fewer
-# per score, other bits; offline sm_90 prefill 1098 -> 972 PTX float ops, spills 8 -> 16 stores,
-# split decode 210 -> 179 registers) and, with them, 1024-key splits (another arithmetic, still a
-# function of the head dim: half the merges in prefill, half the split programs in decode). Both
-# shipped.
+# per score, other bits) and 1024-key splits (another arithmetic, still a function of the head
+# dim: half the merges in prefill, half the split programs in decode). Both shipped; decode at
+# batch 1 and at batch 4 with 1k keys lost (each program walks a 16-block chain).
+# v15, prepared: deeper pipelines for the decode launches (not arithmetic:
+# tests/test_kernels_sm90_codegen), for the 16-block chains. Offline (sm_90, batch 1, 8k keys,
+# split): 3 / 4 / 5 stages 179 / 191 / 189 registers, no spills, 115 / 147 / 179 KB of shared
+# memory. v8 saw 4 no better than 3 over 8-block chains. Prediction: batch 1 and batch 4 at 1k
+# keys 0-10% faster, the rest unchanged.
 CANDIDATES = [
-    (V13, {"ATTENTION_FMA": False}),  # v11-v13: 512-key splits, Q by TMA, one-wave launches 3 stages
-    (V13, {"ATTENTION_FMA": True}),
-    (SHIPPED, {"ATTENTION_FMA": True}),  # v14
+    (SHIPPED, {}),  # v14
+    (SHIPPED, {"ATTENTION_SPLIT_STAGES": 4, "ATTENTION_ONE_WAVE_STAGES": 4}),
+    (SHIPPED, {"ATTENTION_SPLIT_STAGES": 5, "ATTENTION_ONE_WAVE_STAGES": 5}),
+    (V13, {}),  # 512-key splits with the FMAs: the batch-1 rows' reference
+    # v14 dropped: V13 without FMAs (slower prefill by 1.2-1.3%, decode equal).
     # v12 (tune_attention_h200_v12.txt) timed and dropped: the key loop flat across splits (slower
     # everywhere: prefill 0.67 -> 0.60x, decode batch 1 0.77 -> 0.64x; ptxas crashed on its masked
     # prefill), split programs walking 2 / 4 splits (no gain), 128-key blocks (decode batch 16
     # 0.96x, everything else slower) and 256-key splits (decode batch 1 0.45x).
 ]
-CASES = [("prefill", 1, 4096, 4096), ("prefill", 1, 8192, 8192), ("decode", 16, 1, 4096), ("decode", 1, 1, 8192), ("decode", 8, 1, 8192), ("decode", 64, 1, 1024)]
+CASES = [("prefill", 1, 4096, 4096), ("prefill", 1, 8192, 8192), ("decode", 16, 1, 4096), ("decode", 1, 1, 8192), ("decode", 8, 1, 8192), ("decode", 64, 1, 1024),
+         ("decode", 1, 1, 1024), ("decode", 4, 1, 1024)]
 
 
 def main():

@@ -212,7 +212,7 @@ def test_attention_tma_and_pointer_loads_run_the_same_float_ops(shape, path, mon
             assert inspect_kernels.resources(tma_kernel)["spill_stores"] <= inspect_kernels.resources(pointer_kernel)["spill_stores"]
 
 
-@pytest.mark.parametrize("stages", [3, 4])
+@pytest.mark.parametrize("stages", [3, 4, 5])
 def test_attention_pipeline_depth_is_not_arithmetic(stages, monkeypatch):
     """configs.ATTENTION_SPLIT_STAGES may give decode (split launches) another pipeline depth
     than prefill: the arithmetic must stay the tile's (only masked-load selects may differ)."""
