@@ -6,9 +6,13 @@ Order of the arithmetic for one query row (the invariance contract), in the log2
   for each fixed KV split s (kv_split keys, ascending; boundaries = absolute key positions):
       (m, l, a) = (-inf, 0, 0)                              # every split starts from zero
       for each block of block_n keys inside s (ascending):
-          scores = dot(q, K_blk^T) * scale*log2(e) (+ float mask * log2(e)); hidden keys = -inf
+          s = dot(q, K_blk^T); c = scale*log2(e); b = float mask * log2(e) (0 without one)
+          hidden keys: s = -inf
           if the row sees no key of the block: (m, l, a) unchanged   # exact no-op
           else: online-softmax update of (m, l, a)           # pinned tile => pinned MMA
+                (configs.ATTENTION_FMA: block max round(max(s) * c), or the max of
+                round(round(s * c) + b) with a float mask; p = 2^fma(s, c, b - m);
+                l = fma(l, alpha, sum p); off: scores round(s * c) (+ b), p = 2^(score - m))
       if the row sees no key of s: (M, L, A) unchanged         # exact no-op
       else: M' = max(M, m); L' = L*2^(M-M') + l*2^(m-M'); A' likewise
   out = A / L (0 when the row sees no key, like torch); lse = (M + log2 L) * ln 2
