@@ -156,6 +156,18 @@ def _jit_helpers_interpreted():
 
 
 @contextlib.contextmanager
+def _builder_patched(name: str, make):
+    """The interpreter's builder method ``name`` replaced by ``make(original)`` for one launch,
+    then put back."""
+    builder = _interpreter.interpreter_builder
+    original = getattr(builder, name)
+    setattr(builder, name, make(original))
+    try:
+        yield
+    finally:
+        setattr(builder, name, original)
+
+
 def _position_invariant_dot():
     """Make the interpreter's ``tl.dot`` give each output element the same arithmetic wherever it
     sits in the tile.
@@ -165,27 +177,22 @@ def _position_invariant_dot():
     got different bits at tile position 7 than at position 0. Products followed by a sum over K
     in ascending order are the same operations for every element.
     """
-    builder = _interpreter.interpreter_builder
-    original = builder.create_dot
+    def make(original):
+        def create_dot(a, b, d, input_precision, max_num_imprecise_acc):
+            if a.data.ndim != 2:
+                return original(a, b, d, input_precision, max_num_imprecise_acc)
+            acc = d.data.dtype
+            products = a.data.astype(acc)[:, :, None] * b.data.astype(acc)[None, :, :]
+            out = np.zeros_like(d.data)
+            for k in range(products.shape[1]):  # ascending K, one rounding per add
+                out = out + products[:, k, :]
+            return _interpreter.TensorHandle(out + d.data, d.dtype.scalar)
 
-    def create_dot(a, b, d, input_precision, max_num_imprecise_acc):
-        if a.data.ndim != 2:
-            return original(a, b, d, input_precision, max_num_imprecise_acc)
-        acc = d.data.dtype
-        products = a.data.astype(acc)[:, :, None] * b.data.astype(acc)[None, :, :]
-        out = np.zeros_like(d.data)
-        for k in range(products.shape[1]):  # ascending K, one rounding per add
-            out = out + products[:, k, :]
-        return _interpreter.TensorHandle(out + d.data, d.dtype.scalar)
+        return create_dot
 
-    builder.create_dot = create_dot
-    try:
-        yield
-    finally:
-        builder.create_dot = original
+    return _builder_patched("create_dot", make)
 
 
-@contextlib.contextmanager
 def _fused_fma():
     """Make the interpreter's ``tl.fma`` on fp32 round once, as the GPU's fma.rn does.
 
@@ -194,20 +201,16 @@ def _fused_fma():
     GPU. Here fp32 operands go through float64: the product is exact there, and the sum is
     rounded to fp32 after one float64 rounding (the two can differ from one fp32 rounding only
     on ties of that second rounding, identically on every path)."""
-    builder = _interpreter.interpreter_builder
-    original = builder.create_fma
+    def make(original):
+        def create_fma(x, y, z):
+            if not (x.data.dtype == y.data.dtype == z.data.dtype == np.float32):
+                return original(x, y, z)
+            fused = x.data.astype(np.float64) * y.data.astype(np.float64) + z.data.astype(np.float64)
+            return _interpreter.TensorHandle(fused.astype(np.float32), z.dtype.scalar)
 
-    def create_fma(x, y, z):
-        if not (x.data.dtype == y.data.dtype == z.data.dtype == np.float32):
-            return original(x, y, z)
-        fused = x.data.astype(np.float64) * y.data.astype(np.float64) + z.data.astype(np.float64)
-        return _interpreter.TensorHandle(fused.astype(np.float32), z.dtype.scalar)
+        return create_fma
 
-    builder.create_fma = create_fma
-    try:
-        yield
-    finally:
-        builder.create_fma = original
+    return _builder_patched("create_fma", make)
 
 
 def _warn_cpu_once(device: torch.device) -> None:
