@@ -33,16 +33,15 @@ V13 = dataclasses.replace(SHIPPED, kv_split=512)
 # per score, other bits) and 1024-key splits (another arithmetic, still a function of the head
 # dim: half the merges in prefill, half the split programs in decode). Both shipped; decode at
 # batch 1 and at batch 4 with 1k keys lost (each program walks a 16-block chain).
-# v15, prepared: deeper pipelines for the decode launches (not arithmetic:
-# tests/test_kernels_sm90_codegen), for the 16-block chains. Offline (sm_90, batch 1, 8k keys,
-# split): 3 / 4 / 5 stages 179 / 191 / 189 registers, no spills, 115 / 147 / 179 KB of shared
-# memory. v8 saw 4 no better than 3 over 8-block chains. Prediction: batch 1 and batch 4 at 1k
-# keys 0-10% faster, the rest unchanged.
+# v15 (tune_attention_h200_v15.txt): 4 / 5 stages for the decode launches over the 16-block
+# chains (not arithmetic) gained nothing (batch 1 at 1k keys 0.015 -> 0.016 ms): deeper prefetch
+# does not shorten a chain whose MMAs are each waited on in place (inspect_kernels.py: wgmma
+# pendings 0 in the key loop). Dropped; the list keeps the shipped line and v13's
+# 512-key splits as the batch-1 reference.
 CANDIDATES = [
     (SHIPPED, {}),  # v14
-    (SHIPPED, {"ATTENTION_SPLIT_STAGES": 4, "ATTENTION_ONE_WAVE_STAGES": 4}),
-    (SHIPPED, {"ATTENTION_SPLIT_STAGES": 5, "ATTENTION_ONE_WAVE_STAGES": 5}),
     (V13, {}),  # 512-key splits with the FMAs: the batch-1 rows' reference
+    # v15 dropped: ATTENTION_SPLIT_STAGES / ATTENTION_ONE_WAVE_STAGES 4 and 5.
     # v14 dropped: V13 without FMAs (slower prefill by 1.2-1.3%, decode equal).
     # v12 (tune_attention_h200_v12.txt) timed and dropped: the key loop flat across splits (slower
     # everywhere: prefill 0.67 -> 0.60x, decode batch 1 0.77 -> 0.64x; ptxas crashed on its masked
