@@ -7,6 +7,7 @@ import pathlib
 import sys
 
 import pytest
+import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -25,6 +26,22 @@ def load_file(path: str, module_name: str):
 def load_example(name: str):
     """Import examples/<name>.py."""
     return load_file(f"examples/{name}.py", f"{name}_example")
+
+
+def sdpa_float64_reference(q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
+    """softmax(q k^T * scale + mask) v in float64, by torch's math SDPA. With both a mask and
+    is_causal, the causal part (top-left aligned) is folded into the mask first: torch 2.11-2.13's
+    math path composed the two this way, torch 2.14 and CUDA refuse the pair, and the kernel takes it."""
+    m = attn_mask
+    if m is not None and m.dtype != torch.bool:
+        m = m.double()
+    if m is not None and is_causal:
+        tril = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+        m = (m & tril) if m.dtype == torch.bool else m.masked_fill(~tril, float("-inf"))
+        is_causal = False
+    return torch.nn.functional.scaled_dot_product_attention(
+        q.double(), k.double(), v.double(), attn_mask=m, is_causal=is_causal, scale=scale, enable_gqa=enable_gqa
+    )
 
 
 @pytest.fixture

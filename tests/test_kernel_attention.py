@@ -19,6 +19,7 @@ import triton.language as tl
 
 from inductor_bi.kernels.attention import _order_free_row_sum, fixed_split_attention, fixed_split_attention_with_lse
 from inductor_bi.testing import assert_close_to_reference
+from tests._support import sdpa_float64_reference as reference
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:inductor_bi. running batch-invariant Triton kernels"),
@@ -35,16 +36,6 @@ FAST = settings(max_examples=16, deadline=None, suppress_health_check=[HealthChe
 
 def randn(*shape, dtype=torch.float32, gen=None):
     return torch.randn(*shape, generator=gen, dtype=torch.float32).to(dtype)
-
-
-def reference(q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
-    """torch's math SDPA in float64 (rows that see no key give 0, like the kernel)."""
-    m = attn_mask
-    if m is not None and m.dtype != torch.bool:
-        m = m.double()
-    return F.scaled_dot_product_attention(
-        q.double(), k.double(), v.double(), attn_mask=m, is_causal=is_causal, scale=scale, enable_gqa=enable_gqa
-    )
 
 
 def causal_cache_mask(q_pos: torch.Tensor, cache_len: int) -> torch.Tensor:

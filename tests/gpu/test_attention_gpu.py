@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from inductor_bi.kernels import configs
 from inductor_bi.kernels.attention import fixed_split_attention, fixed_split_attention_with_lse
+from tests._support import sdpa_float64_reference as reference
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -26,21 +26,6 @@ TOL = {torch.bfloat16: dict(atol=2e-2, rtol=2e-2), torch.float16: dict(atol=4e-3
 def rand(*shape, dtype=BF16, seed=0):
     gen = torch.Generator(device=DEV).manual_seed(seed)
     return torch.randn(*shape, generator=gen, device=DEV, dtype=torch.float32).to(dtype)
-
-
-def reference(q, k, v, attn_mask=None, is_causal=False, enable_gqa=False):
-    """softmax(q k^T * scale + mask) v in float64 (torch's math SDPA on CUDA doubles). With both
-    a mask and is_causal (which CUDA's torch refuses) the causal part is folded into the mask."""
-    m = attn_mask
-    if m is not None and m.dtype != torch.bool:
-        m = m.double()
-    if m is not None and is_causal:
-        tril = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
-        m = (m & tril) if m.dtype == torch.bool else m.masked_fill(~tril, float("-inf"))
-        is_causal = False
-    return F.scaled_dot_product_attention(
-        q.double(), k.double(), v.double(), attn_mask=m, is_causal=is_causal, enable_gqa=enable_gqa
-    )
 
 
 def causal_cache_mask(q_pos: torch.Tensor, cache_len: int) -> torch.Tensor:
