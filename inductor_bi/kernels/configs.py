@@ -402,11 +402,18 @@ ATTENTION_SPLIT_MAX_PROGRAMS = 128  # sequential programs below which to split (
 # (benchmarks/results/attention.json, v5) packed decode ran 1.3-3.2x faster than unpacked at
 # batch 4-64 (0.69-0.96x SDPA), while 1k-8k prefill ran 0-7% slower packed.
 ATTENTION_PACK_GQA = True
+# Long prefills pack too, from this many query positions. H200 (bench_attention.py's packed and
+# unpacked columns, head dim 128, 32 query / 8 K/V heads, five runs v10-v15: attention_h200_v10
+# ... v14.json, attention.json): unpacked prefill took 0.9-3.0% longer at 2k tokens, 1.7-4.6% at
+# 4k, 2.0-3.6% at 8k; at 1k 0.6-1.2% less in four of the five runs. Likely why: a tile of 16
+# positions x 4 heads reads each K / V block once for the group, and its causal diagonal is 16
+# positions tall instead of 64.
+ATTENTION_PACK_GQA_MIN_QUERIES = 2048
 
 
 def attention_packs_gqa(lq: int, group: int, cfg: "AttentionConfig") -> bool:
     """Whether to pack a K/V head's query heads into one program: a question of speed only."""
-    return ATTENTION_PACK_GQA and group > 1 and lq * group <= cfg.block_m
+    return ATTENTION_PACK_GQA and group > 1 and (lq * group <= cfg.block_m or lq >= ATTENTION_PACK_GQA_MIN_QUERIES)
 
 
 def attention_config(head_dim: int, dtype: torch.dtype, interpreted: bool) -> AttentionConfig:
@@ -539,7 +546,7 @@ SPEED_KNOBS = {
     "MATMUL_MERGE_TILE": "the merge launch's own tile (None: the matmul tile)",
     "MATMUL_PERSISTENT": "FULL matmul launches as one program per SM walking the tiles",
     "SPLIT_MERGE_PDL": "merge launches released early (programmatic dependent launch)",
-    "ATTENTION_PACK_GQA": "a K/V head's query heads in one decode program",
+    "ATTENTION_PACK_GQA": "a K/V head's query heads in one program (decode, and prefill from ATTENTION_PACK_GQA_MIN_QUERIES positions)",
     "ATTENTION_ROW_SUM_BY_MMA": "softmax row sums on the MMA unit (other bits, same invariance)",
     "ATTENTION_FMA": "the softmax scale and running sums as written fused multiply-adds (other bits, same invariance)",
     "ATTENTION_MERGE_IN_LAST_PROGRAM": "split-KV partials merged by the tile's last split program",

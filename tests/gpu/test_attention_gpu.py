@@ -143,13 +143,13 @@ def test_decode_equals_prefill_bitwise_gpu(d, heads):
 
 
 # Lengths around tile and split edges; each new (Lq, Lk) may compile another specialization.
-@pytest.mark.parametrize("lq, lk", [(1, 1), (1, 257), (1, 8192), (5, 256), (64, 255), (65, 8192), (300, 1), (300, 257)])
+@pytest.mark.parametrize("lq, lk", [(1, 1), (1, 257), (1, 8192), (5, 256), (64, 255), (65, 8192), (300, 1), (300, 257), (2100, 2100)])
 def test_sequential_split_and_gqa_packed_identical_gpu(lq, lk):
     q, k, v = rand(2, 8, lq, 128, seed=40), rand(2, 2, lk, 128, seed=41), rand(2, 2, lk, 128, seed=42)
     mask = rand(2, 1, lq, lk, dtype=torch.float32, seed=43) > -1.5
     for kw in (dict(is_causal=True), dict(attn_mask=mask), dict(attn_mask=mask.to(BF16))):
-        seq_out, seq_lse = fixed_split_attention_with_lse(q, k, v, enable_gqa=True, path="sequential", **kw)
-        split_out, split_lse = fixed_split_attention_with_lse(q, k, v, enable_gqa=True, path="split", **kw)
+        seq_out, seq_lse = fixed_split_attention_with_lse(q, k, v, enable_gqa=True, path="sequential", pack_gqa=False, **kw)
+        split_out, split_lse = fixed_split_attention_with_lse(q, k, v, enable_gqa=True, path="split", pack_gqa=False, **kw)
         assert torch.equal(seq_out, split_out)
         assert torch.equal(seq_lse, split_lse)
         packed_out, packed_lse = fixed_split_attention_with_lse(q, k, v, enable_gqa=True, pack_gqa=True, **kw)
