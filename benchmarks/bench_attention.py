@@ -79,7 +79,7 @@ def main():
         print(f"{r['kind']:8s} B={r['batch']:3d} Lq={r['lq']:5d} Lk={r['lk']:5d}  stock {r['stock_ms']:.3f} ms  invariant {r['invariant_ms']:.3f} ms  ratio {r['ratio']:.2f}"
               f"  (GQA packed {r['gqa_packed_ms']:.3f} ms, unpacked {r['gqa_unpacked_ms']:.3f} ms)")
     write_json(os.path.join(args.out, "attention.json"), {"environment": environment(), "dtype": "bfloat16",
-               "heads": HEADS, "kv_heads": KV_HEADS, "head_dim": HEAD_DIM, "pack_gqa": f"when Lq x group <= block_m or Lq >= {configs.ATTENTION_PACK_GQA_MIN_QUERIES}" if configs.ATTENTION_PACK_GQA else "never",
+               "heads": HEADS, "kv_heads": KV_HEADS, "head_dim": HEAD_DIM, "pack_gqa": configs.attention_pack_rule(configs.attention_config(HEAD_DIM, torch.bfloat16, interpreted=False)),
                "rows": rows})
     plot(rows, os.path.join(args.out, "attention.png"))
 

@@ -29,7 +29,8 @@ def load_example(name: str):
 
 
 def sdpa_float64_reference(q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
-    """softmax(q k^T * scale + mask) v in float64, by torch's math SDPA. With both a mask and
+    """softmax(q k^T * scale + mask) v in float64, by torch's math SDPA (a row that sees no key
+    gives 0, as the kernel's does). With both a mask and
     is_causal, the causal part (top-left aligned) is folded into the mask first: torch 2.11-2.13's
     math path composed the two this way, torch 2.14 and CUDA refuse the pair, and the kernel takes it."""
     m = attn_mask

@@ -193,8 +193,12 @@ def test_attention_with_mma_row_sums_runs_the_same_arithmetic_for_any_length(mon
         assert arithmetic(lk) == reference, lk
 
 
-@pytest.mark.parametrize("shape, path", [((1, 4096, 4096), "sequential"), ((16, 1, 4096), "split")], ids=["prefill", "decode"])
-def test_attention_tma_and_pointer_loads_run_the_same_float_ops(shape, path, monkeypatch):
+@pytest.mark.parametrize(
+    "shape, path, pack_gqa",
+    [((1, 4096, 4096), "sequential", False), ((1, 4096, 4096), "sequential", None), ((16, 1, 4096), "split", None)],
+    ids=["prefill-unpacked", "prefill", "decode"],
+)
+def test_attention_tma_and_pointer_loads_run_the_same_float_ops(shape, path, pack_gqa, monkeypatch):
     """configs.ATTENTION_USE_TMA (K / V) and ATTENTION_Q_BY_TMA (the query tile, where not
     GQA-packed) change how tiles reach shared memory, not one float op; and they free registers
     the pointer loads held (prefill spilled 49 stores by pointers, 17 with K / V by TMA, 8 with Q
@@ -202,8 +206,9 @@ def test_attention_tma_and_pointer_loads_run_the_same_float_ops(shape, path, mon
     kernels = {}
     for tma, q_by_tma in ((False, False), (True, False), (True, True)):
         monkeypatch.setattr(configs, "ATTENTION_Q_BY_TMA", q_by_tma)
-        calls = inspect_kernels.attention_calls(*shape, path=path, tma=tma)
-        assert all(kwargs["USE_TMA"] is tma and kwargs["Q_BY_TMA"] is (q_by_tma and shape[1] > 1) for _, _, kwargs in calls)
+        calls = inspect_kernels.attention_calls(*shape, pack_gqa=pack_gqa, path=path, tma=tma)
+        # The query tile goes by TMA only where its rows are one head's positions (not GQA-packed).
+        assert all(kwargs["USE_TMA"] is tma and kwargs["Q_BY_TMA"] is (q_by_tma and kwargs["HEADS_PER_PROG"] == 1) for _, _, kwargs in calls)
         kernels[tma, q_by_tma] = [inspect_kernels.compile_for_h100(*call) for call in calls]
     pointer = kernels[False, False]
     for fetched in (kernels[True, False], kernels[True, True]):

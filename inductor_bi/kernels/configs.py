@@ -416,6 +416,13 @@ def attention_packs_gqa(lq: int, group: int, cfg: "AttentionConfig") -> bool:
     return ATTENTION_PACK_GQA and group > 1 and (lq * group <= cfg.block_m or lq >= ATTENTION_PACK_GQA_MIN_QUERIES)
 
 
+def attention_pack_rule(cfg: "AttentionConfig") -> str:
+    """attention_packs_gqa in words, for reports (explain, the benchmarks' JSON)."""
+    if not ATTENTION_PACK_GQA:
+        return "never"
+    return f"when Lq x group <= {cfg.block_m} (decode) or Lq >= {ATTENTION_PACK_GQA_MIN_QUERIES}"
+
+
 def attention_config(head_dim: int, dtype: torch.dtype, interpreted: bool) -> AttentionConfig:
     """The pinned tile config: a function of (padded head dim, dtype, device) only, never of Lq,
     the batch or the number of heads. ``head_dim`` is the larger of the q/k and v head dims."""

@@ -92,7 +92,7 @@ def _config_details(val, device: torch.device | None = None) -> dict:
         "kernel": "fixed_split_attention",
         "tile": f"{cfg.block_m}x{cfg.block_n}",
         "kv_split": cfg.kv_split,
-        "gqa_packed": f"when Lq x group <= {cfg.block_m} (decode) or Lq >= {configs.ATTENTION_PACK_GQA_MIN_QUERIES}" if configs.ATTENTION_PACK_GQA else "never",
+        "gqa_packed": configs.attention_pack_rule(cfg),
         "row_sum": "p times a ones matrix on the MMA unit" if configs.ATTENTION_ROW_SUM_BY_MMA else "order-free (exact in any order)",
         "warps": cfg.num_warps,
         "stages": cfg.num_stages,
