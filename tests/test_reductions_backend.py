@@ -352,3 +352,34 @@ def _error_text(err: BaseException) -> str:
 
 def test_batch_invariance_error_is_public():
     assert issubclass(inductor_bi.BatchInvarianceError, RuntimeError)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shapes the pass reads from the graph: symbolic normalized shapes
+# ---------------------------------------------------------------------------------------------
+
+
+def _layer_norm_over_last_dim(x):
+    return F.layer_norm(x, x.shape[-1:])  # under dynamic=True the normalized shape is symbolic
+
+
+def test_layer_norm_with_a_symbolic_normalized_shape_compiles_for_any_batch_and_hidden_size(graphs):
+    """F.layer_norm(x, x.shape[-1:]) gives the pass SymInt nodes for normalized_shape: it must
+    rewrite the op (one graph for every batch and hidden size, no specialization) and stay
+    invariant and accurate; explain reports it too."""
+    torch._dynamo.reset()
+    compiled = torch.compile(_layer_norm_over_last_dim, backend="batch_invariant", dynamic=True)
+    for batch, hidden in ((5, 24), (3, 40)):
+        x = torch.randn(batch, hidden)
+        with torch.no_grad():
+            out, alone = compiled(x), compiled(x[1:2])
+        assert_rows_equal(out[1:2], alone)
+        assert_close_to_reference(out, F.layer_norm(x.double(), (hidden,)), dtype=torch.float32)
+        if batch == 5:
+            compiled_first = len(graphs)  # a dynamic graph and Dynamo's batch-1 one
+    assert len(graphs) == compiled_first  # the second shape compiled nothing: no size was specialized
+    assert {r.original for _, rewrites in graphs for r in rewrites} == {"aten.native_layer_norm.default"}
+    report = inductor_bi.explain(_layer_norm_over_last_dim, torch.randn(5, 24))
+    (rewrite,) = [r for _, r in report.rewrites]
+    assert rewrite.replacement == "inductor_bi.invariant_layer_norm.default"
+    assert rewrite.details["block_r"] == "f(R) (R symbolic)"

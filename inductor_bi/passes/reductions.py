@@ -175,7 +175,9 @@ def _reduced_extent(x: torch.Tensor, node: torch.fx.Node):
     if node.target in (aten._softmax.default, aten._log_softmax.default):
         return x.shape[node.args[1]]
     if node.target is aten.native_layer_norm.default:
-        return math.prod(node.args[1])
+        # normalized_shape may hold graph nodes (SymInts under dynamic=True): x's trailing sizes.
+        n = len(node.args[1])
+        return math.prod(x.shape[x.dim() - n :])
     out = node.meta.get("val")
     out = out[0] if isinstance(out, (tuple, list)) else out
     if not isinstance(out, torch.Tensor):
