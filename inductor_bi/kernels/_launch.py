@@ -19,7 +19,7 @@ import warnings
 
 import torch
 import triton
-import numpy as np
+import numpy as np  # the interpreter's values are numpy arrays (patched below); a declared dependency
 from triton.runtime import interpreter as _interpreter
 from triton.runtime.errors import OutOfResources
 from triton.runtime.interpreter import InterpretedFunction
