@@ -1,7 +1,8 @@
 """Testing helpers for batch invariance, for this project's tests and for users' own suites.
 
-Invariance is checked bitwise (``torch.equal``); accuracy is checked separately, against a float64
-reference, with a tolerance that fits the dtype.
+Invariance is checked bitwise (the same bits, so NaN equals NaN and -0.0 differs from 0.0);
+accuracy is checked separately, against a float64 reference, with a tolerance that fits the dtype.
+Complex tensors are compared in both parts, integer and bool tensors exactly.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import torch
 
 # Relative error (||out - ref|| / ||ref||) allowed per dtype, against a float64 reference.
+# A complex dtype takes its real dtype's (complex64: float32's).
 RELATIVE_TOLERANCE = {
     torch.float64: 1e-12,
     torch.float32: 1e-5,
@@ -17,32 +19,119 @@ RELATIVE_TOLERANCE = {
 }
 
 
+def _is_exact_dtype(dtype: torch.dtype) -> bool:
+    """Integer and bool values: compared exactly, never within a tolerance."""
+    return not dtype.is_floating_point and not dtype.is_complex
+
+
+def _wide(t: torch.Tensor, complex_: bool) -> torch.Tensor:
+    t = t.detach().cpu().resolve_conj().resolve_neg()
+    return t.to(torch.complex128 if complex_ else torch.float64)
+
+
+def _require_same_shape(out: torch.Tensor, ref: torch.Tensor, what: str) -> None:
+    # Broadcasting would compare a [3] output with a [3, 1] reference as [3, 3]: a wrong shape
+    # must fail, not pass.
+    if out.shape != ref.shape:
+        raise ValueError(f"{what}: out has shape {tuple(out.shape)} but the reference has shape {tuple(ref.shape)}")
+
+
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    out64, ref64 = out.detach().double().cpu(), ref.detach().double().cpu()
-    if torch.isnan(out64).any() != torch.isnan(ref64).any():
+    """``||out - ref|| / ||ref||`` (the absolute ``||out - ref||`` when ``ref`` is all zeros), in
+    float64, or complex128 when either is complex (both parts count).
+
+    NaN and infinities must sit where the reference has them (the same infinity): then they are
+    no error and the rest is compared; anywhere else the error is ``inf``. Shapes must match."""
+    _require_same_shape(out, ref, "relative_error")
+    complex_ = out.is_complex() or ref.is_complex()
+    o, r = _wide(out, complex_), _wide(ref, complex_)
+    finite = torch.isfinite(r)
+    if not torch.equal(torch.isnan(o), torch.isnan(r)):
         return float("inf")
-    denom = ref64.norm().item()
-    diff = (out64 - ref64).norm().item()
-    return diff / denom if denom > 0 else diff
+    infinite = torch.isinf(r)
+    if not torch.equal(o[infinite], r[infinite]) or not torch.isfinite(o[finite]).all():
+        return float("inf")
+    o, r = o[finite], r[finite]
+    if o.numel() == 0:
+        return 0.0
+    diff = o - r
+    # Scale by the largest magnitude before the norms: squares of 1e-200 or 1e200 would
+    # underflow or overflow even in float64.
+    scale = max(r.abs().max().item(), diff.abs().max().item())
+    if scale == 0:
+        return 0.0
+    denom = (r / scale).norm().item()
+    num = (diff / scale).norm().item()
+    return num / denom if denom > 0 else num * scale
 
 
 def assert_close_to_reference(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype | None = None, tol_scale: float = 1.0):
-    """``out`` is within the dtype's relative tolerance of the float64 reference ``ref``."""
+    """``out`` is within the dtype's relative tolerance of the float64 reference ``ref``
+    (``relative_error``). ``dtype`` (default ``out.dtype``) picks the tolerance; a complex dtype
+    takes its real dtype's. Integer and bool outputs are compared exactly (an exact reduction
+    has exactly one right answer)."""
     dtype = dtype or out.dtype
+    if out.shape != ref.shape:
+        raise AssertionError(f"out has shape {tuple(out.shape)} but the reference has shape {tuple(ref.shape)}")
+    if _is_exact_dtype(dtype):
+        o, r = out.detach().cpu(), ref.detach().cpu()
+        if _is_exact_dtype(r.dtype):
+            differ = o.to(torch.int64) != r.to(torch.int64)
+        else:
+            differ = o.to(torch.float64) != r.to(torch.float64)
+        n = int(differ.sum())
+        assert n == 0, f"{n} of {out.numel()} elements differ from the reference ({dtype} outputs are compared exactly)"
+        return
+    real = dtype.to_real() if dtype.is_complex else dtype
+    if real not in RELATIVE_TOLERANCE:
+        known = ", ".join(str(d) for d in RELATIVE_TOLERANCE)
+        raise ValueError(
+            f"assert_close_to_reference: no relative tolerance for {dtype}; pass dtype= one of {known} "
+            "whose tolerance fits the output"
+        )
     err = relative_error(out, ref)
-    tol = RELATIVE_TOLERANCE[dtype] * tol_scale
+    tol = RELATIVE_TOLERANCE[real] * tol_scale
     assert err <= tol, f"relative error {err:.3e} > {tol:.1e} for {dtype}"
 
 
+_SAME_WIDTH_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """``t``'s raw bits as integers (a complex tensor's as [..., 2]); integer and bool as they are."""
+    t = t.detach().resolve_conj().resolve_neg()
+    if t.is_complex():
+        t = torch.view_as_real(t)
+    if t.is_floating_point():
+        t = t.view(_SAME_WIDTH_INT[t.element_size()])
+    return t
+
+
+def _differing(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Elementwise: do ``a`` and ``b`` (same shape and dtype) differ in any bit?"""
+    d = _bits(a) != _bits(b.to(a.device))
+    return d.any(-1) if a.is_complex() else d
+
+
+def _max_abs_diff(a: torch.Tensor, b: torch.Tensor, differing: torch.Tensor) -> float:
+    """The largest |a - b| over the differing elements (NaN where a NaN is involved)."""
+    complex_ = a.is_complex()
+    a, b = _wide(a, complex_)[differing.cpu()], _wide(b, complex_)[differing.cpu()]
+    return float((a - b).abs().max()) if a.numel() else 0.0
+
+
 def assert_rows_equal(batched: torch.Tensor, alone: torch.Tensor, what: str = "row"):
-    """Bitwise equality, with a message that says how many elements differ and by how much."""
-    if torch.equal(batched, alone):
-        return
+    """Bitwise equality (NaN equals NaN, -0.0 differs from 0.0), with a message that says how
+    many elements differ and by how much."""
+    if batched.dtype != alone.dtype:
+        raise AssertionError(f"{what}: dtypes differ: {batched.dtype} vs {alone.dtype}")
     if batched.shape != alone.shape:
         raise AssertionError(f"{what}: shapes differ: {tuple(batched.shape)} vs {tuple(alone.shape)}")
-    diff = (batched.double() - alone.double()).abs()
-    n = int((batched != alone).sum())
-    raise AssertionError(f"{what}: {n} of {batched.numel()} elements differ (max abs diff {diff.max().item():.3e})")
+    differing = _differing(batched, alone)
+    n = int(differing.sum())
+    if n == 0:
+        return
+    raise AssertionError(f"{what}: {n} of {batched.numel()} elements differ (max abs diff {_max_abs_diff(batched, alone, differing):.3e})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,11 +207,11 @@ def _split_rows(args: tuple, batch: int, rows: range) -> tuple:
 def _compare_row(full: torch.Tensor, sub: torch.Tensor, row: int, sub_row: int):
     """(num_differing, numel, max_abs_diff) of one row, or None when its bits are equal."""
     a, b = full[row], sub[sub_row]
-    if a.shape == b.shape and torch.equal(a, b):
-        return None
-    if a.shape != b.shape:
+    if a.shape != b.shape or a.dtype != b.dtype:
         return (a.numel(), a.numel(), float("inf"))
-    return int((a != b).sum()), a.numel(), float((a.double() - b.double()).abs().max())
+    differing = _differing(a, b)
+    n = int(differing.sum())
+    return None if n == 0 else (n, a.numel(), _max_abs_diff(a, b, differing))
 
 
 def _batch_size_of(args: tuple) -> int:
