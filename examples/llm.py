@@ -21,6 +21,7 @@ dict whose config matches the flags (Llama 3's rope scaling is not implemented).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import sys
@@ -242,6 +243,69 @@ def build_model(args: ModelArgs, device, dtype, seed: int = 0, checkpoint: str |
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     model.setup_kv_cache()
     return model
+
+
+@dataclass
+class NearTie:
+    generated: list[int]  # the tokens generated before it (one branch of the ones before)
+    tokens: tuple[int, int]  # the two candidates for the next token, lower id first
+    margin_before: float  # their logits' distance before, in exact (float64) arithmetic
+    margin_ulps: float  # logit(higher id) - logit(lower id) now, in exact arithmetic, in ulps
+    ulp: float  # of the logits' dtype at the top logit
+
+
+@torch.no_grad()
+def plant_near_ties(model: Transformer, prompt: list[int], steps: int) -> list[NearTie]:
+    """Make the model undecided about each of the first ``steps`` tokens it generates after
+    ``prompt``, whichever of the two candidates it picked before (2^steps - 1 near-ties).
+
+    At each of those points the runner-up token's output row is moved until its logit and the top
+    one's are half an ulp apart in exact arithmetic, the higher id ahead: argmax gives an exact tie
+    to the lower id, so half an ulp sits on the decision boundary and a change in the last bit of
+    either logit, as a batch-dependent reduction order makes, can pick the other token. Each move
+    is orthogonal to the hidden states of every other point, so no other logit there changes;
+    only the runner-up rows change, and the token embeddings not at all.
+
+    A trained LLM meets near-ties somewhere in a long generation. A small random model's top two
+    logits lie ~10^5 times further apart than a batch moves them, so no token of its would flip."""
+    if 2**steps - 1 > model.args.dim:
+        raise ValueError(f"{2**steps - 1} near-ties need a hidden size of at least that many (dim={model.args.dim})")
+    exact = copy.deepcopy(model).double()  # the same weights; everything in float64
+    device = model.lm_head.weight.device
+    hidden = []
+    exact.lm_head.register_forward_hook(lambda _m, inputs, _out: hidden.append(inputs[0][:, -1]))
+    w = exact.lm_head.weight
+    points = []  # (generated, h, top, runner-up)
+    level = [[]]
+    for _ in range(steps):  # every branch of the points before, one forward per step
+        hidden.clear()
+        exact(torch.tensor([prompt + g for g in level], device=device))
+        nxt = []
+        for g, h in zip(level, hidden[0]):
+            top, runner_up = (w @ h).topk(2).indices.tolist()
+            points.append((g, h, top, runner_up))
+            nxt += [g + [top], g + [runner_up]]
+        level = nxt
+    hs = torch.stack([h for _, h, _, _ in points])  # [points, dim]
+    dtype = model.lm_head.weight.dtype
+    ulps, moves = [], {}
+    for i, (_, h, top, runner_up) in enumerate(points):
+        logits = w @ h
+        ulp = torch.finfo(dtype).eps * 2.0 ** torch.floor(torch.log2(logits[top].abs())).item()
+        want = logits[top] + (0.5 * ulp if runner_up > top else -0.5 * ulp)
+        moves.setdefault(runner_up, torch.zeros(len(points), dtype=torch.float64, device=device))[i] = want - logits[runner_up]
+        ulps.append(ulp)
+    for row, change in moves.items():
+        # The smallest change of the row that moves its logit at its points and at no other.
+        delta = hs.T @ torch.linalg.solve(hs @ hs.T, change)
+        model.lm_head.weight[row] = (w[row] + delta).to(dtype)
+    now = model.lm_head.weight.double()
+    ties = []
+    for (g, h, top, runner_up), ulp in zip(points, ulps):
+        before, after = w @ h, now @ h
+        lo, hi = sorted((top, runner_up))
+        ties.append(NearTie(g, (lo, hi), (before[top] - before[runner_up]).item(), ((after[hi] - after[lo]) / ulp).item(), ulp))
+    return ties
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,6 +612,9 @@ def parse_args(argv=None):
     ap.add_argument("--max-tokens-per-step", type=int)
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated: stock, batch_invariant, eager")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--near-ties", type=int, default=None, metavar="STEPS",
+                    help="make the model undecided at each of the target's first STEPS generated tokens "
+                         "(plant_near_ties; default: 4 for the tiny random model, 0 otherwise)")
     ap.add_argument("--out", help="write the results as JSON here")
     return ap.parse_args(argv)
 
@@ -584,6 +651,17 @@ def main(argv=None) -> int:
     print(f"model {args}, {dtype}, {device}; torch {torch.__version__}")
     print(f"workload: one prompt ({workload.target_prompt_len} tokens, {workload.target_new_tokens} new) submitted "
           f"{workload.runs} times among {workload.requests} random requests; engine {engine_config}")
+    near_ties = a.near_ties if a.near_ties is not None else (4 if (a.preset or "tiny") == "tiny" and a.device == "cpu" and not a.checkpoint else 0)
+    ties = []
+    if near_ties:
+        target = next(r.prompt for r in workload.build(args.vocab_size, args.max_batch) if r.is_target)
+        ties = plant_near_ties(model, target, min(near_ties, workload.target_new_tokens))
+        before = sorted(t.margin_before for t in ties)[len(ties) // 2]
+        print(f"near-ties: the model is made undecided at each of the target's first {len(ties).bit_length()} generated tokens "
+              f"({len(ties)} points, one per branch): the top two logits, {before:.3g} apart (median) before, are "
+              f"{min(t.margin_ulps for t in ties):.2f}-{max(t.margin_ulps for t in ties):.2f} ulp ({ties[0].ulp:.1e}) apart in exact arithmetic.\n"
+              f"  A trained LLM meets such near-ties over a long generation, a small random model almost never: without them "
+              f"its logits would still differ with the batch, its tokens would not (--near-ties 0).")
 
     results = []
     t_all = time.perf_counter()
@@ -622,6 +700,7 @@ def main(argv=None) -> int:
     if a.out:
         Path(a.out).write_text(json.dumps({"model": asdict(args), "dtype": str(dtype), "device": str(device),
                                            "torch": torch.__version__, "workload": asdict(workload),
+                                           "near_ties": [asdict(t) for t in ties],
                                            "engine": asdict(engine_config), "results": results}, indent=2))
         print(f"wrote {a.out}")
     if failed:

@@ -1,8 +1,11 @@
 """examples/llm.py on CPU: a served prompt's logits do not depend on its batch, the sampler's
 log-probs are the trainer's, and assert_batch_invariant passes / names the diverging layer.
 
-Tiny model, small workload: the backend's kernels run in Triton's interpreter here. Stock
-torch.compile's behaviour is not asserted (it depends on the platform); the example prints it.
+Tiny model, small workload: the backend's kernels run in Triton's interpreter here. The model is
+made undecided at each of the target's generated tokens (plant_near_ties, as the CPU demo does),
+so that a logit's last bit decides the token: under the backend the completions still agree;
+under stock torch.compile they differ on this CPU (measured: the same split in every run; a CPU
+with other BLAS kernels may move other bits).
 """
 
 import math
@@ -33,9 +36,44 @@ WORKLOAD = llm.Workload(runs=3, requests=3, target_prompt_len=12, prompt_len=(3,
 ENGINE = llm.EngineConfig(max_tokens_per_step=12, max_prefill_chunk=5, seed=3)
 
 
+def target_prompt(workload):
+    return next(r.prompt for r in workload.build(llm.ModelArgs().vocab_size, llm.ModelArgs().max_batch) if r.is_target)
+
+
 @pytest.fixture(scope="module")
 def model():
-    return llm.build_model(llm.ModelArgs(), "cpu", torch.float32, seed=0)
+    m = llm.build_model(llm.ModelArgs(), "cpu", torch.float32, seed=0)
+    llm.plant_near_ties(m, target_prompt(WORKLOAD), WORKLOAD.target_new_tokens)
+    return m
+
+
+def test_near_ties_sit_on_the_decision_boundary_and_move_nothing_else():
+    """Every point of both branches of the first 3 generated tokens: the top two logits are less
+    than one ulp apart in exact arithmetic, the higher id ahead (argmax gives an exact tie to the
+    lower id); every other logit there, and every weight but the runner-up rows, is unchanged."""
+    m = llm.build_model(llm.ModelArgs(), "cpu", torch.float32, seed=0)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    prompt = target_prompt(WORKLOAD)
+    ties = llm.plant_near_ties(m, prompt, 3)
+    assert sorted(len(t.generated) for t in ties) == [0, 1, 1, 2, 2, 2, 2]  # both branches of each
+    assert {k for k, v in m.state_dict().items() if not torch.equal(v, before[k])} == {"lm_head.weight"}
+    exact = m.double()
+    hidden = []
+    exact.lm_head.register_forward_hook(lambda _m, inputs, _out: hidden.append(inputs[0][0, -1]))
+    for tie in ties:
+        with torch.no_grad():
+            exact(torch.tensor([prompt + tie.generated]))
+        h = hidden.pop()
+        now, then = exact.lm_head.weight @ h, before["lm_head.weight"].double() @ h
+        lo, hi = tie.tokens
+        assert set(now.topk(2).indices.tolist()) == {lo, hi}
+        assert 0.0 < tie.margin_ulps < 1.0 and (now[hi] - now[lo]).item() == pytest.approx(tie.margin_ulps * tie.ulp, rel=1e-9)
+        assert tie.margin_before > 1e4 * tie.ulp  # untouched, this model is far from undecided
+        # The runner-up's logit moved; the rows moved for the other points left every other logit
+        # here as it was, up to their rounding to fp32 (under an ulp).
+        moved = torch.nonzero((now - then).abs() > 1e-6).flatten().tolist()
+        assert len(moved) == 1 and moved[0] in (lo, hi), moved
+        assert (now - then).abs().index_fill(0, torch.tensor(moved), 0).max() < tie.ulp
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +96,7 @@ def test_served_prompt_has_one_completion_and_identical_logits(served):
     assert engine.stats["mixed_steps"] > 0
     assert len(set(engine.stats["step_sizes"])) > 2
     assert all(len(r.prefill_chunks) > 1 for r in requests if r.is_target)  # chunked prefill
-    assert runs["unique_completions"] == 1
+    assert runs["unique_completions"] == 1  # with a near-tie at every generated token
     assert runs["logits_differing_runs"] == 0, runs["first_differing_step_per_run"]
 
 
@@ -232,3 +270,15 @@ def test_one_compilation_serves_every_batch_size(model):
         for batch, length in [(5, 11), (3, 6)]:
             run(batch, length)
     assert graphs == 2 and counters["stats"]["unique_graphs"] == graphs, dict(counters["stats"])
+
+
+def test_stock_compile_serves_the_same_prompt_differently(model):
+    """The other side of the demo (last in this file: it resets Dynamo): stock torch.compile on
+    the same workload and near-ties gives the submissions differing logits, and so differing
+    completions. On the CPU, a matmul of 1-3 rows takes another BLAS path (another summation
+    order) than one of 4 or more, and the engine's steps range over both."""
+    torch._dynamo.reset()
+    requests, _ = llm.serve(llm.compile_model("stock", model), model, WORKLOAD, ENGINE, "cpu")
+    runs = llm.compare_target_runs(requests)
+    assert runs["logits_differing_runs"] > 0, runs
+    assert runs["unique_completions"] > 1, runs
