@@ -20,6 +20,7 @@ from inductor_bi.kernels.reduction import (
     invariant_rms_norm,
     invariant_rms_norm_rows,
     invariant_softmax,
+    invariant_std_mean,
     invariant_sum,
     invariant_var_mean,
     layer_norm_stats_dtype,
@@ -346,6 +347,98 @@ def test_layer_norm_close_to_float64_with_aten_stats_dtypes(dtype):
             assert got.dtype == dt and got.shape == want.shape
             assert_close_to_reference(got, want, dtype)
     assert layer_norm_stats_dtype(torch.bfloat16, torch.device("cuda")) == torch.float32
+
+
+# ---------------------------------------------------------------------------------------------
+# Large and tiny magnitudes: nothing overflows or underflows where the dtype holds the result
+# ---------------------------------------------------------------------------------------------
+# 600 values: past 3 interpreter blocks, and 600 squares of 1e18 sum past fp32's 3.4e38.
+
+
+@pytest.mark.parametrize("scale", [1e18, 1e19])
+def test_var_of_large_values_is_finite_where_float32_holds_it(scale):
+    """The squared deviations of values ~1e18 sum past fp32's range, the variance (~1e36) does
+    not: eager gives it, and so must the kernel (it gave inf)."""
+    x = _randn((3, 600), torch.float32, 1, scale=scale)
+    var, mean = invariant_var_mean(x, [-1])
+    ref_var, ref_mean = torch.var_mean(x.double(), -1)
+    assert torch.isfinite(torch.var(x, -1)).all()  # eager's
+    assert_close_to_reference(var, ref_var)
+    assert_close_to_reference(mean, ref_mean)
+
+
+@pytest.mark.parametrize("scale", [1e18, 1e25, 1e36, 1e-25, 1e-32])
+@pytest.mark.parametrize("correction", [0, 1])
+def test_std_is_finite_and_nonzero_wherever_float32_holds_it(scale, correction):
+    """std of values ~1e25 is finite though their variance is not (eager gives it), and std of
+    values ~1e-25 is not 0 though their variance underflows: the square root is taken before the
+    row's scale is put back. Means of values ~1e36, whose plain sum overflows, stay finite."""
+    x = _randn((3, 600), torch.float32, 2, scale=scale)
+    std, mean = invariant_std_mean(x, [-1], correction)
+    ref_std, ref_mean = torch.std_mean(x.double(), -1, correction=correction)
+    assert_close_to_reference(std, ref_std)
+    assert_close_to_reference(mean, ref_mean)
+    assert (torch.std(x, -1, correction=correction) > 0).all() and torch.isfinite(torch.std(x, -1)).all()  # eager's
+
+
+@pytest.mark.parametrize("scale", [1e18, 1e30])
+def test_layer_norm_of_large_values_is_accurate(scale):
+    """Rows of values ~1e18 normalize to O(1) outputs; their variance overflowed to inf in the
+    kernel, so rstd was 0 and every output the bias (eager fp32 gives the same wrong zeros)."""
+    x = _randn((3, 600), torch.float32, 3, scale=scale)
+    w, b = _randn((600,), torch.float32, 4), _randn((600,), torch.float32, 5)
+    got = invariant_layer_norm(x, 1, w, b, 1e-5)
+    want = aten.native_layer_norm(x.double(), [600], w.double(), b.double(), 1e-5)
+    for g, r in zip(got, want):
+        assert_close_to_reference(g, r)
+
+
+@given(batches(inner_ndim=2), st.sampled_from([2.0**40, 2.0**-40, 1e18, 1e-25, 1e30]), st.sampled_from([0, 1]))
+def test_rows_of_any_magnitude_equal_alone_among_any_companions(case, row_scale, correction):
+    """A rescaled row (its max |x| past 2**32 or below 2**-32) and a plain one give their bits
+    whatever rows they share a launch with, rescaled or not."""
+    _, _, row, before, after, other = case
+    row, other = row.float() * row_scale, other.float() * row_scale
+    before, after = before.float(), after.float()
+    for fn in (
+        lambda x: invariant_var_mean(x, [1, 2], correction),
+        lambda x: invariant_std_mean(x, [-1], correction, True),
+        lambda x: invariant_layer_norm(x, 2),
+    ):
+        assert_row_equals_alone(fn, row, before, after, other)
+
+
+@given(batches(inner_ndim=2), st.sampled_from([40, 60, -40, -60]), st.sampled_from([0, 1]))
+def test_rescaled_rows_give_the_bits_of_the_plain_ones(case, k, correction):
+    """x * 2**k with |k| >= 40 is reduced rescaled, x itself is not. Scaling by a power of two is
+    exact, so var, std and mean of x * 2**k are those of x times 2**2k, 2**k, 2**k, bit for bit:
+    the rescaling changes no bits where the plain computation neither overflows nor underflows."""
+    _, _, row, before, after, _ = case
+    x = torch.cat([before, row, after]).float()
+    var, mean = invariant_var_mean(x, [-1], correction)
+    std, _ = invariant_std_mean(x, [-1], correction)
+    var_k, mean_k = invariant_var_mean(x * 2.0**k, [-1], correction)
+    std_k, _ = invariant_std_mean(x * 2.0**k, [-1], correction)
+    assert_rows_equal(_bits(var_k), _bits(var * 2.0 ** (2 * k)), "var")
+    assert_rows_equal(_bits(mean_k), _bits(mean * 2.0**k), "mean")
+    assert_rows_equal(_bits(std_k), _bits(std * 2.0**k), "std")
+    assert_rows_equal(_bits(std), _bits(var.double().sqrt().float()), "std is the correctly rounded sqrt(var)")
+
+
+def test_rows_holding_inf_or_nan_give_what_torch_gives():
+    x = torch.tensor([[1.0, math.inf, 2.0], [1.0, math.nan, 2.0], [2e38, 2e38, -2e38]])
+    var, mean = invariant_var_mean(x, [-1])
+    ref_var, ref_mean = torch.var_mean(x.double(), -1)
+    assert var[:2].isnan().all() and ref_var[:2].isnan().all()
+    assert mean[0] == math.inf and mean[1].isnan()
+    assert var[2] == math.inf and ref_var[2] > torch.finfo(torch.float32).max  # past fp32: inf, correctly
+    assert_close_to_reference(mean[2:], ref_mean[2:])  # 2e38 + 2e38 overflows unscaled
+    std, _ = invariant_std_mean(x, [-1])
+    assert std[:2].isnan().all()
+    assert_close_to_reference(std[2:], ref_var[2:].sqrt())
+    out, _, rstd = invariant_layer_norm(x, 1)
+    assert out[:2].isnan().all() and rstd[:2].isnan().all()
+    assert_close_to_reference(out[2:], aten.native_layer_norm(x[2:].double(), [3], None, None, 1e-5)[0])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -374,3 +374,49 @@ def test_layer_norm_with_a_symbolic_normalized_shape_compiles_for_any_batch_and_
     (rewrite,) = [r for _, r in report.rewrites]
     assert rewrite.replacement == "inductor_bi.invariant_layer_norm.default"
     assert rewrite.details["block_r"] == "f(R) (R symbolic)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Large and tiny magnitudes through the backend
+# ---------------------------------------------------------------------------------------------
+
+
+def test_var_of_large_values_is_finite_and_invariant_through_the_backend():
+    """torch.var of 600 values ~1e18 (variance ~1e36, its squares' sum past fp32): eager gives a
+    finite variance, the compiled one gave inf."""
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x: torch.var(x, -1), backend="batch_invariant", dynamic=True)
+    x = torch.randn(4, 600) * 1e18
+    with torch.no_grad():
+        out, alone = compiled(x), compiled(x[2:3])
+    assert_rows_equal(out[2:3], alone)
+    assert_close_to_reference(out, torch.var(x.double(), -1))
+
+
+_HAS_STD_OP = hasattr(torch.ops.inductor_bi, "invariant_std_mean")
+
+
+def _std_and_std_mean(x):
+    return torch.std(x, -1), *torch.std_mean(x, [-1], correction=0, keepdim=True)
+
+
+@pytest.mark.xfail(not _HAS_STD_OP, strict=True, reason="needs the invariant_std_mean op in ops.py (proposed in the helper's report)")
+@pytest.mark.parametrize("scale", [1.0, 1e25, 1e-30])
+def test_std_is_one_row_kernel_finite_and_nonzero_where_float32_holds_it(graphs, scale):
+    """std / std_mean decompose to sqrt(var): the pass makes each one invariant_std_mean, whose
+    kernel takes the root before the row's scale goes back. std of values ~1e25 (variance past
+    fp32) is finite and of values ~1e-30 (variance under fp32) nonzero, as eager gives them;
+    sqrt(var) gave inf and 0. Rows stay invariant."""
+    torch._dynamo.reset()
+    compiled = torch.compile(_std_and_std_mean, backend="batch_invariant", dynamic=True)
+    x = torch.randn(4, 600) * scale
+    with torch.no_grad():
+        outs, alone = compiled(x), compiled(x[1:2])
+    for out, one in zip(outs, alone):
+        assert_rows_equal(out[1:2], one)
+    for out, ref in zip(outs, _std_and_std_mean(x.double())):
+        assert_close_to_reference(out, ref)
+    assert graphs
+    for gm, _ in graphs:
+        targets = {n.target for n in gm.graph.nodes}
+        assert torch.ops.aten.sqrt.default not in targets and torch.ops.inductor_bi.invariant_var_mean.default not in targets

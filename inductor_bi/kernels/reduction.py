@@ -63,17 +63,80 @@ def _lane_sum(x_row, y_row, R, BLOCK_R: tl.constexpr, ACC: tl.constexpr, SQUARE:
 
 
 @triton.jit
-def _lane_sum_sq_dev(x_row, R, mean, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
-    """Sum of (x - mean)**2 over the row, in the same lane-then-tl.sum order as ``_lane_sum``
-    (two passes: more accurate than E[x^2] - E[x]^2)."""
+def _lane_sum_sq_dev(x_row, R, mean, scale, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
+    """Sum of (x * scale - mean)**2 over the row, in the same lane-then-tl.sum order as
+    ``_lane_sum`` (two passes: more accurate than E[x^2] - E[x]^2). ``scale`` is a power of two
+    (``_pow2_scale``): each x * scale is exact."""
     lanes = tl.arange(0, BLOCK_R)
     m2 = tl.zeros([BLOCK_R], dtype=ACC)
     for start in range(0, R, BLOCK_R):
         cols = start + lanes
         mask = cols < R
-        d = tl.load(x_row + cols, mask=mask, other=0.0).to(ACC) - mean
+        d = tl.load(x_row + cols, mask=mask, other=0.0).to(ACC) * scale - mean
         m2 += tl.where(mask, d * d, 0.0)
     return tl.sum(m2, axis=0)
+
+
+@triton.jit
+def _lane_sum_abs_max(x_row, R, scale, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
+    """(sum of x * scale in ``_lane_sum``'s order, max |x|) over the row. ``scale`` is a power of
+    two, so each product is exact; a max is exact in any order."""
+    lanes = tl.arange(0, BLOCK_R)
+    acc = tl.zeros([BLOCK_R], dtype=ACC)
+    amax = tl.zeros([BLOCK_R], dtype=ACC)
+    for start in range(0, R, BLOCK_R):
+        cols = start + lanes
+        x = tl.load(x_row + cols, mask=cols < R, other=0.0).to(ACC)
+        acc += x * scale
+        amax = tl.maximum(amax, tl.abs(x))
+    return tl.sum(acc, axis=0), tl.max(amax, axis=0)
+
+
+@triton.jit
+def _pow2_scale(amax, DOWN_ONLY: tl.constexpr, ACC: tl.constexpr):
+    """(scaled, s, u) for a row whose largest magnitude is ``amax``.
+
+    Squared deviations of a row with max |x| >= 2**32 (2**256 in fp64) can overflow, and with
+    max |x| < 2**-32 (2**-256) underflow, where the variance itself is representable. Such a row
+    (only the large ones with DOWN_ONLY) is reduced as x * s, s = 2**-e with 2**e <= max |x| <
+    2**(e+1), and its results scaled back by u = 2**e. Powers of two make every product exact, so
+    where neither form over- or underflows both give the same bits; the choice depends on the
+    row's own values only. Other rows, rows of zeros and rows holding inf / NaN: s = u = 1."""
+    if ACC == tl.float64:
+        bits = amax.to(tl.int64, bitcast=True)
+        field = (bits >> 52) & 0x7FF
+        e = field - 1023
+        scaled = (field != 0x7FF) & (bits != 0) & (e >= 256)
+        if not DOWN_ONLY:
+            scaled = scaled | ((bits != 0) & (e < -256))
+        e = tl.minimum(tl.maximum(e, -1022), 1022)
+        s = ((1023 - e) << 52).to(tl.float64, bitcast=True)
+        u = ((1023 + e) << 52).to(tl.float64, bitcast=True)
+    else:
+        bits = amax.to(tl.int32, bitcast=True)
+        field = (bits >> 23) & 0xFF
+        e = field - 127
+        scaled = (field != 0xFF) & (bits != 0) & (e >= 32)
+        if not DOWN_ONLY:
+            scaled = scaled | ((bits != 0) & (e < -32))
+        e = tl.minimum(tl.maximum(e, -126), 126)
+        s = ((127 - e) << 23).to(tl.float32, bitcast=True)
+        u = ((127 + e) << 23).to(tl.float32, bitcast=True)
+    return scaled, tl.where(scaled, s, 1.0).to(ACC), tl.where(scaled, u, 1.0).to(ACC)
+
+
+@triton.jit
+def _row_mean_and_sq_dev(x_row, R, DOWN_ONLY: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
+    """(mean, m2, s, u) of the row as x * s: the mean of x * s and the sum of its squared
+    deviations, in two fixed-order passes (``_pow2_scale``: a row that needs no scaling reads
+    x once for the sum and once for the deviations; one that does, once more)."""
+    total, amax = _lane_sum_abs_max(x_row, R, 1.0, BLOCK_R, ACC)
+    scaled, s, u = _pow2_scale(amax, DOWN_ONLY, ACC)
+    if scaled:
+        total, amax = _lane_sum_abs_max(x_row, R, s, BLOCK_R, ACC)
+    mean = total / R
+    m2 = _lane_sum_sq_dev(x_row, R, mean, s, BLOCK_R, ACC)
+    return mean, m2, s, u
 
 
 @triton.jit
@@ -88,15 +151,21 @@ def _row_sum_kernel(
 
 
 @triton.jit
-def _row_var_mean_kernel(x_ptr, var_ptr, mean_ptr, R, divisor, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
+def _row_var_mean_kernel(x_ptr, var_ptr, mean_ptr, R, divisor, SQRT: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * R
     # Two passes in a fixed order: the mean, then the sum of squared deviations from it.
-    mean = _lane_sum(x_row, x_row, R, BLOCK_R, ACC, False, False) / R
+    mean, m2, s, u = _row_mean_and_sq_dev(x_row, R, False, BLOCK_R, ACC)
     # divisor = max(R - correction, 0) as torch: 0 gives inf (or nan when m2 == 0), like torch.
-    var = _lane_sum_sq_dev(x_row, R, mean, BLOCK_R, ACC) / divisor
+    var = m2 / divisor
+    if SQRT:
+        # The standard deviation scaled back once: finite wherever it is, even when the
+        # variance is not (|x| ~ 1e20..1e37 in fp32), and not 0 where the variance underflows.
+        var = tl.sqrt_rn(var) * u
+    else:
+        var = var * u * u
     tl.store(var_ptr + row, var)
-    tl.store(mean_ptr + row, mean)
+    tl.store(mean_ptr + row, mean * u)
 
 
 @triton.jit
@@ -203,19 +272,28 @@ def _row_layer_norm_kernel(
     x_row = x_ptr + row * R
     out_row = out_ptr + row * R
     lanes = tl.arange(0, BLOCK_R)
-    # Pass 1: mean. Pass 2: biased variance from deviations. Pass 3: normalize and write.
-    mean = _lane_sum(x_row, x_row, R, BLOCK_R, ACC, False, False) / R
-    rstd = tl.rsqrt(_lane_sum_sq_dev(x_row, R, mean, BLOCK_R, ACC) / R + eps)
+    # Pass 1: mean. Pass 2: biased variance from deviations. Pass 3: normalize and write. A row
+    # of large values is reduced as x * s (``_pow2_scale``; tiny rows need nothing: eps dominates).
+    mean, m2, s, u = _row_mean_and_sq_dev(x_row, R, True, BLOCK_R, ACC)
+    var_s = m2 / R
+    var = var_s * u * u
+    finite = var < float("inf")
+    rstd = tl.rsqrt(var + eps)
+    # y = (x - mean) * rstd = (x * s - mean) * (rstd * u). A variance past the dtype's range is far
+    # above eps: its rstd is rsqrt(var_s) * s, and y needs rsqrt(var_s).
+    rstd_s = tl.rsqrt(tl.where(finite, 1.0, var_s))
+    y_scale = tl.where(finite, rstd * u, rstd_s)
+    rstd = tl.where(finite, rstd, rstd_s * s)
     for start in range(0, R, BLOCK_R):
         cols = start + lanes
         mask = cols < R
-        y = (tl.load(x_row + cols, mask=mask, other=0.0).to(ACC) - mean) * rstd
+        y = (tl.load(x_row + cols, mask=mask, other=0.0).to(ACC) * s - mean) * y_scale
         if HAS_WEIGHT:
             y = y * tl.load(w_ptr + cols, mask=mask, other=0.0).to(ACC)
         if HAS_BIAS:
             y = y + tl.load(b_ptr + cols, mask=mask, other=0.0).to(ACC)
         tl.store(out_row + cols, y, mask=mask)
-    tl.store(mean_ptr + row, mean)
+    tl.store(mean_ptr + row, mean * u)
     tl.store(rstd_ptr + row, rstd)
 
 
@@ -378,9 +456,22 @@ def invariant_var_mean(x: torch.Tensor, dims=None, correction=1, keepdim: bool =
     """torch.var_mean(x, dims, correction=correction, keepdim=keepdim) -> (var, mean).
 
     Two passes inside one program (mean, then squared deviations); var = m2 / max(R - correction, 0),
-    so R <= correction gives inf (nan for a constant row), as torch.
+    so R <= correction gives inf (nan for a constant row), as torch. A row of very large or very
+    small values is reduced scaled by a power of two (``_pow2_scale``), so the variance is finite
+    and nonzero wherever the dtype can hold it.
     """
-    _require_float(x, "invariant_var_mean")
+    return _var_mean(x, dims, correction, keepdim, False, "invariant_var_mean")
+
+
+def invariant_std_mean(x: torch.Tensor, dims=None, correction=1, keepdim: bool = False):
+    """torch.std_mean(x, dims, correction=correction, keepdim=keepdim) -> (std, mean): the
+    square root taken in the kernel before scaling back, so std is finite where the variance
+    would overflow (fp32 values ~1e20..1e37) and nonzero where it would underflow (~1e-30)."""
+    return _var_mean(x, dims, correction, keepdim, True, "invariant_std_mean")
+
+
+def _var_mean(x: torch.Tensor, dims, correction, keepdim: bool, sqrt: bool, op: str):
+    _require_float(x, op)
     correction = 1 if correction is None else correction
     x2, out_shape, keep_shape = _reduced_last(x, dims)
     rows, r = x2.shape
@@ -394,7 +485,7 @@ def invariant_var_mean(x: torch.Tensor, dims=None, correction=1, keepdim: bool =
     mean = torch.empty(rows, dtype=kdtype, device=x.device)
     divisor = float(max(r - correction, 0))
     acc = _acc_dtype(x.dtype)
-    _launch_rows(_row_var_mean_kernel, rows, r, xk.dtype, x.device, xk, var, mean, r, divisor, ACC=acc)
+    _launch_rows(_row_var_mean_kernel, rows, r, xk.dtype, x.device, xk, var, mean, r, divisor, SQRT=sqrt, ACC=acc)
     return var.to(x.dtype).reshape(shape), mean.to(x.dtype).reshape(shape)
 
 

@@ -119,6 +119,51 @@ def _residual_add(y: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node] | Non
     return y.args[0], y.args[1]
 
 
+# std = sqrt(var) (what std / std_mean decompose to) as one op whose kernel takes the square root
+# before putting a rescaled row's scale back: std of fp32 values ~1e20..1e37 is finite though their
+# variance overflows, and std of values ~1e-30 is not 0 though their variance underflows.
+_STD_MEAN = getattr(bi, "invariant_std_mean", None)  # ops.py registers it
+
+
+def _sqrt_of_variance(node: torch.fx.Node) -> torch.fx.Node | None:
+    """The ``aten.sqrt`` that is the only reader of ``node``'s variance (var, or var_mean's
+    first output), i.e. a standard deviation; else None."""
+    if _STD_MEAN is None:
+        return None
+    var = node
+    if node.target is aten.var_mean.correction:
+        firsts = [u for u in node.users if u.target is operator.getitem and u.args[1] == 0]
+        if len(firsts) != 1:
+            return None
+        (var,) = firsts
+    elif node.target is not aten.var.correction:
+        return None
+    if len(var.users) != 1:
+        return None
+    (user,) = var.users
+    return user if user.target is aten.sqrt.default and not user.kwargs else None
+
+
+def _replace_with_std(gm: torch.fx.GraphModule, node: torch.fx.Node, sqrt: torch.fx.Node, args: tuple) -> None:
+    """var (or var_mean) -> std_mean, whose first output replaces the sqrt."""
+    graph = gm.graph
+    if node.target is aten.var.correction:
+        with graph.inserting_before(node):
+            both = graph.call_function(_STD_MEAN.default, args)
+            std = graph.call_function(operator.getitem, (both, 0))
+        both.meta = {k: v for k, v in node.meta.items() if k != "val"}
+        std.meta = dict(sqrt.meta)
+        sqrt.replace_all_uses_with(std)
+        graph.erase_node(sqrt)
+        graph.erase_node(node)
+        return
+    std = next(u for u in node.users if u.target is operator.getitem and u.args[1] == 0)
+    replace_node(node, _STD_MEAN.default, args)
+    std.meta = dict(sqrt.meta)
+    sqrt.replace_all_uses_with(std)
+    graph.erase_node(sqrt)
+
+
 def rewrite_reductions(gm: torch.fx.GraphModule) -> list[Rewrite]:
     rewrites = []
     for node in list(gm.graph.nodes):
@@ -128,6 +173,18 @@ def rewrite_reductions(gm: torch.fx.GraphModule) -> list[Rewrite]:
         if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
             continue  # integer / bool reductions are exact
         target, args = REDUCTION_OPS[node.target](*node.args, **node.kwargs)
+        sqrt = _sqrt_of_variance(node)
+        if sqrt is not None:
+            rewrites.append(Rewrite(
+                original=f"{node.target} then sqrt",
+                replacement=str(_STD_MEAN.default),
+                shapes=input_shapes(node),
+                dtype=str(x.dtype),
+                source=user_source_line(sqrt),
+                details=_config_details(x, node),
+            ))  # fmt: skip
+            _replace_with_std(gm, node, sqrt, args)
+            continue
         squared = _squared_source(node)
         residual = _residual_add(squared) if squared is not None else None
         if squared is not None:
