@@ -7,7 +7,10 @@ are computed in different batch compositions. Greedy decoding should then give N
 completions -- and, on the stricter measure, N bitwise identical logits sequences. With stock
 torch.compile the logits change with the batch; with ``backend="batch_invariant"`` they cannot.
 The same run checks that the serving log-probs are exactly the ones a trainer computes in one
-forward over the full sequences (``inductor_bi.onpolicy``).
+forward over the full sequences (``inductor_bi.onpolicy``). On the CPU the tiny random model is made
+undecided at the target's first generated tokens (``plant_near_ties``, ``--near-ties``): its logits
+move with the batch by an ulp or two, which flips a token only where two tokens nearly tie, as they
+do somewhere in a trained model's long generation.
 
     python examples/llm.py                                   # tiny model on CPU, a few minutes
     python examples/llm.py --device cuda --preset llama-1b --requests 500 --out results.json
@@ -269,7 +272,8 @@ def plant_near_ties(model: Transformer, prompt: list[int], steps: int) -> list[N
     A trained LLM meets near-ties somewhere in a long generation. A small random model's top two
     logits lie ~10^5 times further apart than a batch moves them, so no token of its would flip."""
     if 2**steps - 1 > model.args.dim:
-        raise ValueError(f"{2**steps - 1} near-ties need a hidden size of at least that many (dim={model.args.dim})")
+        raise ValueError(f"near-ties over {steps} steps are {2**steps - 1} points, more than the hidden size "
+                         f"({model.args.dim}) can keep apart: ask for at most {(model.args.dim + 1).bit_length() - 1} steps")
     exact = copy.deepcopy(model).double()  # the same weights; everything in float64
     device = model.lm_head.weight.device
     hidden = []
