@@ -41,6 +41,7 @@ from .backend import config_patches, decompositions
 from .errors import BatchInvarianceError
 from .options import Options
 from .passes import Rewrite, attention as attention_pass, matmul as matmul_pass, reductions as reductions_pass
+from .passes import scan as scan_pass
 from .passes import rewrite_graph
 from .passes._rewrite import input_shapes, user_source_line
 from .passes.attention import rewrite_attention_calls
@@ -311,7 +312,7 @@ def _configs_reported_for(device: torch.device | None):
     if device is None:
         yield
         return
-    modules = (matmul_pass, reductions_pass, attention_pass)
+    modules = (matmul_pass, reductions_pass, attention_pass, scan_pass)
     originals = [m._config_details for m in modules]
     try:
         for m, original in zip(modules, originals):

@@ -282,3 +282,120 @@ def exact_histc(x: torch.Tensor, bins: int, min: float, max: float) -> torch.Ten
 @exact_histc.register_fake
 def _(x, bins, min, max):
     return x.new_empty((bins,))
+
+
+# =============================================================================================
+# Scans (passes/scan.py, kernels/scan.py): invariant_cumsum, invariant_cumprod,
+# invariant_logcumsumexp. A separate block, appended; nothing above depends on it.
+# Their backward formulas are aten's, with every scan and sum in them on the invariant kernels.
+# =============================================================================================
+
+from .kernels import scan as _scan  # noqa: E402
+
+
+def _scan_fake(out: torch.Tensor) -> torch.Tensor:
+    """aten's output shape and dtype (from the aten op on fake tensors); contiguous, as the kernel's."""
+    return out.new_empty(out.shape)
+
+
+def _reversed(scan, t: torch.Tensor, dim: int) -> torch.Tensor:
+    """``scan`` from the end of ``dim`` to its start (a backward's reversed cumsum / logcumsumexp)."""
+    return scan(t.flip(dim), dim).flip(dim)
+
+
+@torch.library.custom_op(f"{LIBRARY}::invariant_cumsum", mutates_args=())
+def invariant_cumsum(x: torch.Tensor, dim: int, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """aten.cumsum (x converted to ``dtype`` first, when given) in a fixed per-row order."""
+    return _scan.invariant_cumsum(x, dim, dtype)
+
+
+@invariant_cumsum.register_fake
+def _(x, dim, dtype=None):
+    return _scan_fake(torch.cumsum(x, dim, dtype=dtype))
+
+
+def _scan_setup_context(ctx, inputs, output):
+    x, dim, *_ = inputs
+    ctx.dim, ctx.x_dtype = dim, x.dtype
+    ctx.save_for_backward(x, output)
+
+
+def _cumsum_backward(ctx, grad):
+    # aten's cumsum_backward: the grad in x's dtype, summed from the end.
+    if grad.dim() == 0 or grad.numel() <= 1:
+        return grad.to(ctx.x_dtype), None, None
+    return _reversed(lambda t, d: invariant_cumsum(t, d, None), grad.to(ctx.x_dtype), ctx.dim), None, None
+
+
+invariant_cumsum.register_autograd(_cumsum_backward, setup_context=_scan_setup_context)
+
+
+@torch.library.custom_op(f"{LIBRARY}::invariant_cumprod", mutates_args=())
+def invariant_cumprod(x: torch.Tensor, dim: int, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """aten.cumprod (x converted to ``dtype`` first, when given) in a fixed per-row order."""
+    return _scan.invariant_cumprod(x, dim, dtype)
+
+
+@invariant_cumprod.register_fake
+def _(x, dim, dtype=None):
+    return _scan_fake(torch.cumprod(x, dim, dtype=dtype))
+
+
+def _cumprod_backward(ctx, grad):
+    """aten's cumprod_backward (its form for any input, zeros included), on invariant scans and sums.
+
+    Before a row's first zero: reversed_cumsum(out * grad) / x. At the first zero z: the product
+    before z times sum_{z <= j < next zero} grad[j] * prod_{z < k <= j} x[k]. After it: 0."""
+    x, out = ctx.saved_tensors
+    grad = grad.to(ctx.x_dtype)
+    x = x.to(grad.dtype)
+    out = out.to(grad.dtype)
+    dim = ctx.dim % max(x.dim(), 1)
+    if x.dim() == 0 or x.numel() <= 1 or x.shape[dim] == 1:
+        return grad, None, None
+    cumsum = lambda t, d: invariant_cumsum(t, d, None)  # noqa: E731
+    zeros_so_far = torch.cumsum(x == 0, dim)  # an integer scan: exact
+    before = zeros_so_far == 0
+    w = (out * grad).masked_fill(~before, 0)
+    grad_x = torch.where(before, _reversed(cumsum, w, dim) / x, torch.zeros_like(x))
+    first_zero = (zeros_so_far == 1) & (x == 0)
+    between = (zeros_so_far == 1) & ~first_zero
+    tail = invariant_cumprod(x.masked_fill(~between, 1), dim, None) * grad.masked_fill(zeros_so_far != 1, 0)
+    tail_sum = torch.ops.inductor_bi.invariant_sum(tail, [dim], True, None)
+    z = first_zero.to(torch.int64).argmax(dim, keepdim=True)  # exact: picks an index
+    before_z = torch.gather(out, dim, (z - 1).clamp(min=0)).masked_fill(z == 0, 1)
+    grad_x = torch.where(first_zero, tail_sum * before_z, grad_x)
+    return grad_x, None, None
+
+
+invariant_cumprod.register_autograd(_cumprod_backward, setup_context=_scan_setup_context)
+
+
+@torch.library.custom_op(f"{LIBRARY}::invariant_logcumsumexp", mutates_args=())
+def invariant_logcumsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """aten.logcumsumexp in a fixed per-row order."""
+    return _scan.invariant_logcumsumexp(x, dim)
+
+
+@invariant_logcumsumexp.register_fake
+def _(x, dim):
+    return _scan_fake(torch.logcumsumexp(x, dim))
+
+
+def _logcumsumexp_backward(ctx, grad):
+    """aten's logcumsumexp_backward: the positive and negative parts of grad in the log domain,
+    each through a reversed logcumsumexp, exponentiated, subtracted."""
+    x, out = ctx.saved_tensors
+    if grad.dim() == 0 or grad.numel() == 0:
+        return grad, None
+    lcse = lambda t, d: invariant_logcumsumexp(t, d)  # noqa: E731
+    lowest = torch.tensor(torch.finfo(grad.dtype).min, dtype=grad.dtype, device=grad.device)
+    log_abs = grad.abs().log()
+    positive = torch.where(grad > 0, log_abs, lowest)
+    negative = torch.where(grad < 0, log_abs, lowest)
+    pos = (_reversed(lcse, positive - out, ctx.dim) + x).exp()
+    neg = (_reversed(lcse, negative - out, ctx.dim) + x).exp()
+    return pos - neg, None
+
+
+invariant_logcumsumexp.register_autograd(_logcumsumexp_backward, setup_context=_scan_setup_context)

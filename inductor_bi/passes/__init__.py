@@ -18,13 +18,14 @@ from .kv_gather import fold_kv_gathers
 from .matmul import MATMUL_OPS, rewrite_matmuls
 from .reductions import FUSED_OPS, rewrite_reductions
 from .rms_norm import fuse_rms_norms
+from .scan import rewrite_scans
 from .scatter import rewrite_moe_routing
 
 log = logging.getLogger("inductor_bi")
 
 OWNED_OPS = frozenset(MATMUL_OPS) | frozenset(FUSED_OPS)
 
-PASSES = (rewrite_matmuls, rewrite_reductions, fuse_rms_norms, fold_kv_gathers, rewrite_moe_routing)
+PASSES = (rewrite_matmuls, rewrite_reductions, fuse_rms_norms, fold_kv_gathers, rewrite_moe_routing, rewrite_scans)
 
 
 def rewrite_graph(gm: torch.fx.GraphModule) -> list[Rewrite]:

@@ -40,9 +40,14 @@ EXACT_REDUCTIONS = {
 # Ops with an accumulation whose order is not fixed by the reduced extent (atomics, scans,
 # library kernels that pick algorithms per shape), and no invariant lowering here.
 ORDER_UNSTABLE = {
-    "cumsum": "a scan: Inductor's scan order follows the block size chosen from the shape",
-    "cumprod": "a scan: Inductor's scan order follows the block size chosen from the shape",
-    "logcumsumexp": "a scan: Inductor's scan order follows the block size chosen from the shape",
+    # Float scans are rewritten (passes/scan.py) and integer ones are exact: a scan left here is
+    # of a dtype the scan kernel does not serve (complex, ...).
+    "cumsum": "a scan of a dtype the invariant scan kernel does not serve (float16/bfloat16/float32/float64): "
+    "its order follows a shape-chosen block; for a complex cumsum, scan torch.view_as_real(z) along the same dim",
+    "cumprod": "a scan of a dtype the invariant scan kernel does not serve (float16/bfloat16/float32/float64): "
+    "its order follows a shape-chosen block",
+    "logcumsumexp": "a scan of a dtype the invariant scan kernel does not serve (float16/bfloat16/float32/float64): "
+    "its order follows a shape-chosen block",
     "index_add": "accumulates with atomics: order depends on scheduling",
     "scatter_add": "accumulates with atomics: order depends on scheduling",
     "scatter_reduce": "accumulates with atomics: order depends on scheduling",
