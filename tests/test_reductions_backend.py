@@ -420,3 +420,57 @@ def test_std_is_one_row_kernel_finite_and_nonzero_where_float32_holds_it(graphs,
     for gm, _ in graphs:
         targets = {n.target for n in gm.graph.nodes}
         assert torch.ops.aten.sqrt.default not in targets and torch.ops.inductor_bi.invariant_var_mean.default not in targets
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-sample norms: group norm and instance norm
+# ---------------------------------------------------------------------------------------------
+# Their statistics are per sample (per (sample, group) / (sample, channel)): Inductor's
+# decompositions turn them into var_mean over those rows, forward, and sums, backward, which the
+# pass rewrites. Instance norm runs aten's batch_norm on an [N * C, ...] view: it must not be
+# taken for batch norm on batch statistics, which is refused.
+
+
+@pytest.mark.parametrize(
+    "make_norm",
+    [
+        lambda: nn.GroupNorm(2, 6),
+        lambda: nn.GroupNorm(6, 6),  # wav2vec2's feature extractor: one group per channel
+        lambda: nn.InstanceNorm1d(6, affine=True),
+        lambda: nn.InstanceNorm1d(6, affine=True, track_running_stats=True),
+    ],
+    ids=["group_norm", "group_per_channel", "instance_norm", "instance_norm_running_stats"],
+)
+def test_group_and_instance_norm_train_with_invariant_rows_and_float64_gradients(graphs, make_norm):
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    norm = make_norm()
+    if getattr(norm, "weight", None) is not None:
+        with torch.no_grad():
+            norm.weight.add_(0.1 * torch.randn_like(norm.weight))
+            norm.bias.add_(0.1 * torch.randn_like(norm.bias))
+    reference = copy.deepcopy(norm).double()
+    compiled = torch.compile(norm, backend="batch_invariant", dynamic=True)  # strict: nothing may be refused
+    x = (torch.randn(5, 6, 7) * 2 + 1).requires_grad_(True)
+    g = torch.randn(5, 6, 7)  # a normalized row's sum of squares is constant: its gradient would be noise
+    out = compiled(x)
+    (out * g).sum().backward()
+    x_ref = x.detach().double().requires_grad_(True)
+    want = reference(x_ref)
+    (want * g.double()).sum().backward()
+    assert_close_to_reference(out, want, dtype=torch.float32)
+    assert_close_to_reference(x.grad, x_ref.grad, dtype=torch.float32, tol_scale=10)
+    for p, q in zip(norm.parameters(), reference.parameters()):
+        assert_close_to_reference(p.grad, q.grad, dtype=torch.float32, tol_scale=10)
+    # a row's output and its input gradient are its own, alone or in the batch
+    x_alone = x.detach()[2:3].clone().requires_grad_(True)
+    (compiled(x_alone) * g[2:3]).sum().backward()
+    assert_rows_equal(compiled(x_alone).detach(), out.detach()[2:3])
+    assert_rows_equal(x_alone.grad, x.grad[2:3])
+    assert any(r.replacement == "inductor_bi.invariant_var_mean.default" for _, rewrites in graphs for r in rewrites)
+
+
+def test_explain_reports_group_norm_as_rewritten_not_refused():
+    report = inductor_bi.explain(nn.GroupNorm(4, 8), torch.randn(3, 8, 10))
+    assert report.violations == [] and report.guard_error is None
+    assert "inductor_bi.invariant_var_mean.default" in {r.replacement for _, r in report.rewrites}
