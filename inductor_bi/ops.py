@@ -88,8 +88,9 @@ def fixed_split_attention(
 
 @fixed_split_attention.register_fake
 def _(q, k, v, attn_mask, is_causal, scale, enable_gqa, kv_rows=None):
-    lead = _attention.output_lead(q, k, v, kv_rows)
-    return _attention.empty_output(lead, q.shape[-3], q.shape[-2], v.shape[-1], q.dtype, q.device)
+    lead, heads, squeeze = _attention.output_layout(q, k, v, enable_gqa, kv_rows)
+    out = _attention.empty_output(lead, heads, q.shape[-2], v.shape[-1], q.dtype, q.device)
+    return out[0] if squeeze else out
 
 
 def _attention_setup_context(ctx, inputs, output):
@@ -97,18 +98,22 @@ def _attention_setup_context(ctx, inputs, output):
     if rest and rest[0] is not None:
         raise NotImplementedError("fixed_split_attention: kv_rows (a cache read in place) is for inference; it has no backward")
     ctx.save_for_backward(q, k, v, attn_mask)
-    ctx.is_causal, ctx.scale = is_causal, scale
+    ctx.is_causal, ctx.scale, ctx.enable_gqa = is_causal, scale, enable_gqa
 
 
 def _attention_backward(ctx, grad_out):
     """Plain (math) backward in fp32: recompute P = softmax(QK^T * scale + mask), then the usual
     formulas. Not fused, but correct; inside torch.compile its matmuls and sums are rewritten to
-    the invariant kernels like any other."""
+    the invariant kernels like any other. Each input's gradient is summed to its own shape over
+    what the forward broadcast it to (batch dims, a single head, a GQA group's heads, a mask's
+    broadcast dims): sums over a fixed extent, rewritten to invariant_sum under torch.compile."""
     q, k, v, attn_mask = ctx.saved_tensors
-    qf, kf, vf, go = q.float(), k.float(), v.float(), grad_out.float()
-    group = q.shape[-3] // k.shape[-3]
-    if group > 1:  # GQA: each KV head serves `group` query heads
-        kf, vf = kf.repeat_interleave(group, dim=-3), vf.repeat_interleave(group, dim=-3)
+    lead, heads, _ = _attention.output_layout(q, k, v, ctx.enable_gqa, None)
+    rank = max(q.dim(), k.dim(), v.dim(), 3)
+    qf, kf, vf = (x.float()[(None,) * (rank - x.dim())] for x in (q, k, v))
+    go = grad_out.float().reshape(*lead, heads, q.shape[-2], v.shape[-1])
+    # GQA: a K/V head serves its group of query heads (a single head broadcasts as it is).
+    kf, vf = (x if x.shape[-3] in (1, heads) else x.repeat_interleave(heads // x.shape[-3], dim=-3) for x in (kf, vf))
     scale = ctx.scale if ctx.scale is not None else q.shape[-1] ** -0.5
     scores = (qf @ kf.transpose(-1, -2)) * scale
     if ctx.is_causal:
@@ -117,16 +122,27 @@ def _attention_backward(ctx, grad_out):
         scores = scores.masked_fill(~visible, float("-inf"))
     if attn_mask is not None:
         scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask.float()
-    p = torch.softmax(scores, dim=-1)
+    # A row that sees no key has output 0 whatever q, k, v are (the forward's, torch's): p = 0,
+    # not softmax's NaN over a row of -inf. (A NaN score is not -inf: it still propagates.)
+    sees = ~(scores == float("-inf")).all(dim=-1, keepdim=True)  # a bool reduction: exact
+    p = torch.softmax(scores.masked_fill(~sees, 0.0), dim=-1).masked_fill(~sees, 0.0)
     grad_v = p.transpose(-1, -2) @ go
     grad_p = go @ vf.transpose(-1, -2)
     grad_s = p * (grad_p - (grad_p * p).sum(dim=-1, keepdim=True))
     grad_q = (grad_s @ kf) * scale
     grad_k = (grad_s.transpose(-1, -2) @ qf) * scale
-    if group > 1:
-        shape = (*k.shape[:-3], k.shape[-3], group, *grad_k.shape[-2:])
-        grad_k, grad_v = grad_k.reshape(shape).sum(-3), grad_v.reshape(shape).sum(-3)
-    return grad_q.to(q.dtype), grad_k.to(k.dtype), grad_v.to(v.dtype), None, None, None, None, None
+
+    def to_input(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        h = x.shape[-3] if x.dim() >= 3 else 1
+        if h not in (1, heads):  # GQA: the group's query heads
+            grad = grad.reshape(*grad.shape[:-3], h, heads // h, *grad.shape[-2:]).sum(-3)
+        return grad.sum_to_size((1,) * (rank - x.dim()) + tuple(x.shape)).reshape(x.shape).to(x.dtype)
+
+    grad_mask = None
+    if attn_mask is not None and attn_mask.dtype != torch.bool and ctx.needs_input_grad[3]:
+        # A learned additive mask (a position bias): d loss / d scores, summed to its shape.
+        grad_mask = grad_s.sum_to_size(attn_mask.shape).to(attn_mask.dtype)
+    return to_input(grad_q, q), to_input(grad_k, k), to_input(grad_v, v), grad_mask, None, None, None, None
 
 
 fixed_split_attention.register_autograd(_attention_backward, setup_context=_attention_setup_context)

@@ -484,3 +484,117 @@ def test_output_is_laid_out_token_major_so_merging_heads_is_a_view():
     assert merged.data_ptr() == out.data_ptr()
     ref = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=True, enable_gqa=True)
     assert_close_to_reference(out, ref, dtype=torch.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Any scale; heads and ranks that broadcast like torch's SDPA
+# ----------------------------------------------------------------------------------------------
+
+
+def float64_attention(q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
+    """softmax(q k^T * scale + mask) v in float64, written out (torch's CPU flash SDPA gives NaN for
+    causal rows at a scale <= 0, so it cannot be the reference there). K / V heads are repeated
+    for GQA and broadcast otherwise, like torch; a row that sees no key gives 0, like torch."""
+    q, k, v = q.double(), k.double(), v.double()
+    if enable_gqa:
+        k = k.repeat_interleave(q.shape[-3] // k.shape[-3], -3)
+        v = v.repeat_interleave(q.shape[-3] // v.shape[-3], -3)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    scores = (q @ k.transpose(-1, -2)) * scale
+    visible = torch.ones(scores.shape[-2:], dtype=torch.bool)
+    if is_causal:
+        visible = visible.tril()
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        visible = visible & attn_mask
+    elif attn_mask is not None:
+        scores = scores + attn_mask.double()
+    p = torch.softmax(scores.masked_fill(~visible, float("-inf")), -1)
+    return p.nan_to_num(0.0) @ v  # the inputs are finite: NaN only marks a row that sees no key
+
+
+def _masking(kind: str, b: int, lq: int, lk: int, gen, dtype=torch.float32) -> dict:
+    """Each way a key gets hidden: is_causal, a bool key-padding mask, an additive float mask with -inf."""
+    if kind == "causal":
+        return dict(is_causal=True)
+    if kind == "padding":  # each batch row sees its first n keys
+        lengths = torch.randint(1, lk + 1, (b, 1, 1, 1), generator=gen)
+        return dict(attn_mask=torch.arange(lk) < lengths)
+    mask = torch.randn(b, 1, lq, lk, generator=gen)
+    mask[torch.rand(b, 1, lq, lk, generator=gen) < 0.3] = float("-inf")
+    return dict(attn_mask=mask.to(dtype))
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.0, -0.25, -4.0, 1e-30, 4.0])
+@pytest.mark.parametrize("masking", ["causal", "padding", "float"])
+def test_any_scale_matches_float64_reference_and_stays_invariant(scale, masking):
+    """The kernel puts the scale into exp2's argument and takes a block's max before scaling,
+    which holds for scale > 0: a zero or negative scale must still give softmax(q k^T * scale) v
+    (not NaN), with a row's bits independent of its batch and of the execution path."""
+    gen = torch.Generator().manual_seed(21)
+    b, lq, lk = 3, 20, 45  # keys across two splits and a partial block
+    q, k, v = randn(b, 2, lq, 16, gen=gen), randn(b, 2, lk, 16, gen=gen), randn(b, 2, lk, 16, gen=gen)
+    kw = dict(scale=scale, **_masking(masking, b, lq, lk, gen))
+    out = fixed_split_attention(q, k, v, path="sequential", **kw)
+    # Scores scaled by |scale| <= 4 carry that factor of the fp32 dot product's rounding.
+    tol = 2e-5 * max(1.0, abs(scale))
+    torch.testing.assert_close(out.double(), float64_attention(q, k, v, **kw), atol=tol, rtol=tol)
+    assert torch.equal(fixed_split_attention(q, k, v, path="split", **kw), out)
+    alone = {key: (val[1:2] if isinstance(val, torch.Tensor) else val) for key, val in kw.items()}
+    assert torch.equal(fixed_split_attention(q[1:2], k[1:2], v[1:2], **alone), out[1:2])
+
+
+def test_negative_scale_decode_equals_prefill_in_fp16():
+    """A token gets the same bits in a causal prefill and a one-query decode at a negative scale."""
+    gen = torch.Generator().manual_seed(22)
+    q, k, v = (randn(1, 2, 40, 16, dtype=torch.float16, gen=gen) for _ in range(3))
+    prefill = fixed_split_attention(q, k, v, is_causal=True, scale=-0.3)
+    torch.testing.assert_close(prefill.double(), float64_attention(q, k, v, is_causal=True, scale=-0.3), **TOL[torch.float16])
+    for t in (0, 17, 33, 39):
+        decode = fixed_split_attention(q[:, :, t : t + 1], k[:, :, : t + 1], v[:, :, : t + 1], scale=-0.3, path="split")
+        assert torch.equal(decode, prefill[:, :, t : t + 1]), t
+
+
+# (q, k, v) shapes that torch's SDPA broadcasts without enable_gqa: K / V heads of size 1 (multi-query
+# attention as Falcon calls it), a query with one head, K and V with different head counts, batch
+# dims of size 1, lower-rank K / V, and rank-2 inputs.
+BROADCASTS = {
+    "mqa": ((2, 4, 20, 16), (2, 1, 37, 16), (2, 1, 37, 16)),
+    "mqa-batch-1": ((3, 4, 20, 16), (1, 1, 37, 16), (1, 1, 37, 8)),
+    "one-query-head": ((2, 1, 20, 16), (2, 4, 37, 16), (2, 4, 37, 16)),
+    "k-one-head-v-four": ((2, 4, 20, 16), (2, 1, 37, 16), (2, 4, 37, 16)),
+    "rank-2-kv": ((2, 4, 20, 16), (37, 16), (37, 16)),
+    "rank-3-kv": ((2, 3, 20, 16), (1, 37, 16), (3, 37, 16)),
+    "rank-2": ((20, 16), (37, 16), (37, 16)),
+    "rank-5": ((2, 3, 4, 20, 16), (2, 1, 1, 37, 16), (1, 3, 1, 37, 16)),
+}
+
+
+@pytest.mark.parametrize("name", list(BROADCASTS))
+def test_heads_and_batch_dims_broadcast_like_torch(name):
+    gen = torch.Generator().manual_seed(23)
+    q, k, v = (randn(*s, gen=gen) for s in BROADCASTS[name])
+    out = fixed_split_attention(q, k, v, is_causal=True)
+    want = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert out.shape == want.shape
+    torch.testing.assert_close(out.double(), float64_attention(q, k, v, is_causal=True), **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("path", ["sequential", "split"])
+def test_one_kv_head_broadcast_is_gqa_with_every_query_head_in_its_group(path):
+    """Multi-query attention by broadcasting gives the bits of enable_gqa with one K/V head (the
+    same head read by every query head, packed or not), and a row's bits do not depend on its batch."""
+    gen = torch.Generator().manual_seed(24)
+    q, k, v = randn(3, 4, 6, 16, gen=gen), randn(3, 1, 40, 16, gen=gen), randn(3, 1, 40, 16, gen=gen)
+    mask = torch.rand(3, 1, 6, 40, generator=gen) > 0.2
+    out = fixed_split_attention(q, k, v, attn_mask=mask, path=path)
+    for pack in (False, True):
+        assert torch.equal(fixed_split_attention(q, k, v, attn_mask=mask, enable_gqa=True, path=path, pack_gqa=pack), out)
+    assert torch.equal(fixed_split_attention(q[2:], k[2:], v[2:], attn_mask=mask[2:]), out[2:])
+
+
+def test_gqa_with_different_key_and_value_head_counts_like_torch():
+    gen = torch.Generator().manual_seed(25)
+    q, k, v = randn(2, 4, 9, 16, gen=gen), randn(2, 1, 30, 16, gen=gen), randn(2, 2, 30, 16, gen=gen)
+    out = fixed_split_attention(q, k, v, enable_gqa=True, is_causal=True)
+    want = float64_attention(q, k, v, enable_gqa=True, is_causal=True)
+    torch.testing.assert_close(out.double(), want, **TOL[torch.float32])

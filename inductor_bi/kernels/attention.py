@@ -400,6 +400,20 @@ def _store_output(run_m, run_l, run_a, out_ptrs, lse_ptrs, row_ok, dv_ok):
     tl.store(lse_ptrs, lse, mask=row_ok)
 
 
+def _heads(x: torch.Tensor) -> int:
+    """A [..., heads, L, D] tensor's head count; a rank-2 [L, D] one has one head, as torch reads it."""
+    return x.shape[-3] if x.dim() >= 3 else 1
+
+
+def output_heads(hq, hk, hv, enable_gqa: bool):
+    """The output's head count. With enable_gqa, the query's (the key and value head counts each
+    divide it). Otherwise q's, k's and v's head counts broadcast, as torch's SDPA broadcasts them:
+    one K/V head serves every query head (multi-query attention), one query head meets every K/V head."""
+    if enable_gqa or hq != 1:
+        return hq
+    return hk if hk != 1 else hv
+
+
 def _check(q, k, v, attn_mask, enable_gqa, kv_rows=None):
     if kv_rows is not None:
         if q.dim() != 4 or k.dim() != 4 or v.dim() != 4 or k.shape[0] != v.shape[0]:
@@ -424,25 +438,32 @@ def _check(q, k, v, attn_mask, enable_gqa, kv_rows=None):
         )
     if not (q.device == k.device == v.device) or (attn_mask is not None and attn_mask.device != q.device):
         raise RuntimeError("fixed_split_attention: inputs are on different devices")
-    if q.dim() < 3 or k.dim() != q.dim() or v.dim() != q.dim():
+    if min(q.dim(), k.dim(), v.dim()) < 2:
         raise RuntimeError(
-            "fixed_split_attention: expected q, k, v of the same rank >= 3 ([..., heads, L, D]), got "
+            "fixed_split_attention: expected q, k, v of rank >= 2 ([..., heads, L, D] or [L, D]), got "
             f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
-    if k.shape[-1] != q.shape[-1] or k.shape[-2] != v.shape[-2] or k.shape[-3] != v.shape[-3]:
+    if k.shape[-1] != q.shape[-1] or k.shape[-2] != v.shape[-2]:
         raise RuntimeError(
             f"fixed_split_attention: incompatible shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
         )
-    hq, hkv = q.shape[-3], k.shape[-3]
-    if hq != hkv:
-        if not enable_gqa:
+    try:
+        output_lead(q, k, v, kv_rows)
+    except RuntimeError as err:
+        raise RuntimeError(
+            f"fixed_split_attention: the batch dims of q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not broadcast"
+        ) from err
+    hq, hk, hv = _heads(q), _heads(k), _heads(v)
+    if enable_gqa:
+        if hk == 0 or hv == 0 or hq % hk != 0 or hq % hv != 0:
             raise RuntimeError(
-                f"fixed_split_attention: {hq} query heads but {hkv} key/value heads; pass enable_gqa=True for GQA"
+                f"fixed_split_attention: the number of key ({hk}) and value ({hv}) heads must divide the number of query heads ({hq})"
             )
-        if hkv == 0 or hq % hkv != 0:
-            raise RuntimeError(
-                f"fixed_split_attention: the number of key/value heads ({hkv}) must divide the number of query heads ({hq})"
-            )
+    elif any(h not in (1, output_heads(hq, hk, hv, False)) for h in (hq, hk, hv)):
+        raise RuntimeError(
+            f"fixed_split_attention: {hq} query heads, {hk} key heads and {hv} value heads do not broadcast "
+            "(each must be 1 or the same count); pass enable_gqa=True for GQA"
+        )
     limit = configs.ATTENTION_MAX_HEAD_DIM
     if q.shape[-1] > limit or v.shape[-1] > limit:
         raise NotImplementedError(
@@ -450,6 +471,16 @@ def _check(q, k, v, attn_mask, enable_gqa, kv_rows=None):
         )
     if attn_mask is not None and attn_mask.dtype != torch.bool and not attn_mask.dtype.is_floating_point:
         raise TypeError(f"fixed_split_attention: attn_mask must be bool or floating point, got {attn_mask.dtype}")
+
+
+def _to_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """K or V with ``heads`` heads: a stride-0 view of a single head, else each head repeated
+    for its group (GQA where K and V have head counts of their own: a copy)."""
+    if x.shape[-3] == heads:
+        return x
+    if x.shape[-3] == 1:
+        return x.expand(*x.shape[:-3], heads, *x.shape[-2:])
+    return x.repeat_interleave(heads // x.shape[-3], dim=-3)
 
 
 def fixed_split_attention_with_lse(
@@ -474,56 +505,82 @@ def fixed_split_attention_with_lse(
     _check(q, k, v, attn_mask, enable_gqa, kv_rows)
     if path not in (None, "sequential", "split"):
         raise ValueError(f"fixed_split_attention: path must be None, 'sequential' or 'split', got {path!r}")
-    lead = output_lead(q, k, v, kv_rows)
-    hq, lq, d = q.shape[-3:]
-    hkv, lk, dv = k.shape[-3], k.shape[-2], v.shape[-1]
-    out_shape = (*lead, hq, lq, dv)
+    dtype = q.dtype
+    lead, heads, squeeze = output_layout(q, k, v, enable_gqa, kv_rows)
+    if kv_rows is None:  # one rank for all three, >= 3: size-1 dims in front broadcast, as in torch
+        rank = max(q.dim(), k.dim(), v.dim(), 3)
+        q, k, v = (x[(None,) * (rank - x.dim())] for x in (q, k, v))
+    lq, d = q.shape[-2:]
+    lk, dv = k.shape[-2], v.shape[-1]
+    if k.shape[-3] != v.shape[-3]:  # the kernel reads one K/V head per group of query heads
+        k, v = _to_heads(k, heads), _to_heads(v, heads)
+    hkv = k.shape[-3]
+    out_shape = (*lead, heads, lq, dv)
     if scale is None:
         scale = 1.0 / math.sqrt(d)
+    if scale <= 0.0:
+        # The kernel scales in exp2's argument and takes a key block's max before scaling: right
+        # for scale > 0 only. A negative scale is |scale| on -q (rounding is symmetric in sign, so
+        # the scaled scores are the same numbers); a zero scale makes every score 0, q * 0 as in
+        # torch's math path. A host-side choice: the scale > 0 kernel is untouched.
+        q, scale = (-q, -scale) if scale < 0.0 else (q * 0.0, 1.0)
 
     device = q.device
     interpreted = uses_interpreter(device)
-    compute_dtype = interpreter_dtype(q.dtype) if interpreted else q.dtype
-    out = empty_output(lead, hq, lq, dv, compute_dtype, device)
+    compute_dtype = interpreter_dtype(dtype) if interpreted else dtype
+    out = empty_output(lead, heads, lq, dv, compute_dtype, device)
     lse = torch.empty(out_shape[:-1], dtype=torch.float32, device=device)
     if out.numel() == 0 or lk == 0:
         # Nothing to compute, or no key to see: torch gives zeros for rows without a key.
-        return out.zero_().to(q.dtype), lse.fill_(float("-inf"))
+        out, lse = out.zero_().to(dtype), lse.fill_(float("-inf"))
+        return (out[0], lse[0]) if squeeze else (out, lse)
 
     def to4d(x: torch.Tensor, heads: int, length: int) -> torch.Tensor:
-        # Broadcast leading dims (free: stride 0), then fold them into one batch dim (a view
-        # when the strides allow, else a copy; either way the kernel takes any strides).
+        # Broadcast leading dims and a single query head (free: stride 0), then fold the leading
+        # dims into one batch dim (a view when the strides allow, else a copy; either way the
+        # kernel takes any strides).
         x = x.to(compute_dtype).expand(*lead, heads, length, x.shape[-1])
         return x.reshape(-1, heads, length, x.shape[-1])
 
     if kv_rows is None:
-        q4, k4, v4 = to4d(q, hq, lq), to4d(k, hkv, lk), to4d(v, hkv, lk)
+        q4, k4, v4 = to4d(q, heads, lq), to4d(k, hkv, lk), to4d(v, hkv, lk)
     else:  # the whole cache, each batch row reading its slot kv_rows[b]
-        q4, k4, v4 = to4d(q, hq, lq), k.to(compute_dtype), v.to(compute_dtype)
-    out4 = out.view(-1, hq, lq, dv)
+        q4, k4, v4 = to4d(q, heads, lq), k.to(compute_dtype), v.to(compute_dtype)
+    out4 = out.view(-1, heads, lq, dv)
     mask4 = None
     mask_is_bool = attn_mask is not None and attn_mask.dtype == torch.bool
     if attn_mask is not None:
         try:
-            mask = attn_mask.expand(*lead, hq, lq, lk)
+            mask = attn_mask.expand(*lead, heads, lq, lk)
         except RuntimeError as err:
             raise RuntimeError(
                 f"fixed_split_attention: attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to "
-                f"{(*lead, hq, lq, lk)}"
+                f"{(*lead, heads, lq, lk)}"
             ) from err
         if mask_is_bool:
             mask = mask.view(torch.uint8)  # same bytes; a plain integer pointer everywhere
         elif interpreted:
             mask = mask.to(interpreter_dtype(mask.dtype))
-        mask4 = mask.reshape(-1, hq, lq, lk)
-    _run(q4, k4, v4, mask4, mask_is_bool, out4, lse.view(-1, hq, lq), bool(is_causal), float(scale), path, pack_gqa, kv_rows, tma)
-    return out.to(q.dtype), lse
+        mask4 = mask.reshape(-1, heads, lq, lk)
+    _run(q4, k4, v4, mask4, mask_is_bool, out4, lse.view(-1, heads, lq), bool(is_causal), float(scale), path, pack_gqa, kv_rows, tma)
+    out = out.to(dtype)
+    return (out[0], lse[0]) if squeeze else (out, lse)
 
 
 def output_lead(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_rows: torch.Tensor | None) -> tuple:
     """The output's leading dims: q's, k's and v's broadcast, or q's when k / v are whole caches
     read through kv_rows."""
     return tuple(q.shape[:-3]) if kv_rows is not None else torch.broadcast_shapes(q.shape[:-3], k.shape[:-3], v.shape[:-3])
+
+
+def output_layout(q, k, v, enable_gqa: bool, kv_rows) -> tuple[tuple, int, bool]:
+    """(leading dims, heads, squeeze) of the output: it is ``empty_output(lead, heads, ...)``, and
+    with ``squeeze`` (every input [L, D]) that tensor's only head, [Lq, Dv], as torch returns it."""
+    return (
+        output_lead(q, k, v, kv_rows),
+        output_heads(_heads(q), _heads(k), _heads(v), enable_gqa),
+        max(q.dim(), k.dim(), v.dim()) == 2,
+    )
 
 
 def empty_output(lead, hq: int, lq: int, dv: int, dtype: torch.dtype, device) -> torch.Tensor:
@@ -550,9 +607,11 @@ def fixed_split_attention(
 ) -> torch.Tensor:
     """``torch.nn.functional.scaled_dot_product_attention`` (no dropout), batch-invariant.
 
-    q [..., Hq, Lq, D], k [..., Hkv, Lk, D], v [..., Hkv, Lk, Dv] (leading dims broadcast);
-    D, Dv <= 256; fp16, bf16 or fp32. ``attn_mask``: bool (True = attend) or additive float,
-    broadcastable to [..., Hq, Lq, Lk]. ``is_causal``: top-left aligned like torch (query i sees
+    q [..., Hq, Lq, D], k [..., Hk, Lk, D], v [..., Hv, Lk, Dv] (or [L, D]; leading dims
+    broadcast); D, Dv <= 256; fp16, bf16 or fp32. Head counts broadcast as in torch (each 1 or
+    the same: a single K/V head serves every query head), or with ``enable_gqa`` Hk and Hv divide
+    Hq. Any ``scale``, zero and negative included. ``attn_mask``: bool (True = attend) or
+    additive float, broadcastable to [..., H, Lq, Lk]. ``is_causal``: top-left aligned like torch (query i sees
     keys j <= i, also when Lq != Lk); combined with ``attn_mask`` when both are given (torch's
     CPU behaviour). For a KV cache (queries at an offset, or a preallocated cache) pass the mask
     that hides the future / unfilled slots; hidden slots must hold finite values (torch.zeros),

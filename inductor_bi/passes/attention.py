@@ -35,6 +35,39 @@ def _shape(arg) -> tuple:
     return tuple(val.shape) if isinstance(val, torch.Tensor) else ()
 
 
+def dropout_value(arg) -> float | None:
+    """``dropout_p`` as known when compiling: a Python number, or the value Dynamo traced with
+    (under dynamic=True a float argument or module attribute reaches the graph as a 0-dim tensor
+    and ``.item()``, a SymFloat with that value as its hint). Reading it guards on whether it is
+    zero, so the compiled graph never serves a call with the other kind. None: known only at run
+    time (an unbacked value read from a tensor's data)."""
+    if isinstance(arg, torch.fx.Node):
+        arg = arg.meta.get("example_value", arg.meta.get("val"))
+    if isinstance(arg, (bool, int, float)):
+        return float(arg)
+    if isinstance(arg, (torch.SymFloat, torch.SymInt)):
+        hint = arg.node.hint
+        if hint is None:
+            return None
+        return 0.0 if bool(arg == 0) else float(hint)
+    return None
+
+
+def math_attention(q, k, v, attn_mask, is_causal, scale, enable_gqa):
+    """SDPA by aten's math path: q k^T, softmax, p v, each a matmul / softmax that the aten passes
+    rewrite to an invariant kernel (float64, which the attention kernel has no tiles for). A bool
+    mask becomes 0 / -inf first, as SDPA does before picking a backend."""
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        attn_mask = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device).masked_fill(~attn_mask, float("-inf"))
+    out, _ = torch.ops.aten._scaled_dot_product_attention_math.default(
+        q, k, v, attn_mask, 0.0, is_causal, None, scale=scale, enable_gqa=enable_gqa
+    )
+    return out
+
+
+MATH_PATH_DTYPES = (torch.float64,)
+
+
 def rewrite_attention_calls(gm: torch.fx.GraphModule) -> tuple[list[Rewrite], list[Violation]]:
     """Returns (rewrites, refusals): a refusal is an SDPA call that cannot be made invariant
     (dropout), for the strict guard to raise or warn about."""
@@ -44,33 +77,46 @@ def rewrite_attention_calls(gm: torch.fx.GraphModule) -> tuple[list[Rewrite], li
             continue
         a = _bound_args(node)
         source = user_source_line(node)
-        if isinstance(a["dropout_p"], torch.fx.Node) or a["dropout_p"] != 0.0:
-            refusals.append(
-                Violation(
-                    op="F.scaled_dot_product_attention",
-                    why=f"dropout_p={a['dropout_p']}: random dropout masks cannot be batch-invariant",
-                    shapes=[_shape(a["query"]), _shape(a["key"]), _shape(a["value"])],
-                    dtype="?",
+        val = node.meta.get("example_value")
+        dtype = str(val.dtype) if isinstance(val, torch.Tensor) else "?"
+        shapes = [_shape(a["query"]), _shape(a["key"]), _shape(a["value"])]
+        dropout = dropout_value(a["dropout_p"])
+        if dropout != 0.0:
+            if dropout is None:
+                why = (
+                    "dropout_p is known only at run time (read from a tensor), so it cannot be checked to be 0 here: "
+                    "pass it as a Python float (0.0 for no dropout)"
+                )
+            else:
+                why = (
+                    f"dropout_p={dropout}: random dropout masks cannot be batch-invariant; "
+                    "pass dropout_p=0.0 (model.eval(), or an attention dropout of 0 in the model's config)"
+                )
+            refusals.append(Violation(op="F.scaled_dot_product_attention", why=why, shapes=shapes, dtype=dtype, source=source))
+            continue
+        args = (a["query"], a["key"], a["value"], a["attn_mask"], bool(a["is_causal"]), a["scale"], bool(a["enable_gqa"]))
+        if isinstance(val, torch.Tensor) and val.dtype in MATH_PATH_DTYPES:
+            replace_node(node, math_attention, args)
+            rewrites.append(
+                Rewrite(
+                    original="F.scaled_dot_product_attention",
+                    replacement=f"aten._scaled_dot_product_attention_math ({val.dtype})".replace("torch.", ""),
+                    shapes=shapes,
+                    dtype=dtype,
                     source=source,
+                    details={"kernel": "q k^T, softmax and p v, each rewritten by the aten passes (invariant_matmul, invariant_softmax)"},
                 )
             )
             continue
-        val = node.meta.get("example_value")
         if isinstance(val, torch.Tensor) and val.dtype not in SUPPORTED_DTYPES:
-            # fp64 SDPA runs aten's math path (matmuls + softmax), which the aten-level passes
-            # rewrite; any fused variant left is caught by the guard.
-            continue
-        replace_node(
-            node,
-            torch.ops.inductor_bi.fixed_split_attention.default,
-            (a["query"], a["key"], a["value"], a["attn_mask"], bool(a["is_causal"]), a["scale"], bool(a["enable_gqa"])),
-        )
+            continue  # no kernel for it: aten's SDPA stays, and the strict guard names it
+        replace_node(node, torch.ops.inductor_bi.fixed_split_attention.default, args)
         rewrites.append(
             Rewrite(
                 original="F.scaled_dot_product_attention",
                 replacement="inductor_bi.fixed_split_attention.default",
-                shapes=[_shape(a["query"]), _shape(a["key"]), _shape(a["value"])],
-                dtype=str(val.dtype) if isinstance(val, torch.Tensor) else "?",
+                shapes=shapes,
+                dtype=dtype,
                 source=source,
                 details=_config_details(val),
             )
