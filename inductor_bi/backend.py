@@ -22,7 +22,8 @@ from .inductor_config import pinned_config
 from .options import Options
 from .passes import OWNED_OPS, check_graph, rewrite_graph
 from .passes.attention import rewrite_attention_calls
-from .passes.guard import report
+from .passes.guard import find_batch_statistics, report
+from .passes.matmul import DECOMPOSITIONS as MATMUL_DECOMPOSITIONS
 
 log = logging.getLogger("inductor_bi")
 
@@ -33,7 +34,8 @@ def batch_invariant(gm: torch.fx.GraphModule, example_inputs, mode: str | None =
     attention_rewrites, refusals = rewrite_attention_calls(gm)
     for r in attention_rewrites:
         log.debug("rewrote %s", r)
-    report(refusals, opts.strict)
+    # batch norm on batch statistics: only this graph still tells it from instance norm
+    report(refusals + find_batch_statistics(gm), opts.strict)
     return compile_fx(
         gm,
         example_inputs,
@@ -60,7 +62,9 @@ def config_patches(mode: str | None, options: Options | None = None) -> dict[str
 
 @functools.lru_cache(maxsize=None)
 def _decompositions_cached() -> tuple:
-    return tuple((op, fn) for op, fn in select_decomp_table().items() if op not in OWNED_OPS)
+    table = {op: fn for op, fn in select_decomp_table().items() if op not in OWNED_OPS}
+    table.update(MATMUL_DECOMPOSITIONS)  # matmuls stay whole; a bool one fails as eager's does
+    return tuple(table.items())
 
 
 class _DecompositionTable(dict):

@@ -45,7 +45,7 @@ from .passes import scan as scan_pass
 from .passes import rewrite_graph
 from .passes._rewrite import input_shapes, user_source_line
 from .passes.attention import rewrite_attention_calls
-from .passes.guard import Violation, classify, find_violations, report
+from .passes.guard import Violation, classify, find_batch_statistics, find_violations, report
 
 # ---------------------------------------------------------------------------------------------
 # The report
@@ -217,6 +217,7 @@ class _Capture:
         # only graphs whose compile returns are reported.
         before = _readable(gm)
         rewrites, refusals = rewrite_attention_calls(gm)
+        refusals = refusals + find_batch_statistics(gm)  # as the backend: before aot_autograd
         self._pending = [
             GraphReport(self._index, "dynamo", before, _readable(gm), rewrites, [], refusals, _guard_message(refusals))
         ]
@@ -364,6 +365,12 @@ def format_source(source: str) -> str:
     return f"{m['path']}:{m['line']} ({m['fn']})" + (f": {code}" if code else "")
 
 
+def _violation_source(v: Violation) -> str:
+    """The source line, and the module the op was traced from when the line does not say it."""
+    source = format_source(v.source)
+    return f"{source}, in {v.module}" if v.module and v.module not in v.source else source
+
+
 def format_shapes(shapes: list) -> str:
     return ", ".join("[" + ", ".join(str(d) for d in s) + "]" for s in shapes) or "-"
 
@@ -438,7 +445,7 @@ class _TextRenderer:
         out += ["", "Rejected by the strict guard"]
         for graph, v in rep.violations:
             out.append(f"  [{graph}] {v.op}: {v.why}")
-            out.append(f"      inputs {format_shapes(v.shapes)}  {v.dtype}  at {format_source(v.source)}")
+            out.append(f"      inputs {format_shapes(v.shapes)}  {v.dtype}  at {_violation_source(v)}")
         if rep.guard_error:
             out += ["", "  strict mode's error:"] + [f"    {line}" for line in rep.guard_error.splitlines()]
         if not rep.violations:
@@ -494,7 +501,7 @@ class _MarkdownRenderer:
             out += ["| graph | op | why | inputs | dtype | source |", "| --- | --- | --- | --- | --- | --- |"]
             for graph, v in rep.violations:
                 out.append(
-                    f"| {graph} | {_cell(v.op)} | {v.why} | {_cell(format_shapes(v.shapes))} | {v.dtype} | {_cell(format_source(v.source))} |"
+                    f"| {graph} | {_cell(v.op)} | {v.why} | {_cell(format_shapes(v.shapes))} | {v.dtype} | {_cell(_violation_source(v))} |"
                 )
             out += ["", "Strict mode's error:", "", "```text", rep.guard_error or "", "```"]
         else:

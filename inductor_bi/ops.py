@@ -30,7 +30,7 @@ LIBRARY = "inductor_bi"
 def invariant_matmul(
     a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor], beta: float, alpha: float
 ) -> torch.Tensor:
-    """``alpha * (a @ b) + beta * bias``; 2-D or 3-D (batched) operands; fixed K order."""
+    """``alpha * (a @ b) + beta * bias``; 2-D or 3-D (batched) operands, floating or complex; fixed K order."""
     return _invariant_matmul_kernel(a, b, bias, beta=beta, alpha=alpha)
 
 
@@ -51,10 +51,11 @@ def _matmul_setup_context(ctx, inputs, output):
 def _matmul_backward(ctx, grad):
     a, b = ctx.saved_tensors
     grad_a = grad_b = grad_bias = None
+    # conjugate transposes, as aten.mm's formula (for real tensors .mH is .mT)
     if ctx.needs_input_grad[0]:
-        grad_a = invariant_matmul(grad, b.transpose(-1, -2), None, 1.0, ctx.alpha)
+        grad_a = invariant_matmul(grad, b.mH.resolve_conj(), None, 1.0, ctx.alpha)
     if ctx.needs_input_grad[1]:
-        grad_b = invariant_matmul(a.transpose(-1, -2), grad, None, 1.0, ctx.alpha)
+        grad_b = invariant_matmul(a.mH.resolve_conj(), grad, None, 1.0, ctx.alpha)
     if ctx.bias_shape is not None and ctx.needs_input_grad[2]:
         grad_bias = (grad * ctx.beta).sum_to_size(ctx.bias_shape)
     return grad_a, grad_b, grad_bias, None, None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, get_type_hints
 
 
 @dataclass(frozen=True)
@@ -22,4 +22,12 @@ class Options:
             raise ValueError(
                 f"batch_invariant backend: unknown option(s) {unknown}; known options: {sorted(known)}"
             )
+        types = get_type_hints(cls)
+        for name, value in options.items():
+            # exactly the declared type: a 0, "no" or None must not pick a mode by its truthiness
+            if type(value) is not types[name]:
+                accepted = "True or False" if types[name] is bool else f"a {types[name].__name__}"
+                raise TypeError(
+                    f"batch_invariant backend: option {name!r} must be {accepted}, got {value!r} ({type(value).__name__})"
+                )
         return cls(**options)

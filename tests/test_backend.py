@@ -41,6 +41,8 @@ def test_backend_resolves_by_name_after_install():
 def test_inductor_knobs_are_pinned_during_compilation(monkeypatch):
     seen = {}
 
+    rewrite_graph = backend.rewrite_graph
+
     def snapshot(gm):
         cfg = torch._inductor.config
         for name in pinned_config():
@@ -48,7 +50,7 @@ def test_inductor_knobs_are_pinned_during_compilation(monkeypatch):
             for part in name.split("."):
                 obj = getattr(obj, part)
             seen[name] = obj
-        return []
+        return rewrite_graph(gm)
 
     monkeypatch.setattr(backend, "rewrite_graph", snapshot)
     torch._dynamo.reset()
@@ -67,6 +69,17 @@ def test_mode_cannot_switch_autotuning_back_on():
 def test_unknown_option_is_an_error():
     with pytest.raises(ValueError, match="unknown option"):
         inductor_bi.Options.parse({"stirct": False})
+
+
+@pytest.mark.parametrize("value", [0, 1, "no", None])
+def test_strict_must_be_a_bool_not_a_truthy_value(value):
+    """strict=0 would otherwise be silently non-strict (and "no" silently strict)."""
+    with pytest.raises(TypeError, match=f"'strict' must be True or False, got {value!r}"):
+        inductor_bi.Options.parse({"strict": value})
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="must be True or False"):
+        torch.compile(lambda x: x.cumsum(-1), backend="batch_invariant", options={"strict": value})(torch.randn(2, 3))
+    assert inductor_bi.Options.parse({"strict": False}).strict is False
 
 
 def test_every_matmul_becomes_invariant_matmul(graphs):

@@ -34,6 +34,8 @@ from ._launch import interpreter_dtype, launch, sizes_follow_the_batch, tma_desc
 _FULL, _SPLIT, _MERGE = 0, 1, 2
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# Complex operands run as one real matmul of their parts (see _complex_matmul).
+COMPLEX_DTYPES = (torch.complex64, torch.complex128)
 
 
 @triton.jit
@@ -262,10 +264,10 @@ def _check(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> None:
         raise RuntimeError(f"invariant_matmul: expected both operands to have the same dtype, got {a.dtype} and {b.dtype}")
     if bias is not None and bias.dtype != a.dtype:
         raise RuntimeError(f"invariant_matmul: expected bias dtype {a.dtype}, got {bias.dtype}")
-    if a.dtype not in SUPPORTED_DTYPES:
+    if a.dtype not in SUPPORTED_DTYPES + COMPLEX_DTYPES:
         raise TypeError(
-            f"invariant_matmul: dtype {a.dtype} is not supported (floating types: "
-            f"{', '.join(str(d) for d in SUPPORTED_DTYPES)}); integer matmuls are exact and stay on aten"
+            f"invariant_matmul: dtype {a.dtype} is not supported (supported: "
+            f"{', '.join(str(d) for d in SUPPORTED_DTYPES + COMPLEX_DTYPES)}); integer matmuls are exact and stay on aten"
         )
     if a.device != b.device or (bias is not None and bias.device != a.device):
         raise RuntimeError("invariant_matmul: operands are on different devices")
@@ -290,6 +292,8 @@ def invariant_matmul(
     descriptors (``None``: where the hardware and layout allow). Either way the bits are the same.
     """
     _check(a, b, bias)
+    if a.is_complex():
+        return _complex_matmul(a, b, bias, beta, alpha, split_k, tma)
     batched = a.dim() == 3
     a3 = a if batched else a.unsqueeze(0)
     b3 = b if batched else b.unsqueeze(0)
@@ -316,6 +320,22 @@ def invariant_matmul(
 
     out = out3 if batched else out3.squeeze(0)
     return out.to(a.dtype) if compute_dtype != a.dtype else out
+
+
+def _complex_matmul(a, b, bias, beta, alpha, split_k, tma):
+    """(ar + i ai)(br + i bi) as ONE real matmul, [ar | ai] @ [[br, bi], [-bi, br]] = [re | im]:
+    each output element is a sum of 2K real products in the real kernel's fixed order (a function
+    of K), never a cuBLAS / MKL complex GEMM whose order follows the shape."""
+    a, b = a.resolve_conj(), b.resolve_conj()
+    n = b.shape[-1]
+    a2 = torch.cat([a.real, a.imag], dim=-1)
+    b2 = torch.cat([torch.cat([b.real, b.imag], dim=-1), torch.cat([-b.imag, b.real], dim=-1)], dim=-2)
+    bias2 = None
+    if bias is not None and beta != 0:
+        full = bias.resolve_conj().expand((*a.shape[:-1], n))
+        bias2 = torch.cat([full.real, full.imag], dim=-1)
+    out2 = invariant_matmul(a2, b2, bias2, beta, alpha, split_k, tma)
+    return torch.complex(out2[..., :n], out2[..., n:])
 
 
 def _tma_operands(a3, b3, cfg):

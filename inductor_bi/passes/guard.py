@@ -16,7 +16,7 @@ import torch
 import torch.fx
 
 from ..errors import BatchInvarianceError
-from ._rewrite import input_shapes, user_source_line
+from ._rewrite import input_shapes, user_module, user_source_line
 
 aten = torch.ops.aten
 
@@ -59,6 +59,7 @@ ORDER_UNSTABLE = {
     "histc": "counts with atomics",
     "convolution": "cuDNN / oneDNN pick the algorithm (and its reduction order) per shape",
     "_convolution": "cuDNN / oneDNN pick the algorithm (and its reduction order) per shape",
+    "convolution_backward": "cuDNN / oneDNN pick the algorithm (and its reduction order) per shape",
     "mv": "a matrix-vector product lowered as a generic reduction",
     "dot": "a dot product lowered as a generic reduction",
     "addmv": "a matrix-vector product lowered as a generic reduction",
@@ -83,6 +84,22 @@ ORDER_UNSTABLE = {
     "_scaled_mm": "a cuBLASLt GEMM whose algorithm (and split-K) follows the shape",
 }
 
+# The matmul family: the matmul pass rewrites every floating / complex one it can; one left here
+# would run a library GEMM whose split-K follows the shape. Integer matmuls are exact.
+MATMULS = {"mm", "addmm", "bmm", "baddbmm"}
+MATMUL_LEFT = (
+    "a matmul the matmul pass could not rewrite (invariant_matmul takes float16 / bfloat16 / "
+    "float32 / float64 / complex64 / complex128 with real alpha and beta): a library GEMM picks its "
+    "split-K per shape; cast the operands to one of those dtypes"
+)
+
+# No kernel here reduces complex tensors; their real and imaginary parts are real tensors, which
+# the reductions pass does rewrite.
+COMPLEX_REDUCTION = (
+    "a complex reduction: no batch-invariant kernel reduces complex tensors; reduce the parts as a "
+    "real tensor instead, e.g. torch.view_as_complex(torch.view_as_real(x).sum(dim)) for x.sum(dim)"
+)
+
 # Accumulating writes: only unsafe with accumulate=True.
 ACCUMULATING_PUTS = {"index_put", "_unsafe_index_put", "index_put_"}
 
@@ -97,9 +114,11 @@ class Violation:
     shapes: list
     dtype: str
     source: str
+    module: str | None = None  # the nn.Module it was traced from, e.g. "module `encoder.0.norm` (BatchNorm2d)"
 
     def __str__(self) -> str:
-        return f"{self.op} (inputs {self.shapes}, {self.dtype}): {self.why}\n    at {self.source}"
+        module = f"\n    in {self.module}" if self.module and self.module not in self.source else ""
+        return f"{self.op} (inputs {self.shapes}, {self.dtype}): {self.why}\n    at {self.source}{module}"
 
 
 def _packet_name(target) -> str:
@@ -107,13 +126,19 @@ def _packet_name(target) -> str:
     return name.split(".")[0]
 
 
-def _is_floating(node: torch.fx.Node) -> bool:
+def _tensors(node: torch.fx.Node) -> list[torch.Tensor]:
+    """The traced values of the node's output and inputs."""
     vals = [node.meta.get("val")] + [a.meta.get("val") for a in node.all_input_nodes]
-    for v in vals:
-        for t in v if isinstance(v, (list, tuple)) else [v]:
-            if isinstance(t, torch.Tensor) and (t.dtype.is_floating_point or t.dtype.is_complex):
-                return True
-    return False
+    return [t for v in vals for t in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(t, torch.Tensor)]
+
+
+def _is_floating(node: torch.fx.Node) -> bool:
+    """Floating or complex: anything whose additions round (only integer / bool ones are exact)."""
+    return any(t.dtype.is_floating_point or t.dtype.is_complex for t in _tensors(node))
+
+
+def _is_complex(node: torch.fx.Node) -> bool:
+    return any(t.dtype.is_complex for t in _tensors(node))
 
 
 def _dtype(node: torch.fx.Node) -> str:
@@ -138,9 +163,13 @@ def classify(node: torch.fx.Node) -> tuple[str, str] | None:
         return None
     if name in ORDER_UNSTABLE:
         return ("unsafe", ORDER_UNSTABLE[name]) if _is_floating(node) else ("exact", "integer arithmetic")
+    if name in MATMULS and node.target.namespace == "aten":
+        return ("unsafe", MATMUL_LEFT) if _is_floating(node) else ("exact", "integer matmul: exact in any order")
     if torch.Tag.reduction in node.target.tags:
         if not _is_floating(node):
             return "exact", "integer / boolean reduction: exact in any order"
+        if _is_complex(node):
+            return "unsafe", COMPLEX_REDUCTION
         return "unsafe", "floating-point reduction with no batch-invariant rewrite"
     return None
 
@@ -150,7 +179,82 @@ def find_violations(gm: torch.fx.GraphModule) -> list[Violation]:
     for node in gm.graph.nodes:
         verdict = classify(node)
         if verdict and verdict[0] == "unsafe":
-            out.append(Violation(str(node.target), verdict[1], input_shapes(node), _dtype(node), user_source_line(node)))
+            out.append(Violation(str(node.target), verdict[1], input_shapes(node), _dtype(node), user_source_line(node), user_module(node)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch statistics, on the Dynamo graph
+# ---------------------------------------------------------------------------------------------
+# Batch norm with batch statistics normalizes each row by the mean and variance of the whole
+# batch: a row's output depends on the other rows by definition, whatever the kernel. It is caught
+# on the Dynamo graph, where F.batch_norm is still one call with its training flag: after
+# aot_autograd it is a var_mean over the batch dims like any other, and F.instance_norm
+# (per-sample statistics: aten's batch_norm over an [N * C, ...] view) is the very same aten op.
+
+# The batch norms a Dynamo graph can call: torch.nn.functional's and the torch / aten ops.
+_BATCH_NORM_OPS = {"batch_norm", "native_batch_norm", "_native_batch_norm_legit", "cudnn_batch_norm", "miopen_batch_norm"}
+_ALWAYS_TRAINING = {"_batch_norm_with_update", "_batch_norm_with_update_functional", "_native_batch_norm_legit_functional"}
+
+BATCH_STATISTICS = (
+    "normalizes each row with the mean and variance of the whole batch: a row's output depends on "
+    "the other rows by definition. Call model.eval() to normalize with the running statistics, or "
+    "use a per-sample norm (LayerNorm, GroupNorm, InstanceNorm)"
+)
+NO_RUNNING_STATISTICS = (
+    "normalizes each row with the mean and variance of the whole batch, in eval mode too: it keeps "
+    "no running statistics (track_running_stats=False). Construct it with track_running_stats=True, "
+    "train it, and call model.eval(); or use a per-sample norm (LayerNorm, GroupNorm, InstanceNorm)"
+)
+
+
+def _batch_norm_call(node: torch.fx.Node) -> tuple[str, object, bool] | None:
+    """(the call's name, its ``training`` argument, whether it has running statistics) for a
+    batch norm call of a Dynamo graph; None for any other node."""
+    if node.op != "call_function":
+        return None
+    target = node.target
+    if target is torch.nn.functional.batch_norm:
+        # F.batch_norm(input, running_mean, running_var, weight, bias, training=False, ...)
+        training = node.kwargs.get("training", node.args[5] if len(node.args) > 5 else False)
+        running = node.kwargs.get("running_mean", node.args[1] if len(node.args) > 1 else None)
+        return "F.batch_norm", training, running is not None
+    name = _packet_name(target)
+    if not (isinstance(target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)) or getattr(torch, name, None) is target):
+        return None
+    if name in _ALWAYS_TRAINING:
+        return f"torch.{name}", True, True
+    if name not in _BATCH_NORM_OPS:
+        return None
+    # (input, weight, bias, running_mean, running_var, training, ...); the no-stats overload of
+    # _native_batch_norm_legit is (input, weight, bias, training, ...)
+    position = 3 if name == "_native_batch_norm_legit" and len(node.args) + len(node.kwargs) == 6 else 5
+    training = node.kwargs.get("training", node.args[position] if len(node.args) > position else True)
+    return f"torch.{name}", training, position == 5
+
+
+def find_batch_statistics(gm: torch.fx.GraphModule) -> list[Violation]:
+    """Every batch norm of a Dynamo graph that normalizes with batch statistics: training mode,
+    or no running statistics to use instead (a training flag that is not a constant counts)."""
+    out = []
+    for node in gm.graph.nodes:
+        call = _batch_norm_call(node)
+        if call is None:
+            continue
+        name, training, running = call
+        if training is False:
+            continue
+        x = node.args[0].meta.get("example_value") if node.args and isinstance(node.args[0], torch.fx.Node) else None
+        out.append(
+            Violation(
+                op=f"{name}(training={training})",
+                why=BATCH_STATISTICS if running else NO_RUNNING_STATISTICS,
+                shapes=[tuple(x.shape)] if isinstance(x, torch.Tensor) else [],
+                dtype=str(x.dtype) if isinstance(x, torch.Tensor) else "?",
+                source=user_source_line(node),
+                module=user_module(node),
+            )
+        )
     return out
 
 

@@ -1,0 +1,230 @@
+"""The strict guard: graphs in, verdicts out; batch statistics refused at the Dynamo graph; where
+a refusal says the op came from."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.fx.experimental.proxy_tensor import make_fx
+
+import inductor_bi
+from inductor_bi.passes import guard
+from inductor_bi.passes._rewrite import user_source_line
+from inductor_bi.passes.matmul import rewrite_matmuls
+from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
+
+aten = torch.ops.aten
+
+
+def _aten_graph(fn, *args) -> torch.fx.GraphModule:
+    return make_fx(fn, tracing_mode="fake")(*args)
+
+
+def _verdicts(gm) -> dict:
+    """{aten op name: (verdict, why)} of every node the guard classifies."""
+    return {str(n.target): guard.classify(n) for n in gm.graph.nodes if guard.classify(n)}
+
+
+def _error_text(err: BaseException) -> str:
+    parts = []
+    while err is not None:
+        parts.append(f"{type(err).__name__}: {err}")
+        err = err.__cause__ or err.__context__
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Graph in, verdict out
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reduce", [lambda x: x.sum(-1), lambda x: x.mean(0), lambda x: x.var(-1), lambda x: x.prod(-1)])
+def test_complex_reduction_is_refused_saying_what_to_do(reduce):
+    gm = _aten_graph(reduce, torch.randn(3, 8, dtype=torch.complex64))
+    (violation,) = guard.find_violations(gm)
+    assert "complex" in violation.why and "view_as_real" in violation.why, violation.why
+    assert violation.dtype == "torch.complex64"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex64])
+def test_a_matmul_no_pass_rewrote_is_refused(dtype):
+    """A floating or complex mm left on aten runs a library GEMM whose split-K follows the shape."""
+    gm = _aten_graph(lambda a, b: a @ b, torch.randn(4, 5, dtype=dtype), torch.randn(5, 3, dtype=dtype))
+    (violation,) = guard.find_violations(gm)
+    assert violation.op == "aten.mm.default" and "matmul" in violation.why
+
+
+def test_integer_matmul_is_kept_as_exact():
+    gm = _aten_graph(lambda a, b: a @ b, torch.randint(-9, 9, (4, 5)), torch.randint(-9, 9, (5, 3)))
+    assert not guard.find_violations(gm)
+    assert _verdicts(gm)["aten.mm.default"][0] == "exact"
+
+
+def test_complex_matmul_is_rewritten_and_passes_the_guard():
+    a, b = torch.randn(4, 5, dtype=torch.complex64), torch.randn(5, 3, dtype=torch.complex64)
+    gm = _aten_graph(lambda a, b: a @ b, a, b)
+    (rewrite,) = rewrite_matmuls(gm)
+    assert rewrite.dtype == "torch.complex64" and not guard.find_violations(gm)
+
+
+def test_complex_alpha_addmm_is_left_to_the_guard():
+    """The kernel scales by a real alpha / beta; a complex one is not rewritten, so it is refused."""
+    c = [torch.randn(*s, dtype=torch.complex64) for s in ((4, 3), (4, 5), (5, 3))]
+    gm = _aten_graph(lambda bias, a, b: torch.addmm(bias, a, b, alpha=1j), *c)
+    assert rewrite_matmuls(gm) == []
+    (violation,) = guard.find_violations(gm)
+    assert violation.op == "aten.addmm.default"
+
+
+def test_integer_and_bool_reductions_stay_exact():
+    gm = _aten_graph(lambda x, m: (x.sum(-1), m.any(-1), m.sum(-1)), torch.randint(0, 9, (3, 8)), torch.rand(3, 8) > 0.5)
+    assert not guard.find_violations(gm)
+    assert {verdict for verdict, _ in _verdicts(gm).values()} == {"exact"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Where an op came from
+# ---------------------------------------------------------------------------------------------
+
+
+def _node_with(meta: dict, graph: torch.fx.Graph | None = None) -> torch.fx.Node:
+    graph = graph if graph is not None else torch.fx.Graph()
+    node = graph.placeholder(f"x{len(graph.nodes)}")
+    node.meta.update(meta)
+    return node
+
+
+def test_source_of_a_node_without_user_frame_names_its_module():
+    conv = ("L['self'].layers[0]._modules['conv']", nn.Conv2d)
+    assert user_source_line(_node_with({"nn_module_stack": {"a": ("L['self']", nn.Sequential), "b": conv}})) == (
+        "module `layers[0].conv` (Conv2d): no line of your code in its stack trace"
+    )
+    backward = _node_with({"fwd_nn_module_stack": {"b": ("L['fn'].0", "torch.nn.modules.batchnorm.BatchNorm1d")}})
+    assert "module `0` (BatchNorm1d)" in user_source_line(backward)
+
+
+def test_source_of_a_node_without_stack_trace_is_its_forward_ops():
+    graph = torch.fx.Graph()
+    traced = _node_with({"seq_nr": 7, "stack_trace": '  File "model.py", line 3, in forward\n    return x.cumsum(-1)\n'}, graph)
+    bare = _node_with({"seq_nr": 7}, graph)
+    assert user_source_line(bare) == user_source_line(traced) == 'File "model.py", line 3, in forward return x.cumsum(-1)'
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch statistics: refused at the Dynamo graph (precise: instance norm is not batch norm)
+# ---------------------------------------------------------------------------------------------
+
+
+class ConvBN(nn.Module):
+    def __init__(self, bn=None):
+        super().__init__()
+        self.proj = nn.Linear(6, 6)
+        self.bn = bn if bn is not None else nn.BatchNorm1d(6)
+
+    def forward(self, x):
+        return self.bn(self.proj(x))  # the refusal must name this line
+
+
+def test_training_batch_norm_is_refused_naming_module_and_line():
+    torch._dynamo.reset()
+    with pytest.raises(Exception) as info:
+        torch.compile(ConvBN(), backend="batch_invariant", dynamic=True)(torch.randn(5, 6))
+    text = _error_text(info.value)
+    assert "BatchInvarianceError" in text and "batch_norm" in text
+    assert "`bn` (BatchNorm1d)" in text and "return self.bn(self.proj(x))" in text and "test_guard.py" in text
+    assert "model.eval()" in text  # what to do
+
+
+def test_batch_norm_in_sequential_names_its_module_not_an_unknown_line():
+    torch._dynamo.reset()
+    with pytest.raises(Exception) as info:
+        torch.compile(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)), backend="batch_invariant")(torch.randn(3, 4))
+    text = _error_text(info.value)
+    assert "`1` (BatchNorm1d)" in text and "<unknown source line>" not in text
+
+
+def test_functional_batch_norm_without_running_stats_is_refused():
+    torch._dynamo.reset()
+    with pytest.raises(Exception) as info:
+        torch.compile(lambda x: F.batch_norm(x, None, None, training=True), backend="batch_invariant")(torch.randn(3, 4, 5))
+    assert "F.batch_norm" in _error_text(info.value)
+
+
+def test_eval_batch_norm_without_running_stats_is_still_batch_statistics():
+    """track_running_stats=False normalizes with the batch's statistics in eval mode too."""
+    torch._dynamo.reset()
+    model = ConvBN(nn.BatchNorm1d(6, track_running_stats=False)).eval()
+    with pytest.raises(Exception) as info:
+        torch.compile(model, backend="batch_invariant")(torch.randn(5, 6))
+    assert "track_running_stats" in _error_text(info.value)
+
+
+def test_training_batch_norm_non_strict_warns_and_compiles():
+    torch._dynamo.reset()
+    model, x = ConvBN(), torch.randn(5, 6)
+    reference = copy.deepcopy(model).double()
+    with pytest.warns(UserWarning, match="(?s)strict=False.*`bn` \\(BatchNorm1d\\)"):
+        out = torch.compile(model, backend="batch_invariant", options={"strict": False})(x)
+    assert_close_to_reference(out, reference(x.double()), dtype=torch.float32, tol_scale=10)
+
+
+@pytest.fixture(scope="module")
+def compiled_eval_norms():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.ReLU())
+    model(torch.randn(8, 3, 5, 5) * 3 + 1)  # running statistics that are not the initial ones
+    model.eval()
+    return model, torch.compile(model, backend="batch_invariant", dynamic=True)
+
+
+@given(batch=st.integers(2, 6), data=st.data())
+@settings(max_examples=4)
+def test_eval_batch_norm_compiles_and_rows_equal_alone(compiled_eval_norms, batch, data):
+    model, compiled = compiled_eval_norms
+    row = data.draw(st.integers(0, batch - 1), label="row position")
+    x = torch.randn(batch, 3, 5, 5)
+    with torch.no_grad():
+        batched, alone = compiled(x), compiled(x[row : row + 1])
+        expected = model.double()(x.double())
+        model.float()
+    assert_rows_equal(batched[row : row + 1], alone)
+    assert_close_to_reference(batched, expected, dtype=torch.float32, tol_scale=10)
+
+
+@given(batch=st.integers(2, 5), data=st.data())
+@settings(max_examples=3)
+def test_instance_norm_in_training_is_not_batch_statistics(batch, data):
+    """InstanceNorm runs aten's batch_norm on a [1, N * C, ...] view: per-sample statistics. It
+    compiles in strict mode, and a sample's output is its own."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 5), nn.InstanceNorm1d(3, affine=True))
+    compiled = torch.compile(model, backend="batch_invariant")
+    row = data.draw(st.integers(0, batch - 1), label="row position")
+    x = torch.randn(batch, 3, 5)
+    batched, alone = compiled(x), compiled(x[row : row + 1])
+    assert_rows_equal(batched[row : row + 1].detach(), alone.detach())
+    assert_close_to_reference(batched.detach(), model.double()(x.double()), dtype=torch.float32, tol_scale=10)
+
+
+def test_explain_reports_training_batch_norm():
+    report = inductor_bi.explain(ConvBN(), torch.randn(5, 6), device=None)
+    ops = [v.op for _, v in report.violations]
+    assert any("batch_norm" in op for op in ops), ops
+    assert report.guard_error and "`bn` (BatchNorm1d)" in report.guard_error
+
+
+def test_a_convolution_backward_left_is_refused():
+    """Its input gradient runs cuDNN / oneDNN like the forward (and its weight gradient too)."""
+    x, w, g = torch.randn(2, 3, 6, 6), torch.randn(4, 3, 3, 3), torch.randn(2, 4, 4, 4)
+    gm = _aten_graph(
+        lambda x, w, g: aten.convolution_backward(g, x, w, [4], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, True, True]),
+        x, w, g,
+    )
+    (violation,) = guard.find_violations(gm)
+    assert violation.op == "aten.convolution_backward.default"
