@@ -381,6 +381,28 @@ def test_std_is_finite_and_nonzero_wherever_float32_holds_it(scale, correction):
     assert (torch.std(x, -1, correction=correction) > 0).all() and torch.isfinite(torch.std(x, -1)).all()  # eager's
 
 
+@pytest.mark.parametrize("scale", [1e153, 1e200, 1e-200])
+def test_float64_rows_are_rescaled_at_float64_magnitudes(scale):
+    """The same in float64 (rescaled past 2**256 / below 2**-256): the squares of 600 values ~1e153
+    sum past fp64's 1.8e308 while their variance does not; std of values ~1e200 / 1e-200 is
+    finite / nonzero while their variance overflows / underflows."""
+    x = _randn((3, 600), torch.float64, 6, scale=scale)
+    var, mean = invariant_var_mean(x, [-1])
+    std, _ = invariant_std_mean(x, [-1])
+    # The reference on x * 2**-k (exact), its results scaled back: fp64's own var overflows here.
+    k = round(math.log2(scale))
+    xs = x * 2.0**-k
+    ref_var, ref_mean = torch.var_mean(xs, -1)
+    assert_close_to_reference(mean, ref_mean * 2.0**k)
+    assert_close_to_reference(std, ref_var.sqrt() * 2.0**k)
+    if scale == 1e153:
+        assert torch.isfinite(ref_var * 2.0 ** (2 * k)).all() and not torch.isfinite(x.pow(2).sum(-1)).all()
+        assert_close_to_reference(var, ref_var * 2.0 ** (2 * k))
+    # LayerNorm(x) is LayerNorm(xs) with eps * 2**-2k, which is 0 here beside var ~1e306
+    ln_ref = aten.native_layer_norm(xs, [600], None, None, 0.0)[0] if k > 0 else aten.native_layer_norm(x, [600], None, None, 1e-5)[0]
+    assert_close_to_reference(invariant_layer_norm(x, 1)[0], ln_ref)
+
+
 @pytest.mark.parametrize("scale", [1e18, 1e30])
 def test_layer_norm_of_large_values_is_accurate(scale):
     """Rows of values ~1e18 normalize to O(1) outputs; their variance overflowed to inf in the

@@ -161,7 +161,10 @@ def _row_var_mean_kernel(x_ptr, var_ptr, mean_ptr, R, divisor, SQRT: tl.constexp
     if SQRT:
         # The standard deviation scaled back once: finite wherever it is, even when the
         # variance is not (|x| ~ 1e20..1e37 in fp32), and not 0 where the variance underflows.
-        var = tl.sqrt_rn(var) * u
+        if ACC == tl.float64:
+            var = tl.sqrt(var) * u  # fp64 square roots round to nearest (sqrt_rn is fp32-only)
+        else:
+            var = tl.sqrt_rn(var) * u  # correctly rounded, as torch.sqrt (tl.sqrt may approximate)
     else:
         var = var * u * u
     tl.store(var_ptr + row, var)
