@@ -17,7 +17,7 @@ from inductor_bi.kernels import attention as attention_kernels
 from inductor_bi.kernels import configs
 from inductor_bi.kernels import matmul as matmul_kernels
 from inductor_bi.kernels import reduction as reduction_kernels
-from inductor_bi.passes.guard import EXACT_REDUCTIONS, ORDER_UNSTABLE
+from inductor_bi.passes.guard import EXACT_REDUCTIONS
 
 explain_module = sys.modules["inductor_bi.explain"]  # the name inductor_bi.explain is the function
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ class Small(nn.Module):
     def forward(self, x):
         h = self.norm(self.lin(x))
         p = torch.softmax(h, dim=-1)
-        return p.argmax(dim=-1), p.cumsum(dim=-1)
+        return p.argmax(dim=-1), p.index_add(-1, torch.arange(p.shape[-1]), p)
 
 
 def small_model_factory():
@@ -95,18 +95,18 @@ def test_keeps_exact_reductions_with_their_reason(small_report):
     assert "p.argmax(dim=-1)" in kept["aten.argmax.default"].source
 
 
-def test_reports_cumsum_as_a_violation_and_the_strict_error_without_raising(small_report):
+def test_reports_index_add_as_a_violation_and_the_strict_error_without_raising(small_report):
     ((graph, v),) = small_report.violations
-    assert v.op == "aten.cumsum.default" and v.why == ORDER_UNSTABLE["cumsum"]
+    assert v.op == "aten.index_put.default" and "atomics" in v.why
     assert graph == "graph 0 inference"
-    assert "aten.cumsum.default" in small_report.guard_error
-    assert "p.cumsum(dim=-1)" in small_report.guard_error
+    assert "aten.index_put.default" in small_report.guard_error
+    assert "p.index_add(-1" in small_report.guard_error
 
 
 def test_renders_text_and_markdown_with_a_unified_diff(small_report):
     text, md = small_report.to_text(), small_report.to_markdown()
     for out in (text, md):
-        assert "inductor_bi.invariant_matmul.default" in out and "aten.cumsum.default" in out
+        assert "inductor_bi.invariant_matmul.default" in out and "aten.index_put.default" in out
         assert "split_reductions" in out  # the pinned knobs
         assert "-        addmm" in out and "+        invariant_matmul_default" in out
     assert "```diff" in md and "| `split_reductions` | `False` |" in md
@@ -215,7 +215,7 @@ def test_cli_prints_the_report():
     assert run.returncode == 0, run.stderr
     assert "inductor_bi.explain: Small" in run.stdout
     assert "aten.addmm.default -> inductor_bi.invariant_matmul.default" in run.stdout
-    assert "aten.cumsum.default" in run.stdout and "tests/test_explain.py:" in run.stdout
+    assert "aten.index_put.default" in run.stdout and "tests/test_explain.py:" in run.stdout
 
 
 def test_cli_writes_markdown(tmp_path, monkeypatch):
