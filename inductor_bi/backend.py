@@ -22,6 +22,7 @@ from .inductor_config import pinned_config
 from .options import Options
 from .passes import OWNED_OPS, check_graph, rewrite_graph
 from .passes.attention import rewrite_attention_calls
+from .passes.convolution import DECOMPOSITIONS as CONVOLUTION_DECOMPOSITIONS
 from .passes.guard import find_batch_statistics, report
 from .passes.matmul import DECOMPOSITIONS as MATMUL_DECOMPOSITIONS
 
@@ -63,6 +64,7 @@ def config_patches(mode: str | None, options: Options | None = None) -> dict[str
 @functools.lru_cache(maxsize=None)
 def _decompositions_cached() -> tuple:
     table = {op: fn for op, fn in select_decomp_table().items() if op not in OWNED_OPS}
+    table.update(CONVOLUTION_DECOMPOSITIONS)  # im2col + invariant matmul instead of cuDNN / oneDNN
     table.update(MATMUL_DECOMPOSITIONS)  # matmuls stay whole; a bool one fails as eager's does
     return tuple(table.items())
 
@@ -70,15 +72,17 @@ def _decompositions_cached() -> tuple:
 class _DecompositionTable(dict):
     """Pickled by reference. torch >= 2.13 hashes a caller's decomposition table into Inductor's
     FX graph cache key, and hundreds of its functions cannot be pickled: every compilation would
-    bypass the cache. The table is Inductor's own minus ``OWNED_OPS``, a function of the torch
-    version and of our source, both already in the key (``cache_identity``)."""
+    bypass the cache. The table is Inductor's own minus ``OWNED_OPS``, plus the convolutions'
+    (``passes/convolution.py``), a function of the torch version and of our source, both already
+    in the key (``cache_identity``)."""
 
     def __reduce__(self):
         return (decompositions, ())
 
 
 def decompositions() -> dict:
-    """Inductor's decomposition table without the ops our passes rewrite."""
+    """Inductor's decomposition table without the ops our passes rewrite, with convolutions
+    lowered to im2col + matmul."""
     return _DecompositionTable(_decompositions_cached())
 
 

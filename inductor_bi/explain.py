@@ -45,6 +45,7 @@ from .passes import scan as scan_pass
 from .passes import rewrite_graph
 from .passes._rewrite import input_shapes, user_source_line
 from .passes.attention import rewrite_attention_calls
+from .passes.convolution import lowered_convolutions
 from .passes.guard import Violation, classify, find_batch_statistics, find_violations, report
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +242,8 @@ class _Capture:
         with unset_fake_temporarily():
             runnable = copy.deepcopy(gm)  # the graph as aot_autograd made it, to run (fake or eager)
         before = _readable(gm)
-        rewrites = rewrite_graph(gm)  # the backend's passes (they log each rewrite themselves)
+        # convolutions were lowered by the decompositions (im2col + matmul); then the backend's passes
+        rewrites = lowered_convolutions(gm) + rewrite_graph(gm)
         violations = find_violations(gm)
         # A backward compiled at the first .backward() arrives after its backend call returned.
         (self._pending if self._pending is not None else self.graphs).append(

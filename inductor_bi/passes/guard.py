@@ -1,8 +1,8 @@
 """The strict guard: after the rewrites, no floating-point reduction may be left to chance.
 
 It walks the final aten graph. Any floating-point reduction the passes did not rewrite, and any
-op whose accumulation order is not fixed (scatter/index accumulation, scans, atomics, cuDNN
-convolutions...), is a violation: ``BatchInvarianceError`` names the op, its shapes and the user's
+op whose accumulation order is not fixed (scatter/index accumulation, atomics, a complex
+convolution left to cuDNN...), is a violation: ``BatchInvarianceError`` names the op, its shapes and the user's
 source line. ``options={"strict": False}`` turns the error into a warning (that op is then compiled
 as Inductor would, without the invariance guarantee).
 """
@@ -37,6 +37,12 @@ EXACT_REDUCTIONS = {
     "count_nonzero": "integer count: exact in any order",
 }
 
+_CONV_LEFT = (
+    "a convolution of a dtype the im2col + invariant matmul lowering does not serve (complex): cuDNN / oneDNN "
+    "pick its algorithm (and reduction order) per shape; convolve the real and imaginary parts as float tensors"
+)
+_PAD_LEFT = "padding_mode='replicate' with a negative (cropping) pad: its gradient adds edge copies with atomics on CUDA"
+
 # Ops with an accumulation whose order is not fixed by the reduced extent (atomics, scans,
 # library kernels that pick algorithms per shape), and no invariant lowering here.
 ORDER_UNSTABLE = {
@@ -57,9 +63,14 @@ ORDER_UNSTABLE = {
     "_embedding_bag_forward_only": "sums bags with atomics / per-shape kernels",
     "embedding_dense_backward": "accumulates gradients per token with atomics",
     "histc": "counts with atomics",
-    "convolution": "cuDNN / oneDNN pick the algorithm (and its reduction order) per shape",
-    "_convolution": "cuDNN / oneDNN pick the algorithm (and its reduction order) per shape",
-    "convolution_backward": "cuDNN / oneDNN pick the algorithm (and its reduction order) per shape",
+    # Float convolutions are lowered to im2col + invariant_matmul (passes/convolution.py): one left
+    # here is complex (or unbatched), which cuDNN / oneDNN would run in a per-shape order.
+    "convolution": _CONV_LEFT,
+    "_convolution": _CONV_LEFT,
+    "convolution_backward": _CONV_LEFT,
+    "replication_pad1d_backward": _PAD_LEFT,
+    "replication_pad2d_backward": _PAD_LEFT,
+    "replication_pad3d_backward": _PAD_LEFT,
     "mv": "a matrix-vector product lowered as a generic reduction",
     "dot": "a dot product lowered as a generic reduction",
     "addmv": "a matrix-vector product lowered as a generic reduction",
