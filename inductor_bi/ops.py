@@ -416,3 +416,23 @@ def _logcumsumexp_backward(ctx, grad):
 
 
 invariant_logcumsumexp.register_autograd(_logcumsumexp_backward, setup_context=_scan_setup_context)
+
+
+# =============================================================================================
+# invariant_std_mean (passes/reductions.py): sqrt(var) with the root taken in the row kernel.
+# A separate block, appended; nothing above depends on it.
+# =============================================================================================
+
+
+@torch.library.custom_op(f"{LIBRARY}::invariant_std_mean", mutates_args=())
+def invariant_std_mean(
+    x: torch.Tensor, dims: Optional[list[int]], correction: float, keepdim: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """aten.std_mean (correction form) with var_mean's fixed two-pass per-row order; the square
+    root is taken before a rescaled row's scale is put back (finite where var would overflow)."""
+    return reduction.invariant_std_mean(x, dims, correction, keepdim)
+
+
+@invariant_std_mean.register_fake
+def _(x, dims, correction, keepdim):
+    return torch.std_mean(x, dims or list(range(x.dim())), correction=correction, keepdim=keepdim)

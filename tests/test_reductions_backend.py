@@ -393,14 +393,10 @@ def test_var_of_large_values_is_finite_and_invariant_through_the_backend():
     assert_close_to_reference(out, torch.var(x.double(), -1))
 
 
-_HAS_STD_OP = hasattr(torch.ops.inductor_bi, "invariant_std_mean")
-
-
 def _std_and_std_mean(x):
     return torch.std(x, -1), *torch.std_mean(x, [-1], correction=0, keepdim=True)
 
 
-@pytest.mark.xfail(not _HAS_STD_OP, strict=True, reason="needs the invariant_std_mean op in ops.py (proposed in the helper's report)")
 @pytest.mark.parametrize("scale", [1.0, 1e25, 1e-30])
 def test_std_is_one_row_kernel_finite_and_nonzero_where_float32_holds_it(graphs, scale):
     """std / std_mean decompose to sqrt(var): the pass makes each one invariant_std_mean, whose

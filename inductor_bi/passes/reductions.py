@@ -122,14 +122,12 @@ def _residual_add(y: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node] | Non
 # std = sqrt(var) (what std / std_mean decompose to) as one op whose kernel takes the square root
 # before putting a rescaled row's scale back: std of fp32 values ~1e20..1e37 is finite though their
 # variance overflows, and std of values ~1e-30 is not 0 though their variance underflows.
-_STD_MEAN = getattr(bi, "invariant_std_mean", None)  # ops.py registers it
+_STD_MEAN = bi.invariant_std_mean
 
 
 def _sqrt_of_variance(node: torch.fx.Node) -> torch.fx.Node | None:
     """The ``aten.sqrt`` that is the only reader of ``node``'s variance (var, or var_mean's
     first output), i.e. a standard deviation; else None."""
-    if _STD_MEAN is None:
-        return None
     var = node
     if node.target is aten.var_mean.correction:
         firsts = [u for u in node.users if u.target is operator.getitem and u.args[1] == 0]
