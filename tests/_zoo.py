@@ -591,14 +591,13 @@ def check_result(result: ZooResult):
 # ---------------------------------------------------------------------------------------------
 # Which models CI runs. A model's run is ~25-50 s of CPU (2-4 Inductor compiles: the dynamic
 # batch, batch 1, the decode step(s)), so CI runs one of each feature the others do not share
-# (about 4 min of CPU in all); the rest are marked slow and run with `-m slow`, e.g.
+# (about 4 min of CPU in all: 20-90 s each on 2 busy cores); the rest are marked slow and run with `-m slow`, e.g.
 # `bash scripts/test.sh -m slow tests/test_model_zoo_decoders.py tests/test_model_zoo_others.py`.
 # ---------------------------------------------------------------------------------------------
 
 CI_MODELS = {
     "mistral",  # rotary, GQA, sliding window (Llama / Qwen3 / GPT-2 / Qwen3-MoE: tests/test_hf_models.py)
     "bloom",  # ALiBi through eager attention (baddbmm + softmax)
-    "opt",  # cumsum position ids
     "falcon",  # multi-query attention
     "bert",  # encoder
     "vit",  # convolution (patch embedding)
