@@ -45,6 +45,13 @@ def test_results_render_every_status_and_reason():
     assert "| c | f | **fails** |" in text and "RuntimeError: boom" in text
     assert "1 of 3 architectures invariant" in text
     assert "- **a**: a note." in text
+    gpu = dict(cpu, device="gpu", dtype="bfloat16", models=cpu["models"][:1], blocks={
+        "a": {"bfloat16": dict(examples=7, failures=[]), "float32": dict(examples=5, failures=[{"batch": 3}])},
+        "b": {"bfloat16": dict(examples=0, failures=[], refused="aten.x")},
+    })  # fmt: skip
+    text = gen.render(cpu, gpu)
+    assert "| a | f | invariant | invariant |" in text and "| b | f | **refused** | not run |" in text
+    assert "12 examples over 3 (model, dtype) pairs, 1 invariance failure(s); refused or failed to compile: b bfloat16." in text
 
 
 FAMILIES = ["rotary", "partial rotary", "ALiBi", "learned positions", "sliding window", "soft-capping",

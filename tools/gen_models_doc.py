@@ -105,6 +105,19 @@ def _run_line(doc: dict, what: str) -> str:
     )
 
 
+def _blocks_lines(blocks: dict) -> list[str]:
+    """The GPU Hypothesis run over one-layer blocks: examples, pairs, failures."""
+    pairs = [(name, dtype, st) for name, by_dtype in blocks.items() for dtype, st in by_dtype.items()]
+    if not pairs:
+        return []
+    examples = sum(st.get("examples", 0) for _, _, st in pairs)
+    failures = sum(len(st.get("failures", [])) for _, _, st in pairs)
+    broken = sorted(f"{n} {d}" for n, d, st in pairs if st.get("refused") or st.get("error"))
+    line = (f"- GPU Hypothesis over one-layer blocks (batch 1..64, row position, length): {examples} examples "
+            f"over {len(pairs)} (model, dtype) pairs, {failures} invariance failure(s)")  # fmt: skip
+    return [line + (f"; refused or failed to compile: {', '.join(broken)}." if broken else ".")]
+
+
 def render(cpu: dict, gpu: dict | None = None) -> str:
     """docs/models.md from the CPU (and GPU) results."""
     gpu_by_name = {r["name"]: r for r in (gpu or {}).get("models", [])}
@@ -137,6 +150,7 @@ def render(cpu: dict, gpu: dict | None = None) -> str:
     ]
     if gpu:
         out.append(_run_line(gpu, "GPU run"))
+        out += _blocks_lines(gpu.get("blocks") or {})
     out += [
         "",
         f"The CPU tests: `tests/test_model_zoo_decoders.py`, `tests/test_model_zoo_others.py` (one model of",

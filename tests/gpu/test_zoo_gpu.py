@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import triton
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -74,7 +75,7 @@ def _update_results(update) -> None:
         dtype="bfloat16",
         size=ZOO_GPU.__dict__,
         versions={"python": platform.python_version(), "torch": torch.__version__,
-                  "triton": __import__("triton").__version__, "transformers": transformers.__version__},  # fmt: skip
+                  "triton": triton.__version__, "transformers": transformers.__version__},  # fmt: skip
     )
     doc.setdefault("models", [])
     doc.setdefault("blocks", {})
@@ -108,7 +109,7 @@ def test_zoo_block_rows_are_invariant(name, dtype_name):
     torch._dynamo.reset()
     model = build(entry, BLOCK_SIZE, dtype, "cuda")
     compiled = torch.compile(model, backend="batch_invariant", dynamic=True, fullgraph=True)
-    extra = {"use_cache": False} if entry.kv_cache else {}  # the blocks test no cache
+    extra = {"use_cache": False} if entry.kv_cache else {}  # one forward per call: no KV cache
     stats = {"examples": 0, "failures": []}
 
     @settings(max_examples=_examples_per_pair(), deadline=None, database=None,
