@@ -19,8 +19,10 @@ reductions pass turns into ``invariant_sum``:
   convolution, its weight gradient a convolution's weight gradient with the roles swapped.
 
 Complex and integer convolutions are not decomposed: they stay ``aten.convolution``, which the
-strict guard rejects (complex) or keeps (integer: exact). im2col materializes prod(kernel) copies
-of the input: memory, not order.
+strict guard rejects (complex) or keeps (integer: exact); ``F.conv*`` of complex tensors never
+gets here, aten splits it into real convolutions first. im2col materializes prod(kernel) copies
+of the input: memory, not order. The gradient of ``padding_mode="replicate"`` (atomics in aten's
+CUDA kernel) is decomposed here too: ``replication_pad_backward``.
 """
 
 from __future__ import annotations
