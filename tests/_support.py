@@ -45,6 +45,30 @@ def sdpa_float64_reference(q, k, v, attn_mask=None, is_causal=False, scale=None,
     )
 
 
+def float64_attention(q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
+    """softmax(q k^T * scale + mask) v in float64, written out and differentiable (torch's CPU flash
+    SDPA gives NaN for causal rows at a scale <= 0, so it cannot be the reference there). K / V heads
+    are repeated for GQA and broadcast otherwise, like torch; a row that sees no key gives 0 (and no
+    gradient), like torch."""
+    q, k, v = q.double(), k.double(), v.double()
+    if enable_gqa:
+        k = k.repeat_interleave(q.shape[-3] // k.shape[-3], -3)
+        v = v.repeat_interleave(q.shape[-3] // v.shape[-3], -3)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    scores = (q @ k.transpose(-1, -2)) * scale
+    visible = torch.ones(scores.shape[-2:], dtype=torch.bool)
+    if is_causal:
+        visible = visible.tril()
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        visible = visible & attn_mask
+    elif attn_mask is not None:
+        scores = scores + attn_mask.double()
+    scores = scores.masked_fill(~visible, float("-inf"))
+    sees = scores.amax(-1, keepdim=True) > float("-inf")
+    p = torch.where(sees, torch.softmax(scores.masked_fill(~sees, 0.0), -1), 0.0)
+    return p @ v
+
+
 @pytest.fixture
 def graphs(monkeypatch):
     """Every aten graph the backend rewrites, with its rewrites: [(gm, rewrites), ...]."""

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import inductor_bi
 from inductor_bi.passes.attention import rewrite_attention_calls
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
+from tests._support import float64_attention
 
 aten = torch.ops.aten
 ATTENTION = torch.ops.inductor_bi.fixed_split_attention.default
@@ -48,28 +49,6 @@ def error_text(err: BaseException) -> str:
         parts.append(f"{type(err).__name__}: {err}")
         err = err.__cause__ or err.__context__
     return "\n".join(parts)
-
-
-def float64_attention(q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
-    """softmax(q k^T * scale + mask) v in float64, written out (differentiable); K / V heads
-    repeated for GQA, broadcast otherwise; a row that sees no key gives 0 (and no gradient)."""
-    q, k, v = q.double(), k.double(), v.double()
-    if enable_gqa:
-        k = k.repeat_interleave(q.shape[-3] // k.shape[-3], -3)
-        v = v.repeat_interleave(q.shape[-3] // v.shape[-3], -3)
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    scores = (q @ k.transpose(-1, -2)) * scale
-    visible = torch.ones(scores.shape[-2:], dtype=torch.bool)
-    if is_causal:
-        visible = visible.tril()
-    if attn_mask is not None and attn_mask.dtype == torch.bool:
-        visible = visible & attn_mask
-    elif attn_mask is not None:
-        scores = scores + attn_mask.double()
-    scores = scores.masked_fill(~visible, float("-inf"))
-    sees = scores.amax(-1, keepdim=True) > float("-inf")
-    p = torch.where(sees, torch.softmax(scores.masked_fill(~sees, 0.0), -1), 0.0)
-    return p @ v
 
 
 def leaves(*tensors, dtype=None):

@@ -19,6 +19,7 @@ import triton.language as tl
 
 from inductor_bi.kernels.attention import _order_free_row_sum, fixed_split_attention, fixed_split_attention_with_lse
 from inductor_bi.testing import assert_close_to_reference
+from tests._support import float64_attention
 from tests._support import sdpa_float64_reference as reference
 
 pytestmark = [
@@ -489,27 +490,6 @@ def test_output_is_laid_out_token_major_so_merging_heads_is_a_view():
 # ----------------------------------------------------------------------------------------------
 # Any scale; heads and ranks that broadcast like torch's SDPA
 # ----------------------------------------------------------------------------------------------
-
-
-def float64_attention(q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
-    """softmax(q k^T * scale + mask) v in float64, written out (torch's CPU flash SDPA gives NaN for
-    causal rows at a scale <= 0, so it cannot be the reference there). K / V heads are repeated
-    for GQA and broadcast otherwise, like torch; a row that sees no key gives 0, like torch."""
-    q, k, v = q.double(), k.double(), v.double()
-    if enable_gqa:
-        k = k.repeat_interleave(q.shape[-3] // k.shape[-3], -3)
-        v = v.repeat_interleave(q.shape[-3] // v.shape[-3], -3)
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    scores = (q @ k.transpose(-1, -2)) * scale
-    visible = torch.ones(scores.shape[-2:], dtype=torch.bool)
-    if is_causal:
-        visible = visible.tril()
-    if attn_mask is not None and attn_mask.dtype == torch.bool:
-        visible = visible & attn_mask
-    elif attn_mask is not None:
-        scores = scores + attn_mask.double()
-    p = torch.softmax(scores.masked_fill(~visible, float("-inf")), -1)
-    return p.nan_to_num(0.0) @ v  # the inputs are finite: NaN only marks a row that sees no key
 
 
 def _masking(kind: str, b: int, lq: int, lk: int, gen, dtype=torch.float32) -> dict:
