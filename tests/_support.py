@@ -69,6 +69,16 @@ def float64_attention(q, k, v, attn_mask=None, is_causal=False, scale=None, enab
     return p @ v
 
 
+def error_chain_text(err: BaseException) -> str:
+    """An exception and every exception it was raised from or during, one "Type: message" a line
+    (torch.compile wraps a backend's error in its own)."""
+    parts = []
+    while err is not None:
+        parts.append(f"{type(err).__name__}: {err}")
+        err = err.__cause__ or err.__context__
+    return "\n".join(parts)
+
+
 @pytest.fixture
 def graphs(monkeypatch):
     """Every aten graph the backend rewrites, with its rewrites: [(gm, rewrites), ...]."""

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import inductor_bi
 from inductor_bi.passes.attention import rewrite_attention_calls
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
-from tests._support import float64_attention
+from tests._support import error_chain_text, float64_attention
 
 aten = torch.ops.aten
 ATTENTION = torch.ops.inductor_bi.fixed_split_attention.default
@@ -41,14 +41,6 @@ def dynamo_graph(fn, *args, dynamic=True) -> torch.fx.GraphModule:
 
 def targets(gm: torch.fx.GraphModule) -> list:
     return [n.target for n in gm.graph.nodes if n.op == "call_function"]
-
-
-def error_text(err: BaseException) -> str:
-    parts = []
-    while err is not None:
-        parts.append(f"{type(err).__name__}: {err}")
-        err = err.__cause__ or err.__context__
-    return "\n".join(parts)
 
 
 def leaves(*tensors, dtype=None):
@@ -251,7 +243,7 @@ def test_nonzero_dropout_is_refused_naming_its_value(form):
         fn, args = (lambda q, k, v: _attend_with_dropout(q, k, v, 0.1)), QKV
     with pytest.raises(Exception) as info:
         compile_bi(fn, dynamic=True)(*args)
-    text = error_text(info.value)
+    text = error_chain_text(info.value)
     assert "BatchInvarianceError" in text and "dropout_p=0.1:" in text and "dropout_p=item" not in text
 
 
@@ -262,7 +254,7 @@ def test_a_compiled_zero_dropout_does_not_serve_a_nonzero_one():
     f(*QKV, 0.0)
     with pytest.raises(Exception) as info:
         f(*QKV, 0.2)
-    assert "dropout_p=0.2:" in error_text(info.value)
+    assert "dropout_p=0.2:" in error_chain_text(info.value)
 
 
 def test_dropout_known_only_at_run_time_is_refused_saying_what_to_do():

@@ -16,6 +16,7 @@ from inductor_bi.passes import guard
 from inductor_bi.passes._rewrite import user_source_line
 from inductor_bi.passes.matmul import rewrite_matmuls
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
+from tests._support import error_chain_text
 
 aten = torch.ops.aten
 
@@ -27,14 +28,6 @@ def _aten_graph(fn, *args) -> torch.fx.GraphModule:
 def _verdicts(gm) -> dict:
     """{aten op name: (verdict, why)} of every node the guard classifies."""
     return {str(n.target): guard.classify(n) for n in gm.graph.nodes if guard.classify(n)}
-
-
-def _error_text(err: BaseException) -> str:
-    parts = []
-    while err is not None:
-        parts.append(f"{type(err).__name__}: {err}")
-        err = err.__cause__ or err.__context__
-    return "\n".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,7 +126,7 @@ def test_training_batch_norm_is_refused_naming_module_and_line():
     torch._dynamo.reset()
     with pytest.raises(Exception) as info:
         torch.compile(ConvBN(), backend="batch_invariant", dynamic=True)(torch.randn(5, 6))
-    text = _error_text(info.value)
+    text = error_chain_text(info.value)
     assert "BatchInvarianceError" in text and "batch_norm" in text
     assert "`bn` (BatchNorm1d)" in text and "return self.bn(self.proj(x))" in text and "test_guard.py" in text
     assert "model.eval()" in text  # what to do
@@ -143,7 +136,7 @@ def test_batch_norm_in_sequential_names_its_module_not_an_unknown_line():
     torch._dynamo.reset()
     with pytest.raises(Exception) as info:
         torch.compile(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)), backend="batch_invariant")(torch.randn(3, 4))
-    text = _error_text(info.value)
+    text = error_chain_text(info.value)
     assert "`1` (BatchNorm1d)" in text and "<unknown source line>" not in text
 
 
@@ -151,7 +144,7 @@ def test_functional_batch_norm_without_running_stats_is_refused():
     torch._dynamo.reset()
     with pytest.raises(Exception) as info:
         torch.compile(lambda x: F.batch_norm(x, None, None, training=True), backend="batch_invariant")(torch.randn(3, 4, 5))
-    assert "F.batch_norm" in _error_text(info.value)
+    assert "F.batch_norm" in error_chain_text(info.value)
 
 
 def test_eval_batch_norm_without_running_stats_is_still_batch_statistics():
@@ -160,7 +153,7 @@ def test_eval_batch_norm_without_running_stats_is_still_batch_statistics():
     model = ConvBN(nn.BatchNorm1d(6, track_running_stats=False)).eval()
     with pytest.raises(Exception) as info:
         torch.compile(model, backend="batch_invariant")(torch.randn(5, 6))
-    assert "track_running_stats" in _error_text(info.value)
+    assert "track_running_stats" in error_chain_text(info.value)
 
 
 def test_training_batch_norm_non_strict_warns_and_compiles():

@@ -13,6 +13,7 @@ import inductor_bi
 from inductor_bi.kernels import configs
 from inductor_bi.passes.guard import find_violations
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
+from tests._support import error_chain_text
 
 
 class RMSNorm(nn.Module):
@@ -312,7 +313,7 @@ def test_guard_rejects_index_add_naming_the_source_line():
     torch._dynamo.reset()
     with pytest.raises(Exception) as info:
         torch.compile(_index_add_model, backend="batch_invariant")(torch.randn(6, 5), _INDEX)
-    text = _error_text(info.value)
+    text = error_chain_text(info.value)
     assert "BatchInvarianceError" in text and "accumulates with atomics" in text
     assert "torch.zeros(4, x.shape[1]).index_add(0, idx, x)" in text and "test_reductions_backend.py" in text
 
@@ -330,15 +331,7 @@ def test_attention_dropout_is_rejected_in_strict_mode():
     q = torch.randn(1, 2, 4, 8)
     with pytest.raises(Exception) as info:
         torch.compile(lambda q: F.scaled_dot_product_attention(q, q, q, dropout_p=0.1), backend="batch_invariant")(q)
-    assert "dropout_p=0.1" in _error_text(info.value)
-
-
-def _error_text(err: BaseException) -> str:
-    parts = []
-    while err is not None:
-        parts.append(f"{type(err).__name__}: {err}")
-        err = err.__cause__ or err.__context__
-    return "\n".join(parts)
+    assert "dropout_p=0.1" in error_chain_text(info.value)
 
 
 def test_batch_invariance_error_is_public():
