@@ -45,6 +45,12 @@ PINNED: dict[str, tuple[Any, str]] = {
         "another (e.g. batch 1 vs dynamic batch) cannot change the bits",
     ),
     "use_fast_math": (False, "fast math lets the compiler reassociate floating-point sums"),
+    # --- CPU code: a vectorized loop leaves a scalar tail whose length follows the row count
+    "cpp.simdlen": (
+        1,
+        "no SIMD ISA matches width 1, so the C++ kernels stay scalar: vectorized erf / exp / tanh (Sleef) "
+        "and the scalar tail's std:: versions give other bits, and which one an element gets follows the batch",
+    ),
 }
 
 
