@@ -9,6 +9,8 @@ import sys
 import pytest
 import torch
 
+from tests import _zoo
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -79,76 +81,56 @@ def error_chain_text(err: BaseException) -> str:
     return "\n".join(parts)
 
 
+class GraphRecorder:
+    """Records every aten graph the backend rewrites, with its rewrites, while it stands in for
+    ``inductor_bi.backend.rewrite_graph``: as a context manager, or installed by the ``graphs``
+    fixture through monkeypatch."""
+
+    def __init__(self):
+        import inductor_bi.backend as backend
+
+        self._backend, self._real = backend, backend.rewrite_graph
+        self.rewritten: list[tuple[torch.fx.GraphModule, list]] = []
+
+    def __call__(self, gm):
+        rewrites = self._real(gm)
+        self.rewritten.append((gm, rewrites))
+        return rewrites
+
+    @property
+    def graphs(self) -> list[torch.fx.GraphModule]:
+        return [gm for gm, _ in self.rewritten]
+
+    def __enter__(self):
+        self._backend.rewrite_graph = self
+        return self
+
+    def __exit__(self, *exc):
+        self._backend.rewrite_graph = self._real
+
+
 @pytest.fixture
 def graphs(monkeypatch):
     """Every aten graph the backend rewrites, with its rewrites: [(gm, rewrites), ...]."""
-    import inductor_bi.backend as backend
-
-    seen = []
-    real = backend.rewrite_graph
-
-    def recording(gm):
-        rewrites = real(gm)
-        seen.append((gm, rewrites))
-        return rewrites
-
-    monkeypatch.setattr(backend, "rewrite_graph", recording)
-    return seen
+    recorder = GraphRecorder()
+    monkeypatch.setattr(recorder._backend, "rewrite_graph", recorder)
+    return recorder.rewritten
 
 
-# The Hugging Face models of the GPU tests (tests/gpu/test_hf_gpu.py) and of
-# benchmarks/diagnose_length.py: a moderate real size, so the two see the same model.
-HF_GPU_SIZE = dict(
-    hidden_size=1024,
-    num_hidden_layers=4,
-    num_attention_heads=16,
-    num_key_value_heads=4,
-    vocab_size=32000,
-    intermediate_size=2816,
-    max_position_embeddings=1024,
-)
-HF_GPU_HEAD_DIM, HF_GPU_MOE = 64, (8, 512)
+# benchmarks/diagnose_length.py's names for tests/gpu/test_hf_gpu.py's model: tests/_zoo.HF_GPU
+# by Llama-style config names, built by the zoo's builders.
+HF_GPU_SIZE = _zoo.llama_config(_zoo.HF_GPU)
+HF_GPU_HEAD_DIM, HF_GPU_MOE = _zoo.HF_GPU.head_dim, (_zoo.HF_GPU.experts, _zoo.HF_GPU.moe_intermediate)
 
 
 def build_hf_model(name: str, size: dict, head_dim: int, moe: tuple[int, int], experts_implementation=None):
-    """A randomly initialised Hugging Face causal LM of the given family: ``size`` is the
-    Llama-style config (GPT-2 takes the same dims), ``moe`` is (num_experts, moe_intermediate_size)."""
-    import torch
-    import transformers
-
-    torch.manual_seed(0)
-    if name == "llama":
-        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**size))
-    elif name == "qwen3":
-        model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**size, head_dim=head_dim))
-    elif name == "gpt2":
-        config = transformers.GPT2Config(
-            n_embd=size["hidden_size"],
-            n_layer=size["num_hidden_layers"],
-            n_head=size["num_attention_heads"],
-            vocab_size=size["vocab_size"],
-            n_positions=size["max_position_embeddings"],
-            bos_token_id=1,
-            eos_token_id=1,
-        )
-        model = transformers.GPT2LMHeadModel(config)
-    elif name == "qwen3_moe":
-        config = transformers.Qwen3MoeConfig(
-            **size,
-            head_dim=head_dim,
-            num_experts=moe[0],
-            num_experts_per_tok=2,
-            moe_intermediate_size=moe[1],
-            # "batched_mm": gather each token's experts' weights, bmm, then sum the top-k outputs.
-            # Every op of it is rewritten (bmm -> invariant_matmul, sum -> invariant_sum) or exact
-            # (topk, index). The default "grouped_mm" is tested separately; "eager" loops over
-            # data-dependent expert hits, which Dynamo cannot trace: it skips those frames and
-            # runs them as plain eager PyTorch, outside the backend (not invariant, and
-            # fullgraph=True refuses it).
-            experts_implementation=experts_implementation or "batched_mm",
-        )
-        model = transformers.Qwen3MoeForCausalLM(config)
-    else:
-        raise ValueError(name)
-    model.generation_config.pad_token_id = 0
-    return model.eval()
+    """The zoo's model ``name`` at ``size`` (Llama-style config names, as ``HF_GPU_SIZE``);
+    ``moe`` is (num_experts, moe_intermediate_size)."""
+    zoo_size = _zoo.Size(
+        hidden=size["hidden_size"], layers=size["num_hidden_layers"], heads=size["num_attention_heads"],
+        kv_heads=size["num_key_value_heads"], intermediate=size["intermediate_size"], vocab=size["vocab_size"],
+        seq=_zoo.HF_GPU.seq, experts=moe[0], moe_intermediate=moe[1], positions=size["max_position_embeddings"],
+    )  # fmt: skip
+    assert zoo_size.head_dim == head_dim, f"head_dim is hidden_size / num_attention_heads in the zoo, not {head_dim}"
+    options = {"experts_implementation": experts_implementation} if experts_implementation else {}
+    return _zoo.build(_zoo.BY_NAME[name], zoo_size, **options)

@@ -4,7 +4,8 @@ One ``ZooModel`` per architecture: how to build it at a size (``ZOO_CPU`` for th
 ``ZOO_GPU`` for the GPU tests), the inputs of a batch (``make_inputs``), the tensor compared row
 by row (``pick``), and its decoder KV cache, if any. The tests (tests/test_model_zoo*.py,
 tests/gpu/test_zoo_gpu.py) and tools/gen_models_doc.py share this list, so the doc's rows are the
-zoo's models.
+zoo's models; tests/test_hf_models.py and tests/gpu/test_hf_gpu.py build their Llama, Qwen3, GPT-2
+and Qwen3-MoE with the same builders at their own sizes.
 """
 
 from __future__ import annotations
@@ -36,15 +37,29 @@ class Size:
     image: int = 8  # ViT: square image side, patch = image // 2
     mel_frames: int = 16  # Whisper: input frames (2 x its max_source_positions)
     audio: int = 40  # wav2vec2: samples per row
+    moe_intermediate: int | None = None  # each expert's width (None: intermediate // 2)
+    positions: int | None = None  # position table length (None: 4 x seq + 16)
 
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads
 
+    @property
+    def expert_intermediate(self) -> int:
+        return self.moe_intermediate or self.intermediate // 2
+
+    @property
+    def max_positions(self) -> int:
+        return self.positions or 4 * self.seq + 16
+
 
 ZOO_CPU = Size(hidden=32, layers=2, heads=4, kv_heads=2, intermediate=64, vocab=96, seq=6)
 ZOO_GPU = Size(hidden=256, layers=2, heads=8, kv_heads=2, intermediate=512, vocab=1024, seq=32,
                experts=8, image=32, mel_frames=64, audio=800)  # fmt: skip
+# tests/gpu/test_hf_gpu.py's Llama / Qwen3 / GPT-2 / Qwen3-MoE (a moderate real size), also
+# benchmarks/diagnose_length.py's model. tests/test_hf_models.py has its CPU size.
+HF_GPU = Size(hidden=1024, layers=4, heads=16, kv_heads=4, intermediate=2816, vocab=32000, seq=128,
+              experts=8, moe_intermediate=512, positions=1024)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -135,6 +150,17 @@ def select_row(inputs: dict, row: int) -> dict:
     return {k: v[row : row + 1].clone() for k, v in inputs.items()}
 
 
+def right_padded_batch(lengths: tuple[int, ...], vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token ids (1..vocab-1), one row per length, right-padded with id 0 to the longest,
+    and their attention mask (0 on the padding): tests/test_hf_models.py's and its GPU twin's batch."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, vocab, (len(lengths), max(lengths)), generator=g)
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        mask[row, :n] = 1
+    return ids.masked_fill(mask == 0, 0), mask
+
+
 # ---------------------------------------------------------------------------------------------
 # Builders: size -> model (eval mode, seeded). Every config is the architecture's own class.
 # ---------------------------------------------------------------------------------------------
@@ -146,10 +172,11 @@ def _t():
     return transformers
 
 
-def _llama_like(s: Size, **extra) -> dict:
+def llama_config(s: Size, **extra) -> dict:
+    """The Llama-style config names of a size."""
     return dict(hidden_size=s.hidden, num_hidden_layers=s.layers, num_attention_heads=s.heads,
                 num_key_value_heads=s.kv_heads, intermediate_size=s.intermediate, vocab_size=s.vocab,
-                max_position_embeddings=4 * s.seq + 16, **extra)  # fmt: skip
+                max_position_embeddings=s.max_positions, **extra)  # fmt: skip
 
 
 def _ids_cfg() -> dict:
@@ -158,28 +185,28 @@ def _ids_cfg() -> dict:
 
 def build_llama(s):
     t = _t()
-    return t.LlamaForCausalLM(t.LlamaConfig(**_llama_like(s), **_ids_cfg()))
+    return t.LlamaForCausalLM(t.LlamaConfig(**llama_config(s), **_ids_cfg()))
 
 
 def build_qwen2(s):
     t = _t()
-    return t.Qwen2ForCausalLM(t.Qwen2Config(**_llama_like(s), **_ids_cfg()))
+    return t.Qwen2ForCausalLM(t.Qwen2Config(**llama_config(s), **_ids_cfg()))
 
 
 def build_qwen3(s):
     t = _t()
-    return t.Qwen3ForCausalLM(t.Qwen3Config(**_llama_like(s, head_dim=s.head_dim), **_ids_cfg()))
+    return t.Qwen3ForCausalLM(t.Qwen3Config(**llama_config(s, head_dim=s.head_dim), **_ids_cfg()))
 
 
 def build_mistral(s):
     t = _t()
     # A window shorter than the sequence, so the sliding mask cuts keys off.
-    return t.MistralForCausalLM(t.MistralConfig(**_llama_like(s, sliding_window=s.seq // 2), **_ids_cfg()))
+    return t.MistralForCausalLM(t.MistralConfig(**llama_config(s, sliding_window=s.seq // 2), **_ids_cfg()))
 
 
 def build_gemma2(s):
     t = _t()
-    config = t.Gemma2Config(**_llama_like(s, head_dim=s.head_dim, sliding_window=s.seq // 2,
+    config = t.Gemma2Config(**llama_config(s, head_dim=s.head_dim, sliding_window=s.seq // 2,
                                           attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
                                           query_pre_attn_scalar=s.head_dim), **_ids_cfg())  # fmt: skip
     return t.Gemma2ForCausalLM(config)
@@ -189,7 +216,7 @@ def build_phi(s):
     t = _t()
     config = t.PhiConfig(hidden_size=s.hidden, num_hidden_layers=s.layers, num_attention_heads=s.heads,
                          intermediate_size=s.intermediate, vocab_size=s.vocab, partial_rotary_factor=0.5,
-                         max_position_embeddings=4 * s.seq + 16, **_ids_cfg())  # fmt: skip
+                         max_position_embeddings=s.max_positions, **_ids_cfg())  # fmt: skip
     return t.PhiForCausalLM(config)
 
 
@@ -197,13 +224,13 @@ def build_gpt_neox(s):
     t = _t()
     config = t.GPTNeoXConfig(hidden_size=s.hidden, num_hidden_layers=s.layers, num_attention_heads=s.heads,
                              intermediate_size=s.intermediate, vocab_size=s.vocab, partial_rotary_factor=0.25,
-                             max_position_embeddings=4 * s.seq + 16, **_ids_cfg())  # fmt: skip
+                             max_position_embeddings=s.max_positions, **_ids_cfg())  # fmt: skip
     return t.GPTNeoXForCausalLM(config)
 
 
 def build_stablelm(s):
     t = _t()
-    return t.StableLmForCausalLM(t.StableLmConfig(**_llama_like(s, partial_rotary_factor=0.25), **_ids_cfg()))
+    return t.StableLmForCausalLM(t.StableLmConfig(**llama_config(s, partial_rotary_factor=0.25), **_ids_cfg()))
 
 
 def build_bloom(s):
@@ -215,14 +242,14 @@ def build_bloom(s):
 def build_mpt(s):
     t = _t()
     config = t.MptConfig(d_model=s.hidden, n_heads=s.heads, n_layers=s.layers, expansion_ratio=2,
-                         max_seq_len=4 * s.seq + 16, vocab_size=s.vocab, pad_token_id=0)  # fmt: skip
+                         max_seq_len=s.max_positions, vocab_size=s.vocab, pad_token_id=0)  # fmt: skip
     return t.MptForCausalLM(config)
 
 
 def build_gpt2(s):
     t = _t()
     config = t.GPT2Config(n_embd=s.hidden, n_layer=s.layers, n_head=s.heads, vocab_size=s.vocab,
-                          n_positions=4 * s.seq + 16, **_ids_cfg())  # fmt: skip
+                          n_positions=s.max_positions, **_ids_cfg())  # fmt: skip
     return t.GPT2LMHeadModel(config)
 
 
@@ -230,7 +257,7 @@ def build_opt(s):
     t = _t()
     config = t.OPTConfig(hidden_size=s.hidden, num_hidden_layers=s.layers, ffn_dim=s.intermediate,
                          num_attention_heads=s.heads, vocab_size=s.vocab, word_embed_proj_dim=s.hidden,
-                         max_position_embeddings=4 * s.seq + 16, **_ids_cfg())  # fmt: skip
+                         max_position_embeddings=s.max_positions, **_ids_cfg())  # fmt: skip
     return t.OPTForCausalLM(config)
 
 
@@ -245,34 +272,37 @@ def build_falcon(s):
 def build_gpt_bigcode(s):
     t = _t()
     config = t.GPTBigCodeConfig(n_embd=s.hidden, n_layer=s.layers, n_head=s.heads, multi_query=True,
-                                n_positions=4 * s.seq + 16, vocab_size=s.vocab, **_ids_cfg())  # fmt: skip
+                                n_positions=s.max_positions, vocab_size=s.vocab, **_ids_cfg())  # fmt: skip
     return t.GPTBigCodeForCausalLM(config)
 
 
 # HF's "batched_mm" experts: gather each token's experts' weights, bmm, sum the top-k outputs,
-# all rewritten or exact. The default "grouped_mm" (M per expert follows the batch) is
-# tests/test_hf_models.py's test_moe_default_grouped_mm_is_invariant_or_refused.
+# all rewritten (bmm -> invariant_matmul, sum -> invariant_sum) or exact (topk, index). The
+# default "grouped_mm" (M per expert follows the batch) is tests/test_hf_models.py's
+# test_moe_default_grouped_mm_is_invariant_or_refused; "eager" loops over data-dependent expert
+# hits, which Dynamo cannot trace (it would run them eagerly, outside the backend; fullgraph=True
+# refuses it).
 MOE_EXPERTS = "batched_mm"
 
 
-def build_qwen3_moe(s):
+def build_qwen3_moe(s, experts_implementation=MOE_EXPERTS):
     t = _t()
-    config = t.Qwen3MoeConfig(**_llama_like(s, head_dim=s.head_dim), num_experts=s.experts, num_experts_per_tok=2,
-                              moe_intermediate_size=s.intermediate // 2, experts_implementation=MOE_EXPERTS,
-                              **_ids_cfg())  # fmt: skip
+    config = t.Qwen3MoeConfig(**llama_config(s, head_dim=s.head_dim), num_experts=s.experts, num_experts_per_tok=2,
+                              moe_intermediate_size=s.expert_intermediate,
+                              experts_implementation=experts_implementation, **_ids_cfg())  # fmt: skip
     return t.Qwen3MoeForCausalLM(config)
 
 
 def build_mixtral(s):
     t = _t()
-    config = t.MixtralConfig(**_llama_like(s), num_local_experts=s.experts, num_experts_per_tok=2,
+    config = t.MixtralConfig(**llama_config(s), num_local_experts=s.experts, num_experts_per_tok=2,
                              experts_implementation=MOE_EXPERTS, **_ids_cfg())  # fmt: skip
     return t.MixtralForCausalLM(config)
 
 
 def _bert_like(s: Size) -> dict:
     return dict(hidden_size=s.hidden, num_hidden_layers=s.layers, num_attention_heads=s.heads,
-                intermediate_size=s.intermediate, vocab_size=s.vocab, max_position_embeddings=4 * s.seq + 16)  # fmt: skip
+                intermediate_size=s.intermediate, vocab_size=s.vocab, max_position_embeddings=s.max_positions)  # fmt: skip
 
 
 def build_bert(s):
@@ -290,7 +320,7 @@ def build_roberta(s):
 def build_distilbert(s):
     t = _t()
     config = t.DistilBertConfig(dim=s.hidden, n_layers=s.layers, n_heads=s.heads, hidden_dim=s.intermediate,
-                                vocab_size=s.vocab, max_position_embeddings=4 * s.seq + 16, pad_token_id=0)  # fmt: skip
+                                vocab_size=s.vocab, max_position_embeddings=s.max_positions, pad_token_id=0)  # fmt: skip
     return t.DistilBertForMaskedLM(config)
 
 
@@ -308,7 +338,7 @@ def build_bart(s):
     config = t.BartConfig(d_model=s.hidden, encoder_layers=s.layers, decoder_layers=s.layers,
                           encoder_attention_heads=s.heads, decoder_attention_heads=s.heads,
                           encoder_ffn_dim=s.intermediate, decoder_ffn_dim=s.intermediate, vocab_size=s.vocab,
-                          max_position_embeddings=4 * s.seq + 16, decoder_start_token_id=2, forced_eos_token_id=None,
+                          max_position_embeddings=s.max_positions, decoder_start_token_id=2, forced_eos_token_id=None,
                           **_ids_cfg())  # fmt: skip
     return t.BartForConditionalGeneration(config)
 
@@ -327,7 +357,7 @@ def build_whisper(s):
                              encoder_attention_heads=s.heads, decoder_attention_heads=s.heads,
                              encoder_ffn_dim=s.intermediate, decoder_ffn_dim=s.intermediate, vocab_size=s.vocab,
                              num_mel_bins=8, max_source_positions=s.mel_frames // 2,
-                             max_target_positions=4 * s.seq + 16, decoder_start_token_id=1, **_ids_cfg())  # fmt: skip
+                             max_target_positions=s.max_positions, decoder_start_token_id=1, **_ids_cfg())  # fmt: skip
     return t.WhisperForConditionalGeneration(config)
 
 
@@ -379,12 +409,30 @@ ZOO: list[ZooModel] = [
 BY_NAME = {m.name: m for m in ZOO}
 
 
-def build(entry: ZooModel, size: Size, dtype=torch.float32, device="cpu") -> torch.nn.Module:
+def build(entry: ZooModel, size: Size, dtype=torch.float32, device="cpu", **options) -> torch.nn.Module:
+    """The model at ``size`` (seeded, eval mode); ``options`` go to its builder."""
     torch.manual_seed(0)
-    model = entry.build(size)
+    model = entry.build(size, **options)
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = 0
     return model.to(device=device, dtype=dtype).eval()
+
+
+def greedy_generate(model: torch.nn.Module, ids: torch.Tensor, new_tokens: int):
+    """Greedy ``generate`` with a static cache: exactly ``new_tokens`` tokens, with every step's
+    logits. The caller compiles ``model.forward`` with the backend: generate()'s own compile
+    leaves the prefill eager (not invariant) and uses stock Inductor, so it is disabled."""
+    return model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        cache_implementation="static",
+        do_sample=False,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        output_logits=True,
+        return_dict_in_generate=True,
+        disable_compile=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,29 +478,6 @@ def batch_invariance_error(err: BaseException):
     return None
 
 
-class _Recorder:
-    """Every aten graph the backend compiled, after its rewrites."""
-
-    def __init__(self):
-        self.graphs: list[torch.fx.GraphModule] = []
-
-    def __enter__(self):
-        import inductor_bi.backend as backend
-
-        self._backend, self._real = backend, backend.rewrite_graph
-
-        def recording(gm):
-            rewrites = self._real(gm)
-            self.graphs.append(gm)
-            return rewrites
-
-        backend.rewrite_graph = recording
-        return self
-
-    def __exit__(self, *exc):
-        self._backend.rewrite_graph = self._real
-
-
 def custom_op_counts(gm: torch.fx.GraphModule) -> dict:
     counts: dict[str, int] = {}
     for n in gm.graph.nodes:
@@ -486,6 +511,7 @@ def run_zoo_model(entry: ZooModel, size: Size, *, dtype=torch.float32, device="c
     import time
 
     from inductor_bi.testing import assert_close_to_reference
+    from tests._support import GraphRecorder
 
     start = time.perf_counter()
     result = ZooResult(entry.name, entry.family, "failed", notes=entry.notes)
@@ -495,7 +521,7 @@ def run_zoo_model(entry: ZooModel, size: Size, *, dtype=torch.float32, device="c
     target = _to(entry.make_inputs(size, 1, g, dtype), device)
     others = _to(entry.make_inputs(size, 4, g, dtype), device)
     positions = {b: int(torch.randint(0, b, (), generator=g)) for b in (5, 2)}
-    with _Recorder() as rec, torch.no_grad():
+    with GraphRecorder() as rec, torch.no_grad():
         try:
             compiled = torch.compile(model, backend="batch_invariant", dynamic=True, fullgraph=entry.fullgraph)
             outs = {}
@@ -614,10 +640,3 @@ def zoo_params(kinds: set[str]) -> list:
         if m.kind in kinds
     ]
 
-
-def skip_slow_unless_selected(request):
-    """A test marked slow runs only when ``-m`` names slow (the default run leaves it out)."""
-    import pytest
-
-    if request.node.get_closest_marker("slow") and "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("slow on the interpreter: run with -m slow")

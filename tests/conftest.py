@@ -22,6 +22,16 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 warnings.filterwarnings("ignore", message="inductor_bi: running batch-invariant Triton kernels on the CPU")
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test marked slow runs only when ``-m`` names slow (the default run leaves it out)."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow on the interpreter: run with -m slow")
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

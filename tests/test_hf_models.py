@@ -24,42 +24,23 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-import inductor_bi.backend as backend  # noqa: E402
 from inductor_bi.kernels import configs  # noqa: E402
 from inductor_bi.passes.guard import find_violations  # noqa: E402
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal  # noqa: E402
-from tests._support import build_hf_model  # noqa: E402
+from tests._support import GraphRecorder  # noqa: E402
+from tests._zoo import BY_NAME, Size, build, greedy_generate, right_padded_batch  # noqa: E402
 
-VOCAB = 128
-TINY = dict(
-    hidden_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,  # GQA: HF passes enable_gqa=True (or repeat_kv) to SDPA
-    vocab_size=VOCAB,
-    intermediate_size=128,
-    max_position_embeddings=64,
-)
+# Batch of 4 right-padded sequences (lengths 12, 7, 12, 9; pad id 0, attention_mask 0 there).
+LENGTHS = (12, 7, 12, 9)
+# GQA (4 query heads, 2 KV heads): HF passes enable_gqa=True (or repeat_kv) to SDPA. 64 positions.
+TINY = Size(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=128, seq=max(LENGTHS),
+            experts=4, moe_intermediate=32)  # fmt: skip
+VOCAB = TINY.vocab
 
 
-def build_model(name: str, experts_implementation: str | None = None) -> torch.nn.Module:
-    return build_hf_model(name, TINY, head_dim=16, moe=(4, 32), experts_implementation=experts_implementation)
-
-
-class GraphRecorder:
-    """Records every aten graph the backend compiles (after the rewrites)."""
-
-    def __init__(self):
-        self.graphs: list[torch.fx.GraphModule] = []
-
-    def __call__(self, gm):
-        rewrites = self._real(gm)
-        self.graphs.append(gm)
-        return rewrites
-
-    def install(self, mp: pytest.MonkeyPatch):
-        self._real = backend.rewrite_graph
-        mp.setattr(backend, "rewrite_graph", self)
+def build_model(name: str, **options) -> torch.nn.Module:
+    """The zoo's model (tests/_zoo.py) at this file's size."""
+    return build(BY_NAME[name], TINY, **options)
 
 
 def _unbacked_batch(*tensors, mark=True):
@@ -74,17 +55,8 @@ def _unbacked_batch(*tensors, mark=True):
 UNBACKED_BATCH = {"llama": True, "qwen3": True, "gpt2": False, "qwen3_moe": True}
 
 
-# Batch of 4 right-padded sequences (lengths 12, 7, 12, 9; pad id 0, attention_mask 0 there).
-LENGTHS = (12, 7, 12, 9)
-
-
 def _batch():
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(1, VOCAB, (len(LENGTHS), max(LENGTHS)), generator=g)
-    mask = torch.zeros_like(ids)
-    for row, n in enumerate(LENGTHS):
-        mask[row, :n] = 1
-    return ids.masked_fill(mask == 0, 0), mask
+    return right_padded_batch(LENGTHS, VOCAB)
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen3", "gpt2", "qwen3_moe"])
@@ -93,9 +65,7 @@ def forward_run(request):
     torch._dynamo.reset()
     model = build_model(request.param)
     ids, mask = _batch()
-    recorder = GraphRecorder()
-    with pytest.MonkeyPatch.context() as mp, torch.no_grad():
-        recorder.install(mp)
+    with GraphRecorder() as recorder, torch.no_grad():
         compiled = torch.compile(model, backend="batch_invariant", dynamic=True, fullgraph=True)
 
         def logits(rows, length=None):
@@ -185,29 +155,15 @@ def _check_graph(r, gm):
 MAX_NEW_TOKENS = 4
 
 
-def _generate(model, ids):
-    return model.generate(
-        ids,
-        attention_mask=torch.ones_like(ids),
-        cache_implementation="static",
-        do_sample=False,
-        max_new_tokens=MAX_NEW_TOKENS,
-        min_new_tokens=MAX_NEW_TOKENS,
-        output_logits=True,
-        return_dict_in_generate=True,
-        disable_compile=True,
-    )
-
-
 def test_greedy_generate_static_cache_prompt_alone_equals_in_batch():
     torch._dynamo.reset()
     model = build_model("llama")
     model.forward = torch.compile(model.forward, backend="batch_invariant", dynamic=True)
     prompts = torch.randint(1, VOCAB, (3, 6), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        batched = _generate(model, prompts.clone())
+        batched = greedy_generate(model, prompts.clone(), MAX_NEW_TOKENS)
         for row in (1, 2):
-            alone = _generate(model, prompts[row : row + 1].clone())
+            alone = greedy_generate(model, prompts[row : row + 1].clone(), MAX_NEW_TOKENS)
             assert torch.equal(alone.sequences[0], batched.sequences[row])
             assert len(alone.logits) == len(batched.logits) == MAX_NEW_TOKENS
             for step, (a, b) in enumerate(zip(alone.logits, batched.logits)):

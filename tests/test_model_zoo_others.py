@@ -15,12 +15,11 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from tests._zoo import BY_NAME, ZOO_CPU, check_result, run_zoo_model, skip_slow_unless_selected, zoo_params  # noqa: E402
+from tests._zoo import BY_NAME, ZOO_CPU, check_result, run_zoo_model, zoo_params  # noqa: E402
 
 KINDS = {"encoder", "seq2seq", "vision", "speech-ctc", "speech-seq2seq"}
 
 
 @pytest.mark.parametrize("name", zoo_params(KINDS))
-def test_model_row_is_invariant_and_decode_equals_full_forward(name, request):
-    skip_slow_unless_selected(request)
+def test_model_row_is_invariant_and_decode_equals_full_forward(name):
     check_result(run_zoo_model(BY_NAME[name], ZOO_CPU))

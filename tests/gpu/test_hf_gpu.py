@@ -19,28 +19,24 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 transformers = pytest.importorskip("transformers")
 
-import inductor_bi.backend as backend  # noqa: E402
 from inductor_bi.passes.guard import find_violations  # noqa: E402
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal  # noqa: E402
-from tests._support import HF_GPU_HEAD_DIM, HF_GPU_MOE, HF_GPU_SIZE, build_hf_model  # noqa: E402
+from tests._support import GraphRecorder  # noqa: E402
+from tests._zoo import BY_NAME, HF_GPU, build, greedy_generate, right_padded_batch  # noqa: E402
 
-SIZE = HF_GPU_SIZE
-VOCAB = SIZE["vocab_size"]
-BATCH, SEQ = 8, 128
+SIZE = HF_GPU
+VOCAB = SIZE.vocab
 LENGTHS = (128, 77, 128, 100, 128, 64, 128, 128)  # right padding on rows 1, 3, 5
+BATCH, SEQ = len(LENGTHS), max(LENGTHS)
 
 
-def build_model(name: str, experts_implementation: str | None = None) -> torch.nn.Module:
-    return build_hf_model(name, SIZE, head_dim=HF_GPU_HEAD_DIM, moe=HF_GPU_MOE, experts_implementation=experts_implementation)
+def build_model(name: str, **options) -> torch.nn.Module:
+    """The zoo's model (tests/_zoo.py) at the GPU size, bf16 on CUDA."""
+    return build(BY_NAME[name], SIZE, torch.bfloat16, "cuda", **options)
 
 
 def _batch():
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(1, VOCAB, (BATCH, SEQ), generator=g)
-    mask = torch.zeros_like(ids)
-    for row, n in enumerate(LENGTHS):
-        mask[row, :n] = 1
-    return ids.masked_fill(mask == 0, 0).cuda(), mask.cuda()
+    return tuple(t.cuda() for t in right_padded_batch(LENGTHS, VOCAB))
 
 
 # The batch is a backed dynamic dim here, not an unbacked one as in tests/test_hf_models.py: on
@@ -54,18 +50,9 @@ GRAPHS_PER_MODEL = 2
 def forward_run(request):
     torch._dynamo.reset()
     name = request.param
-    model = build_model(name).cuda().to(torch.bfloat16)
+    model = build_model(name)
     ids, mask = _batch()
-    graphs = []
-    real = backend.rewrite_graph
-
-    def recording(gm):
-        rewrites = real(gm)
-        graphs.append(gm)
-        return rewrites
-
-    with pytest.MonkeyPatch.context() as mp, torch.no_grad():
-        mp.setattr(backend, "rewrite_graph", recording)
+    with GraphRecorder() as recorder, torch.no_grad():
         compiled = torch.compile(model, backend="batch_invariant", dynamic=True, fullgraph=True)
 
         def logits(rows, length=SEQ):
@@ -83,7 +70,8 @@ def forward_run(request):
         # float64 with the same (bf16-rounded) weights
         reference = copy.deepcopy(model).double()(input_ids=ids[:2], attention_mask=mask[:2]).logits
     return SimpleNamespace(
-        name=name, model=model, full=full, checks=checks, unpadded=unpadded, reference=reference, graphs=graphs
+        name=name, model=model, full=full, checks=checks, unpadded=unpadded, reference=reference,
+        graphs=recorder.graphs,
     )
 
 
@@ -124,27 +112,14 @@ def test_greedy_generate_static_cache_prompt_alone_equals_in_batch(name):
     """generate()'s own auto-compile leaves the prefill uncompiled (eager, not invariant) and
     uses inductor: compile model.forward with the backend and disable generate's compile."""
     torch._dynamo.reset()
-    model = build_model(name).cuda().to(torch.bfloat16)
+    model = build_model(name)
     model.forward = torch.compile(model.forward, backend="batch_invariant", dynamic=True)
     prompts = torch.randint(1, VOCAB, (4, 48), generator=torch.Generator().manual_seed(2)).cuda()
 
-    def generate(ids):
-        return model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            cache_implementation="static",
-            do_sample=False,
-            max_new_tokens=MAX_NEW_TOKENS,
-            min_new_tokens=MAX_NEW_TOKENS,
-            output_logits=True,
-            return_dict_in_generate=True,
-            disable_compile=True,
-        )
-
     with torch.no_grad():
-        batched = generate(prompts.clone())
+        batched = greedy_generate(model, prompts.clone(), MAX_NEW_TOKENS)
         for row in (0, 3):
-            alone = generate(prompts[row : row + 1].clone())
+            alone = greedy_generate(model, prompts[row : row + 1].clone(), MAX_NEW_TOKENS)
             assert torch.equal(alone.sequences[0], batched.sequences[row])
             for step, (a, b) in enumerate(zip(alone.logits, batched.logits)):
                 assert_rows_equal(b[row : row + 1], a, f"{name}: row {row}, generated token {step}")
@@ -157,7 +132,7 @@ def test_moe_default_grouped_mm_is_invariant_or_refused():
     from inductor_bi import passes
 
     torch._dynamo.reset()
-    model = build_model("qwen3_moe", experts_implementation="grouped_mm").cuda().to(torch.bfloat16)
+    model = build_model("qwen3_moe", experts_implementation="grouped_mm")
     compiled = torch.compile(model, backend="batch_invariant", dynamic=True, fullgraph=True)
     ids, mask = _batch()
 
