@@ -221,3 +221,118 @@ def test_a_convolution_backward_left_is_refused():
     )
     (violation,) = guard.find_violations(gm)
     assert violation.op == "aten.convolution_backward.default"
+
+
+# ---------------------------------------------------------------------------------------------
+# Library kernels with their own accumulation order: each reaches the final graph whole (none
+# is in the decomposition table), so strict mode refuses it, naming it and the user's line.
+# ---------------------------------------------------------------------------------------------
+
+
+def _r(*shape, **kw):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(len(shape)), **kw)
+
+
+REFUSED_FORWARD = {
+    # op family: (model, inputs, op the refusal names, a word of what to do)
+    "cdist": (lambda x, y: torch.cdist(x, y), (_r(4, 3), _r(5, 3)), "_cdist_forward", "compute_mode"),
+    "pdist": (lambda x: F.pdist(x), (_r(4, 3),), "_pdist_forward", "vector_norm"),
+    "bilinear": (lambda a, b, w: F.bilinear(a, b, w), (_r(4, 3), _r(4, 5), _r(2, 3, 5)), "_trilinear", "matmul"),
+    "addmm_activation": (lambda c, a, b: torch._addmm_activation(c, a, b, use_gelu=True), (_r(3), _r(4, 5), _r(5, 3)), "_addmm_activation", "F.gelu"),
+    "segment_reduce": (lambda d, n: torch.segment_reduce(d, "sum", lengths=n), (_r(6, 3), torch.tensor([2, 4])), "segment_reduce", "pad"),
+    "int8pack_mm": (
+        lambda x, w, s: torch._weight_int8pack_mm(x, w, s),
+        (_r(4, 32), torch.randint(-9, 9, (8, 32), dtype=torch.int8), _r(8)),
+        "_weight_int8pack_mm",
+        "dequantize",
+    ),
+    "fft_r2c": (lambda x: torch.fft.rfft(x), (_r(3, 8),), "_fft_r2c", "DFT matrix"),
+    "fft_c2c": (lambda x: torch.fft.fft(x), (_r(3, 8, dtype=torch.complex64),), "_fft_c2c", "DFT matrix"),
+    "fft_c2r": (lambda x: torch.fft.irfft(x), (_r(3, 5, dtype=torch.complex64),), "_fft_c2r", "DFT matrix"),
+}
+
+
+@pytest.mark.parametrize("family", sorted(REFUSED_FORWARD))
+def test_library_accumulation_is_refused_naming_op_line_and_fix(family):
+    fn, inputs, op, fix = REFUSED_FORWARD[family]
+    torch._dynamo.reset()
+    with pytest.raises(Exception) as info:
+        torch.compile(fn, backend="batch_invariant")(*inputs)
+    text = error_chain_text(info.value)
+    assert "BatchInvarianceError" in text and f"aten.{op}." in text, text
+    assert fix in text and "test_guard.py" in text and "in <lambda>" in text  # what to do; the model's line
+
+
+REFUSED_BACKWARD = {
+    # the forward compiles (decomposed, or pointwise per output); its gradient accumulates with atomics
+    "upsample_bilinear": (lambda x: F.interpolate(x, scale_factor=2, mode="bilinear"), (2, 3, 4, 4), "index_put"),
+    "upsample_nearest": (lambda x: F.interpolate(x, scale_factor=2, mode="nearest"), (2, 3, 4), "index_put"),
+    "upsample_antialias": (lambda x: F.interpolate(x, size=(2, 2), mode="bilinear", antialias=True), (2, 3, 4, 4), "_upsample_bilinear2d_aa_backward"),
+    "grid_sampler_2d": (lambda x, g: F.grid_sample(x, g, align_corners=False), (2, 3, 4, 4), "grid_sampler_2d_backward"),
+    "grid_sampler_3d": (lambda x, g: F.grid_sample(x, g, align_corners=False), (2, 3, 3, 3, 3), "grid_sampler_3d_backward"),
+}
+
+
+@pytest.mark.parametrize("family", sorted(REFUSED_BACKWARD))
+def test_gradient_with_atomics_is_refused_at_backward_naming_the_forward_line(family):
+    fn, shape, op = REFUSED_BACKWARD[family]
+    torch._dynamo.reset()
+    x = _r(*shape, requires_grad=True)
+    grid = (_r(shape[0], *shape[2:-1], 3, len(shape) - 2),) if "grid" in family else ()
+    out = torch.compile(fn, backend="batch_invariant")(x, *grid)  # the forward graph compiles
+    with pytest.raises(Exception) as info:
+        out.sum().backward()
+    text = error_chain_text(info.value)
+    assert "BatchInvarianceError" in text and f"aten.{op}" in text, text
+    assert "test_guard.py" in text and "in <lambda>" in text  # the forward line the gradient comes from
+
+
+def test_a_refused_library_op_compiles_with_a_warning_when_not_strict():
+    torch._dynamo.reset()
+    x = _r(3, 8)
+    with pytest.warns(UserWarning, match="(?s)strict=False.*_fft_r2c"):
+        out = torch.compile(lambda x: torch.fft.rfft(x), backend="batch_invariant", options={"strict": False})(x)
+    assert_close_to_reference(out, torch.fft.rfft(x.double()), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("reduce", ["max", "min"])
+def test_segment_max_and_min_are_kept_as_exact(reduce):
+    gm = _aten_graph(lambda d, n: torch.segment_reduce(d, reduce, lengths=n), _r(6, 3), torch.tensor([2, 4]))
+    assert not guard.find_violations(gm)
+    assert _verdicts(gm)["aten.segment_reduce.default"][0] == "exact"
+
+
+def test_integer_int_mm_is_kept_as_exact():
+    a, b = (torch.randint(-9, 9, (32, 32), dtype=torch.int8) for _ in range(2))
+    gm = _aten_graph(torch._int_mm, a, b)
+    assert not guard.find_violations(gm)
+
+
+_W, _Y = _r(2, 3, 5), _r(6, 3)
+N_DFT = 8
+_DFT = torch.exp(-2j * torch.pi * (torch.outer(torch.arange(N_DFT), torch.arange(N_DFT)) % N_DFT) / N_DFT)
+RECIPES = {
+    # what the refusals say to write instead, for a row x (and its partner row, for bilinear): (recipe, original op)
+    "cdist_mm": (lambda x: torch.cdist(x, _Y, compute_mode="use_mm_for_euclid_dist"), lambda x: torch.cdist(x, _Y.double())),
+    "cdist_vector_norm": (
+        lambda x: torch.linalg.vector_norm(x.unsqueeze(-2) - _Y.unsqueeze(-3), ord=3, dim=-1),
+        lambda x: torch.cdist(x, _Y.double(), p=3),
+    ),
+    "bilinear_matmul": (  # a row is [x1 | x2]
+        lambda x: ((x[:, :3] @ _W.permute(1, 0, 2).flatten(1)).unflatten(-1, (2, 5)) * x[:, 3:].unsqueeze(-2)).sum(-1),
+        lambda x: F.bilinear(x[:, :3], x[:, 3:], _W.double()),
+    ),
+    "dft_matmul": (lambda x: x.to(torch.complex64) @ _DFT, lambda x: torch.fft.fft(x)),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_what_a_refusal_says_to_write_compiles_strict_and_is_row_invariant(recipe):
+    fn, original = RECIPES[recipe]
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, backend="batch_invariant", dynamic=True)
+    x = _r(5, {"dft_matmul": N_DFT, "bilinear_matmul": 8}.get(recipe, 3))
+    with torch.no_grad():
+        batched, alone = compiled(x), compiled(x[:1])
+    assert_rows_equal(batched[:1], alone)
+    assert_close_to_reference(batched, original(x.double()), dtype=torch.float32, tol_scale=10)

@@ -95,6 +95,86 @@ ORDER_UNSTABLE = {
     "_scaled_mm": "a cuBLASLt GEMM whose algorithm (and split-K) follows the shape",
 }
 
+# Library kernels with a floating-point accumulation that Inductor falls back to, each with what to
+# write instead (the replacements are ops the passes rewrite). Every one of them reaches the final
+# graph undecomposed: none is in the decomposition table.
+_CDIST = (
+    "torch.cdist's direct kernel, with its own reduction order; torch's default switches to a matmul "
+    "form above 25 rows, so a row's bits would also follow the row count. For p=2 pass "
+    "compute_mode='use_mm_for_euclid_dist' (matmuls, rewritten, at every row count); for any p write "
+    "torch.linalg.vector_norm(x1.unsqueeze(-2) - x2.unsqueeze(-3), ord=p, dim=-1)"
+)
+_PDIST = (
+    "F.pdist's kernel, with its own reduction order; write torch.linalg.vector_norm(x.unsqueeze(-2) - "
+    "x.unsqueeze(-3), ord=p, dim=-1) and take its upper triangle (torch.triu_indices(n, n, 1))"
+)
+_TRILINEAR = (
+    "nn.Bilinear / F.bilinear's sum of products, run as library bmm calls whose split-K follows the "
+    "shape; write it with a matmul: ((x1 @ W.permute(1, 0, 2).flatten(1)).unflatten(-1, (out, in2)) "
+    "* x2.unsqueeze(-2)).sum(-1) + b"
+)
+_ADDMM_ACTIVATION = (
+    "a fused GEMM + activation (cuBLASLt epilogue) whose split-K follows the shape; write "
+    "torch.relu(torch.addmm(bias, a, b)) or F.gelu(torch.addmm(bias, a, b), approximate='tanh'), "
+    "whose matmul is rewritten"
+)
+_PACKED_MM = (
+    "a quantized-weight GEMM kernel with its own split of K per shape; dequantize the weight and "
+    "multiply, e.g. x @ (w.to(x.dtype) * scales[:, None]).t() for _weight_int8pack_mm: that matmul is rewritten"
+)
+_SEGMENT = (
+    "segment_reduce's kernel sums each segment in an order of its own (max / min are exact and kept); "
+    "pad the segments to a [segments, longest] tensor (zeros for sum) and reduce its last dim"
+)
+_UPSAMPLE_BACKWARD = (
+    "the gradient of an upsampling adds each output's share into overlapping inputs with atomics on "
+    "CUDA; upsample with mode='nearest' / 'bilinear' / 'bicubic' without antialias (their gradients "
+    "decompose into ops the guard checks), or keep this op out of a training graph"
+)
+_GRID_SAMPLER_BACKWARD = (
+    "grid_sample's gradient adds into the input with atomics on CUDA; no invariant lowering: "
+    "keep grid_sample out of the training graph (e.g. under torch.no_grad()) or compile with strict=False"
+)
+_FFT = (
+    "an FFT library (cuFFT, pocketfft / MKL) picks its plan per transform size and batch count; for "
+    "sizes where it fits, multiply by a DFT matrix instead (a complex matmul, rewritten): "
+    "x.to(torch.complex64) @ torch.exp(-2j * torch.pi * (torch.outer(n, n) % N) / N) with n = torch.arange(N)"
+)
+ORDER_UNSTABLE.update(
+    {
+        "_cdist_forward": _CDIST,
+        "_cdist_backward": _CDIST,
+        "_euclidean_dist": _CDIST,
+        "_pdist_forward": _PDIST,
+        "_pdist_backward": _PDIST,
+        "_trilinear": _TRILINEAR,
+        "_addmm_activation": _ADDMM_ACTIVATION,
+        "_weight_int8pack_mm": _PACKED_MM,
+        "_weight_int4pack_mm": _PACKED_MM,
+        "_weight_int4pack_mm_for_cpu": _PACKED_MM,
+        "_weight_int4pack_mm_with_scales_and_zeros": _PACKED_MM,
+        "_dyn_quant_matmul_4bit": _PACKED_MM,
+        "segment_reduce": _SEGMENT,
+        "_segment_reduce_backward": _SEGMENT,
+        "grid_sampler_2d_backward": _GRID_SAMPLER_BACKWARD,
+        "grid_sampler_3d_backward": _GRID_SAMPLER_BACKWARD,
+        "_fft_r2c": _FFT,
+        "_fft_c2r": _FFT,
+        "_fft_c2c": _FFT,
+    }
+)
+# The plain modes' gradients decompose into accumulating index_put (refused above); these are the
+# ones that reach the graph whole (antialiased, or a decomposition that did not apply).
+for _mode in (
+    "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
+    "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "upsample_linear1d", "upsample_bilinear2d",
+    "upsample_bicubic2d", "upsample_trilinear3d", "_upsample_bilinear2d_aa", "_upsample_bicubic2d_aa",
+    "_upsample_lanczos2d_aa",
+):  # fmt: skip
+    ORDER_UNSTABLE[f"{_mode}_backward"] = _UPSAMPLE_BACKWARD
+# segment_reduce's max / min pick an element: exact in any order (their gradient stays refused).
+_EXACT_SEGMENT_REDUCES = {"max", "min"}
+
 # The matmul family: the matmul pass rewrites every floating / complex one it can; one left here
 # would run a library GEMM whose split-K follows the shape. Integer matmuls are exact.
 MATMULS = {"mm", "addmm", "bmm", "baddbmm"}
@@ -172,6 +252,8 @@ def classify(node: torch.fx.Node) -> tuple[str, str] | None:
         if accumulate and _is_floating(node):
             return "unsafe", "accumulates with atomics: order depends on scheduling"
         return None
+    if name == "segment_reduce" and (node.args[1] if len(node.args) > 1 else node.kwargs.get("reduce")) in _EXACT_SEGMENT_REDUCES:
+        return "exact", "segment max / min picks an element: exact in any order"
     if name in ORDER_UNSTABLE:
         return ("unsafe", ORDER_UNSTABLE[name]) if _is_floating(node) else ("exact", "integer arithmetic")
     if name in MATMULS and node.target.namespace == "aten":
