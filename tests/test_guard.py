@@ -15,6 +15,7 @@ import inductor_bi
 from inductor_bi.passes import guard
 from inductor_bi.passes._rewrite import user_source_line
 from inductor_bi.passes.matmul import rewrite_matmuls
+from inductor_bi.passes.reductions import rewrite_reductions
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
 from tests._support import error_chain_text
 
@@ -35,12 +36,47 @@ def _verdicts(gm) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("reduce", [lambda x: x.sum(-1), lambda x: x.mean(0), lambda x: x.var(-1), lambda x: x.prod(-1)])
-def test_complex_reduction_is_refused_saying_what_to_do(reduce):
+@pytest.mark.parametrize("reduce", [lambda x: x.var(-1), lambda x: x.prod(-1)])
+def test_complex_reduction_other_than_sum_is_refused_saying_what_to_do(reduce):
     gm = _aten_graph(reduce, torch.randn(3, 8, dtype=torch.complex64))
+    rewrite_reductions(gm)
     (violation,) = guard.find_violations(gm)
     assert "complex" in violation.why and "view_as_real" in violation.why, violation.why
     assert violation.dtype == "torch.complex64"
+
+
+def test_complex_variance_as_the_refusal_writes_it_is_the_complex_variance():
+    z = torch.randn(3, 8, dtype=torch.complex128)
+    assert torch.allclose(torch.view_as_real(z).var(1).sum(-1), z.var(1))
+    assert torch.allclose(torch.view_as_real(z).var(-2).sum(-1), z.var(-1))
+
+
+COMPLEX_SUMS = {
+    "sum_last": lambda z: z.sum(-1),
+    "sum_middle": lambda z: z.sum(1),
+    "mean_last": lambda z: z.mean(-1),
+    "mean_middle_keepdim": lambda z: z.mean(1, keepdim=True),
+    "sum_all_but_rows": lambda z: z.sum((1, 2)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMPLEX_SUMS))
+def test_complex_sum_and_mean_compile_strict_row_invariant_and_close(name):
+    reduce = COMPLEX_SUMS[name]
+    torch._dynamo.reset()
+    compiled = torch.compile(reduce, backend="batch_invariant", dynamic=True)
+    z = torch.randn(5, 6, 7, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    batched, alone, in_three = compiled(z), compiled(z[:1]), compiled(z[:3])
+    assert batched.dtype == torch.complex64
+    assert torch.equal(batched[:1], alone) and torch.equal(batched[:3], in_three)
+    assert_close_to_reference(batched, reduce(z.to(torch.complex128)), dtype=torch.float32)
+
+
+def test_explain_reports_complex_sum_and_mean_as_rewritten():
+    report = inductor_bi.explain(lambda z: (z.sum(-1), z.mean(1)), torch.randn(4, 6, 5, dtype=torch.complex64), device=None)
+    rewritten = [r for _, r in report.rewrites if r.dtype == "torch.complex64"]
+    assert {r.original for r in rewritten} == {"aten.sum.dim_IntList", "aten.mean.dim"}, report.rewrites
+    assert all("view_as_real" in r.replacement for r in rewritten) and not report.violations
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.complex64])

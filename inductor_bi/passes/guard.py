@@ -184,11 +184,12 @@ MATMUL_LEFT = (
     "split-K per shape; cast the operands to one of those dtypes"
 )
 
-# No kernel here reduces complex tensors; their real and imaginary parts are real tensors, which
-# the reductions pass does rewrite.
+# Complex sums and means are rewritten over their real and imaginary parts (passes/reductions.py);
+# any other complex reduction has no kernel, but most are real reductions of the parts.
 COMPLEX_REDUCTION = (
-    "a complex reduction: no batch-invariant kernel reduces complex tensors; reduce the parts as a "
-    "real tensor instead, e.g. torch.view_as_complex(torch.view_as_real(x).sum(dim)) for x.sum(dim)"
+    "a complex reduction other than sum / mean (those are rewritten): no batch-invariant kernel for it; "
+    "compute it from real reductions of the parts, e.g. torch.view_as_real(x).var(d).sum(-1) for x.var(d), "
+    "d >= 0 (the parts' dim -1 holds real and imaginary: x's dim -1 is theirs -2)"
 )
 
 # Accumulating writes: only unsafe with accumulate=True.

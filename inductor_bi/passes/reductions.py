@@ -162,14 +162,57 @@ def _replace_with_std(gm: torch.fx.GraphModule, node: torch.fx.Node, sqrt: torch
     graph.erase_node(sqrt)
 
 
+# Complex sums and means add the real and the imaginary parts separately: over view_as_real(x) (a
+# trailing dim of size 2, never reduced) they are real sums / means over the same dims, whose order
+# the real kernel fixes; view_as_complex puts the parts back together.
+COMPLEX_SUMS = {aten.sum.dim_IntList: bi.invariant_sum.default, aten.sum.default: bi.invariant_sum.default,
+                aten.mean.dim: bi.invariant_mean.default, aten.mean.default: bi.invariant_mean.default}  # fmt: skip
+_REAL_OF = {torch.complex64: torch.float32, torch.complex128: torch.float64}
+
+
+def _rewrite_complex_sum(gm: torch.fx.GraphModule, node: torch.fx.Node, x: torch.Tensor) -> Rewrite | None:
+    """A complex sum / mean -> view_as_real -> the invariant real one over the same dims ->
+    view_as_complex; None (left to the guard) where the parts are no real tensor the kernel takes."""
+    dtype = node.kwargs.get("dtype")
+    dims = node.args[1] if node.target in (aten.sum.dim_IntList, aten.mean.dim) and len(node.args) > 1 else None
+    keepdim = bool(node.args[2]) if len(node.args) > 2 else bool(node.kwargs.get("keepdim", False))
+    real = _REAL_OF.get(dtype if dtype is not None else x.dtype)
+    if real is None or x.dtype not in _REAL_OF or x.dim() == 0 or real not in reduction.SUPPORTED_DTYPES:
+        return None
+    # aten reads no dims (or an empty list) as all of them; the parts' trailing dim is never reduced
+    dims = sorted(d % x.dim() for d in dims) if dims else list(range(x.dim()))
+    graph = gm.graph
+    with graph.inserting_before(node):
+        parts = graph.call_function(aten.view_as_real.default, (node.args[0],))
+        parts.meta = {k: v for k, v in node.meta.items() if k != "val"}
+        parts.meta["val"] = torch.view_as_real(x)
+        reduced = graph.call_function(COMPLEX_SUMS[node.target], (parts, dims, keepdim, None if dtype is None else real))
+        reduced.meta = {k: v for k, v in node.meta.items() if k != "val"}
+        reduced.meta["val"] = torch.view_as_real(node.meta["val"])
+    record = Rewrite(
+        original=str(node.target),
+        replacement=f"view_as_real -> {COMPLEX_SUMS[node.target]} -> view_as_complex",
+        shapes=input_shapes(node),
+        dtype=str(x.dtype),
+        source=user_source_line(node),
+        details={**_config_details(parts.meta["val"], reduced), "complex": "the real and imaginary parts summed as one real tensor"},
+    )
+    replace_node(node, aten.view_as_complex.default, (reduced,))
+    return record
+
+
 def rewrite_reductions(gm: torch.fx.GraphModule) -> list[Rewrite]:
     rewrites = []
     for node in list(gm.graph.nodes):
         if node.op != "call_function" or node.target not in REDUCTION_OPS:
             continue
         x = node.args[0].meta.get("val")
+        if isinstance(x, torch.Tensor) and x.dtype.is_complex and node.target in COMPLEX_SUMS:
+            record = _rewrite_complex_sum(gm, node, x)
+            rewrites.extend([record] if record is not None else [])
+            continue
         if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
-            continue  # integer / bool reductions are exact
+            continue  # integer / bool reductions are exact; complex var / softmax... are the guard's
         target, args = REDUCTION_OPS[node.target](*node.args, **node.kwargs)
         sqrt = _sqrt_of_variance(node)
         if sqrt is not None:
