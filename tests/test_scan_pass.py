@@ -143,6 +143,39 @@ def test_model_with_scans_compiles_strict_and_its_rows_and_gradients_are_invaria
     assert_close_to_reference(full_grad, leaf.grad, dtype=torch.float32, tol_scale=10)
 
 
+def _products(x):
+    """prod over the last dim, over a middle dim kept, over every element of a row, and with a
+    float64 result; (the middle dim's length is symbolic under dynamic=True: it may be 0)."""
+    return (
+        torch.prod(x, -1),
+        torch.prod(x, 1, keepdim=True),
+        torch.prod(x.flatten(1)[:, :5], dim=1),
+        torch.prod(x[0]).expand(x.shape[0]),
+        torch.prod(x, 2, dtype=torch.float64),
+    )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_products_run_on_the_scan_kernel_strict_invariant_and_close(device, graphs):
+    """A float prod is a cumprod's last element (aten's cumprod backward uses prod on some
+    versions): compiled strict, a row alone == the row in a batch, close to float64, an empty
+    product is 1."""
+    torch._dynamo.reset()
+    compiled = torch.compile(_products, backend="batch_invariant", dynamic=True, options={"strict": True})
+    g = torch.Generator().manual_seed(0)
+    x = (1 + torch.rand(5, 7, 6, generator=g) / 4).to(device)
+    full = compiled(x)
+    for got, want in zip(full, _products(x.double())):
+        assert_close_to_reference(got, want, dtype=torch.float32, tol_scale=4)
+    alone = compiled(x[3:4])
+    for i in (0, 1, 2, 4):
+        assert_rows_equal(alone[i], full[i][3:4], f"product {i}: row 3 alone vs in 5")
+    empty = compiled(x[:, :0])
+    assert all(torch.equal(e, w) for e, w in zip(empty, _products(x[:, :0]))), "an empty product is 1"
+    replaced = {r.replacement for _, rewrites in graphs for r in rewrites}
+    assert any("invariant_cumprod" in r for r in replaced)
+
+
 def test_complex_cumsum_is_still_refused_under_strict():
     torch._dynamo.reset()
     with pytest.raises(Exception) as info:

@@ -6,6 +6,10 @@ scans likewise. ``inductor_bi::invariant_cumsum`` / ``invariant_cumprod`` /
 ``invariant_logcumsumexp`` (kernels/scan.py) scan one row per program in pinned blocks, so a
 row's bits are fixed by its own elements, the dtype and pinned constants.
 
+A float product (``prod``) is a cumprod's last element: it runs on the same scan kernel (with a
+leading 1 where the length can be 0, so an empty product is 1), instead of a reduction whose order
+Inductor picks.
+
 Kept on aten: scans whose result is an integer (``cumsum`` of ints / bools, or with an integer
 ``dtype=``): integer addition and multiplication are exact in any order. Left for the strict
 guard: complex scans and float dtypes the kernel does not serve. Backward graphs need nothing
@@ -41,9 +45,62 @@ def _bound(node: torch.fx.Node) -> tuple:
     return bound["self"], bound["dim"], bound.get("dtype")
 
 
+PRODUCT_OPS = (aten.prod.dim_int, aten.prod.default)
+
+
+def _bound_product(node: torch.fx.Node) -> tuple:
+    """(x, dim, keepdim, dtype) of a prod call; dim None for the product of every element."""
+    names = ("self", "dim", "keepdim", "dtype") if node.target is aten.prod.dim_int else ("self", "dtype")
+    bound = dict(zip(names, node.args))
+    bound.update(node.kwargs)
+    return bound["self"], bound.get("dim"), bound.get("keepdim", False), bound.get("dtype")
+
+
+def _rewrite_product(gm: torch.fx.GraphModule, node: torch.fx.Node) -> Rewrite | None:
+    x_node, dim, keepdim, dtype = _bound_product(node)
+    x, out = fake_value(x_node), fake_value(node)
+    if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor) or x.is_complex():
+        return None
+    if out.dtype not in scan_kernel.SUPPORTED_DTYPES:
+        return None  # an integer product is exact on aten
+    record = Rewrite(
+        original=str(node.target),
+        replacement=f"{bi.invariant_cumprod.default} (last element)",
+        shapes=input_shapes(node),
+        dtype=str(x.dtype) + (f" -> {out.dtype}" if out.dtype != x.dtype else ""),
+        source=user_source_line(node),
+        details=_config_details(x, dim, out.dtype) if dim is not None and x.dim() else {"kernel": "one row per program"},
+    )
+    graph = gm.graph
+    with graph.inserting_before(node):
+        if dim is None or x.dim() == 0:  # every element: one row
+            rows, axis, rank = graph.call_function(aten.reshape.default, (x_node, [-1])), 0, 1
+            length = static_int(x.numel())
+        else:
+            rows, axis, rank = x_node, dim % x.dim(), x.dim()
+            length = static_int(x.shape[axis])
+        if length is None or length == 0:
+            pad = [0, 0] * (rank - 1 - axis) + [1, 0]  # one leading 1 along the axis
+            rows = graph.call_function(aten.constant_pad_nd.default, (rows, pad, 1.0))
+        scanned = graph.call_function(bi.invariant_cumprod.default, (rows, axis, dtype))
+        last = graph.call_function(aten.select.int, (scanned, axis, -1))
+    if dim is not None and keepdim and x.dim():
+        replace_node(node, aten.unsqueeze.default, (last, axis))
+    else:
+        last.meta = dict(node.meta)
+        node.replace_all_uses_with(last)
+        graph.erase_node(node)
+    return record
+
+
 def rewrite_scans(gm: torch.fx.GraphModule) -> list[Rewrite]:
     rewrites = []
     for node in list(gm.graph.nodes):
+        if node.op == "call_function" and node.target in PRODUCT_OPS:
+            record = _rewrite_product(gm, node)
+            if record is not None:
+                rewrites.append(record)
+            continue
         if node.op != "call_function" or node.target not in SCAN_OPS:
             continue
         x_node, dim, dtype = _bound(node)
