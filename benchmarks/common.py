@@ -65,3 +65,45 @@ def write_json(path: str, payload: dict) -> None:
     with open(path, "w") as f:
         json.dump(payload, f, indent=1)
     print(f"wrote {path}")
+
+
+def median_wall_ms(fn, repeats: int, warmup: int = 2, setup=None, sync=None) -> float:
+    """Median wall time in ms of ``fn()`` as a user's call sees it, host included: each sample is
+    (sync; t0; fn(); sync; t1), after ``warmup`` untimed calls. ``setup`` runs before every call,
+    outside the window (e.g. rewind a KV cache); ``sync`` defaults to torch.cuda.synchronize
+    when CUDA is available."""
+    import statistics
+    import time
+
+    if sync is None:
+        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    samples = []
+    for i in range(warmup + repeats):
+        if setup is not None:
+            setup()
+        sync()
+        t0 = time.perf_counter()
+        out = fn()
+        sync()
+        t1 = time.perf_counter()
+        del out
+        if i >= warmup:
+            samples.append((t1 - t0) * 1e3)
+    return float(statistics.median(samples))
+
+
+def cold_compile_caches(tag: str) -> None:
+    """Point Inductor's and Triton's on-disk caches at fresh folders, as on a fresh machine: a
+    cache left by an earlier compile (another contender shares pointwise kernels) would time
+    loading, not compiling. Both caches read these variables when they are used."""
+    import tempfile
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"inductor_{tag}_")
+    os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"triton_{tag}_")
+
+
+def merge_rows(old: list[dict], new: list[dict], key) -> list[dict]:
+    """``old`` rows with those ``new`` replaces (same ``key(row)``) dropped, then ``new``: two runs
+    over different subsets build one table, a rerun of a subset replaces its rows."""
+    fresh = {key(r) for r in new}
+    return [r for r in old if key(r) not in fresh] + list(new)

@@ -21,6 +21,16 @@
 #             each compile rewrote printed (AB_KNOB: ab_knob_e2e.py's arguments, required, e.g.
 #             AB_KNOB="--compile-time REDUCTION_FUSE_RMS_NORM=0"; H200, v9: three compile-time
 #             specs, a model copy compiled for each, ~160 s)
+#   models    Hugging Face models as users call them (benchmarks/bench_hf_models.py): Llama, Qwen3,
+#             GPT-2, Qwen3-MoE forward, stock torch.compile vs the backend, modes default and
+#             reduce-overhead, prefill and one decode step; hf_models.json / .png, rows merged into
+#             an existing one. HF_ARGS: the script's subset flags, e.g. HF_ARGS="--models llama,gpt2
+#             --shapes 1b --modes default" (all of it is more than one call: see the script's header)
+#   zoo       the model zoo on the GPU (tests/gpu/test_zoo_gpu.py; results in models-gpu.json, the
+#             file tools/gen_models_doc.py reads as docs/models-gpu.json). Subsets through the test's
+#             variables: INDUCTOR_BI_ZOO_MODELS, INDUCTOR_BI_ZOO_DTYPES (here bfloat16 unless set),
+#             INDUCTOR_BI_ZOO_EXAMPLES (H200, 2026-12-05: 24 models ~40 s each + ~15 s per block
+#             and dtype: the whole zoo in bf16 is about three calls)
 #   all       kernels attention hf llm bench e2e (more than one device call's limit)
 #
 # Two GPUs (the device tool's nvidia-h200-x2 costs the same device time as one): run parts side
@@ -28,7 +38,8 @@
 #   CUDA_VISIBLE_DEVICES=0 bash benchmarks/run_gpu.sh $OUT/g0 kernels attention &
 #   CUDA_VISIBLE_DEVICES=1 bash benchmarks/run_gpu.sh $OUT/g1 hf & wait
 # Count the files: the device tool brings back at most 8 per call. Each part writes its log
-# plus gpu_env.txt per folder; bench adds matmul.json / .png and attention.json / .png, e2e e2e.json / .png.
+# plus gpu_env.txt per folder; bench adds matmul.json / .png and attention.json / .png, e2e e2e.json / .png,
+# models hf_models.json / .png, zoo models-gpu.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results}; shift || true
@@ -61,9 +72,12 @@ for part in "${parts[@]}"; do
     llm) tests "$log" 570 -s tests/gpu/test_llm_gpu.py ;;
     bench) { timeout 300 python3 benchmarks/bench_matmul.py --out "$out"; timeout 240 python3 benchmarks/bench_attention.py --out "$out"; } 2>&1 | tee -a "$log" | tail -40 ;;
     e2e) timeout 570 python3 benchmarks/bench_e2e.py --out "$out" 2>&1 | tee -a "$log" | tail -12 ;;
+    models) timeout 570 python3 benchmarks/bench_hf_models.py --out "$out" ${HF_ARGS:-} 2>&1 | tee -a "$log" | grep -v Warn | tail -60 ;;
+    zoo) INDUCTOR_BI_ZOO_GPU_JSON="$out/models-gpu.json" INDUCTOR_BI_ZOO_DTYPES=${INDUCTOR_BI_ZOO_DTYPES:-bfloat16} \
+           tests "$log" 570 tests/gpu/test_zoo_gpu.py ;;
     ab) [ -n "${AB_KNOB:-}" ] || { echo "ab: set AB_KNOB to ab_knob_e2e.py's arguments" >&2; exit 2; }
         (cd benchmarks && timeout 450 python3 ab_knob_e2e.py $AB_KNOB) 2>&1 | tee -a "$log" | grep -v Warn | tail -14 ;;
     tune) { timeout 150 python3 benchmarks/tune_split_k.py; timeout 420 python3 benchmarks/tune_matmul.py --out "$out"; timeout 240 python3 benchmarks/tune_attention.py; } 2>&1 | tee -a "$log" | grep -v Warn | tail -70 ;;
-    *) echo "unknown part: $part (kernels, attention, hf, llm, bench, e2e, ab, tune, all)" >&2; exit 2 ;;
+    *) echo "unknown part: $part (kernels, attention, hf, llm, bench, e2e, models, zoo, ab, tune, all)" >&2; exit 2 ;;
   esac
 done
