@@ -193,8 +193,11 @@ def _graph_counts() -> tuple[int, int]:
 
 
 def first_line(err: BaseException) -> str:
-    text = f"{type(err).__name__}: {err}".strip()
-    return text.splitlines()[0][:400] if text else type(err).__name__
+    """The error's first line; where that only announces another ("backend='...' raised:"), the
+    announced one's too."""
+    lines = [line.strip() for line in f"{type(err).__name__}: {err}".splitlines() if line.strip()]
+    text = " ".join(lines[:2]) if len(lines) > 1 and lines[0].endswith(":") else lines[0]
+    return text[:400]
 
 
 def run_contender(model, contender: str, mode: str, cases: list[tuple], args, caches: dict, device) -> tuple[dict, dict]:
@@ -360,7 +363,7 @@ def plot(result: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     rows = result["rows"]
-    groups = sorted({(r["model"], r["shape"]) for r in rows}, key=lambda g: (MODELS.index(g[0]) if g[0] in MODELS else 99, g[1]))
+    groups = sorted({(r["model"], r["shape"]) for r in rows}, key=lambda g: (_index(MODELS, g[0]), _index(list(SHAPES), g[1])))
     if not groups:
         return
     ncols = min(2, len(groups))
@@ -383,9 +386,11 @@ def plot(result: dict, path: str) -> None:
         ax.axhline(1.0, color="gray", lw=0.8)
         ax.axhline(TARGET, color="tab:red", lw=1, ls="--", label=f"target {TARGET}x")
         ax.set_xticks(range(len(cases)), [f"{p[:3]} B{b} S{s}" for p, s, b in cases], rotation=60, fontsize=7)
+        top = max([r["ratio"] for r in mine if r["ratio"] is not None] + [1.0])
+        ax.set_ylim(0, top * 1.18)
         ax.set_ylabel("stock ms / ours ms")
         ax.set_title(f"{model} {shape} ({mine[0].get('params_m', '?')} M params)", fontsize=10)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
     for ax in list(axes.flat)[len(groups):]:
         ax.axis("off")
     env = result["environment"]
@@ -395,6 +400,10 @@ def plot(result: dict, path: str) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     print(f"wrote {path}")
+
+
+def _index(names, name) -> int:
+    return list(names).index(name) if name in names else len(names)
 
 
 def _csv(value: str, allowed=None, cast=str) -> list:

@@ -100,3 +100,8 @@ def test_every_decode_call_of_both_contenders_sees_a_cache_of_s_tokens(tmp_path,
     monkeypatch.setattr(bench, "compile_forward", recording)
     _run(tmp_path, "--phases", "decode", "--repeats", "3", "--warmup", "1", "--cache", cache)
     assert seen == {"stock": [8] * 5, "ours": [8] * 5}
+
+
+def test_an_error_that_only_announces_another_is_recorded_with_it():
+    err = RuntimeError("backend='batch_invariant' raised:\nBatchInvarianceError: index_add at m.py:3\n\ndetails")
+    assert bench.first_line(err) == "RuntimeError: backend='batch_invariant' raised: BatchInvarianceError: index_add at m.py:3"
