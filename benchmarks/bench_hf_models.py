@@ -59,6 +59,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import inductor_bi  # noqa: E402,F401  (registers backend="batch_invariant" where the package is not pip-installed)
 from common import cold_compile_caches, environment, median_wall_ms, merge_rows, write_json  # noqa: E402
 
 MODELS = ("llama", "qwen3", "gpt2", "qwen3_moe")

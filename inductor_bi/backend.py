@@ -19,6 +19,7 @@ from torch._inductor.decomposition import select_decomp_table
 
 from .cache_identity import identity_patch
 from .inductor_config import pinned_config
+from .lowerings import launch_from_inductor
 from .options import Options
 from .passes import OWNED_OPS, check_graph, rewrite_graph
 from .passes.attention import rewrite_attention_calls
@@ -89,6 +90,8 @@ def decompositions() -> dict:
 def _rewrite_then_compile(gm: torch.fx.GraphModule, example_inputs, *, options: Options, **kwargs):
     rewrite_graph(gm)
     check_graph(gm, options.strict)
+    if options.inductor_launches:
+        launch_from_inductor(gm)
     return compile_fx_inner(gm, example_inputs, **kwargs)
 
 

@@ -12,6 +12,9 @@ class Options:
     # BatchInvarianceError naming the op and the user's source line. strict=False warns instead
     # (the graph then runs with that reduction as Inductor compiles it: not guaranteed invariant).
     strict: bool = True
+    # inductor_launches=True: on CUDA, Inductor's generated code launches the invariant kernels
+    # itself (lowerings/); False keeps one custom-op call per kernel (the same bits, slower host).
+    inductor_launches: bool = True
 
     @classmethod
     def parse(cls, options: dict[str, Any] | None) -> "Options":

@@ -7,8 +7,8 @@ stream may reuse its counters; two streams could run split launches at once, so 
 a set of its own, and launches captured into CUDA graphs on a stream get another set than eager
 launches on it (a graph may be replayed on any stream while eager work runs on that one; graphs
 captured on one stream share a set, so replay them on one stream at a time, as torch.compile's
-CUDA graphs do). One block per device, allocated outside graph capture (an allocation in a
-capture would belong to the graph's memory pool) and kept for the life of the process (a
+CUDA graphs do). One block per device, allocated outside graph capture and outside every graph's
+memory pool (an allocation there would belong to the graph) and kept for the life of the process (a
 captured graph holds its address); sets are handed out as streams are first seen (PyTorch draws
 streams from a fixed pool, so they are few). With no set to give, or more tiles than a set
 holds, the caller runs its separate merge launch: same bits, one launch more.
@@ -42,7 +42,7 @@ def tile_arrivals(device: torch.device, tiles: int) -> torch.Tensor | None:
         if block is None:
             if capturing:
                 return None
-            block = torch.zeros(configs.SPLIT_ARRIVAL_SETS, configs.SPLIT_ARRIVAL_SET_SIZE, dtype=torch.int32, device=device)
+            block = _allocate_outside_graph_pools(device)
             _BLOCKS[device] = block
         index = _SETS.get(key)
         if index is None:
@@ -51,3 +51,27 @@ def tile_arrivals(device: torch.device, tiles: int) -> torch.Tensor | None:
                 return None
             _SETS[key] = index
     return block[index]
+
+
+def _allocate_outside_graph_pools(device: torch.device) -> torch.Tensor:
+    """The zeroed block, allocated on a thread of its own. torch.compile's CUDA graphs route the
+    allocations of the thread that runs a graph's warm-up to the graph's private pool (a block
+    made there is a tensor the pool does not track: "cudagraph pool not tracked as outputs");
+    another thread allocates from the ordinary caching allocator."""
+    made: list = []
+
+    def allocate():
+        try:
+            block = torch.zeros(configs.SPLIT_ARRIVAL_SETS, configs.SPLIT_ARRIVAL_SET_SIZE, dtype=torch.int32, device=device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # zeroed before any stream uses it
+            made.append(block)
+        except BaseException as err:  # re-raised on the caller's thread
+            made.append(err)
+
+    thread = threading.Thread(target=allocate, name="inductor_bi-arrivals")
+    thread.start()
+    thread.join()
+    if isinstance(made[0], BaseException):
+        raise made[0]
+    return made[0]

@@ -114,8 +114,43 @@ def launch_with_stages_that_fit(kernel, grid, device: torch.device, args, kwargs
             _STAGES_THAT_FIT[key] = stages - 1
 
 
+_FOR_INDUCTOR = False
+
+
+@contextlib.contextmanager
+def launched_by_inductor():
+    """Inside: a kernel launch is recorded (``wrap_triton``) into the graph being traced instead of
+    run, so Inductor's generated code launches it (lowerings/); host-side choices read the size
+    hints (``size_hint``), never guard on a size."""
+    global _FOR_INDUCTOR
+    previous, _FOR_INDUCTOR = _FOR_INDUCTOR, True
+    try:
+        yield
+    finally:
+        _FOR_INDUCTOR = previous
+
+
+def tracing_for_inductor() -> bool:
+    return _FOR_INDUCTOR
+
+
+def size_hint(n) -> int:
+    """A size as an int for a choice that only sets parallelism (never the arithmetic): a symbolic
+    size gives its hint (the traced example's value) and installs no guard, so one compiled graph
+    serves every batch size."""
+    if isinstance(n, torch.SymInt):
+        known = n.node.maybe_as_int()
+        return known if known is not None else n.node.hint
+    return int(n)
+
+
 def launch(kernel, grid, device: torch.device, *args, **kwargs):
-    """Launch ``kernel[grid](*args, **kwargs)`` compiled on CUDA, interpreted elsewhere."""
+    """Launch ``kernel[grid](*args, **kwargs)`` compiled on CUDA, interpreted elsewhere; recorded
+    for Inductor to launch inside ``launched_by_inductor``."""
+    if _FOR_INDUCTOR:
+        from torch._library.triton import wrap_triton
+
+        return wrap_triton(compiled_kernel(kernel))[grid](*args, **kwargs)
     if not uses_interpreter(device):
         # Triton launches on the current device and stream: make them the tensors' device's (a
         # custom op called eagerly gets no device guard of its own).

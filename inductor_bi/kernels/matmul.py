@@ -29,7 +29,7 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from . import configs
 from ._arrivals import tile_arrivals
-from ._launch import interpreter_dtype, launch, sizes_follow_the_batch, tma_descriptor, uses_interpreter
+from ._launch import interpreter_dtype, launch, size_hint, sizes_follow_the_batch, tma_descriptor, tracing_for_inductor, uses_interpreter
 
 _FULL, _SPLIT, _MERGE = 0, 1, 2
 
@@ -361,13 +361,15 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
     nb, m, k = a3.shape
     n = b3.shape[-1]
     device = a3.device
-    cfg = configs.matmul_config(a3.dtype, device, interpreted=uses_interpreter(device), output=(nb, m, n))
+    traced = tracing_for_inductor()  # Inductor launches: no persistent buffers, no TMA descriptors
+    cfg = configs.matmul_config(a3.dtype, device, interpreted=uses_interpreter(device), output=tuple(map(size_hint, (nb, m, n))))
     acc_dtype = tl.float64 if a3.dtype == torch.float64 else tl.float32
     tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
     k_chunk = configs.matmul_k_chunk(cfg, k)
     n_chunks = triton.cdiv(k, k_chunk)
     if split_k is None:
-        split_k = configs.matmul_use_split_k(tiles * nb, n_chunks, device)
+        hinted_tiles = triton.cdiv(size_hint(m), cfg.block_m) * triton.cdiv(size_hint(n), cfg.block_n)
+        split_k = configs.matmul_use_split_k(hinted_tiles * size_hint(nb), n_chunks, device)
     split_k = split_k and n_chunks > 1
 
     has_bias = bias3 is not None
@@ -385,13 +387,19 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
         K_CHUNK=k_chunk,
         EVEN_K=k % cfg.block_k == 0,
         GROUP_M=cfg.group_m,
+        # every constexpr passed, defaults included: Inductor's launcher for a kernel it launches
+        # itself takes exactly the arguments the trace saw
+        USE_TMA=False,
+        B_KMAJOR=False,
+        USE_PDL=False,
+        MERGE_IN_LAST=False,
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
     )
 
     a_arg, b_arg = a3, b3
     if tma is None:
-        tma = configs.matmul_use_tma(a3, device)
+        tma = not traced and configs.matmul_use_tma(a3, device)
     descriptors = _tma_operands(a3, b3, cfg) if tma else None
     if descriptors is not None:
         a_arg, b_arg, common["B_KMAJOR"] = descriptors
@@ -416,7 +424,7 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
                 a_arg, b_arg, out3, bias_arg, m, n, k,
                 *out3.stride()[1:], *bias_strides[1:], alpha, beta,
                 NUM_PROGRAMS=programs, B_KMAJOR=common["B_KMAJOR"],
-                **{key: value for key, value in common.items() if key not in ("EVEN_K", "USE_TMA", "B_KMAJOR")},
+                **{key: value for key, value in common.items() if key not in ("EVEN_K", "USE_TMA", "B_KMAJOR", "USE_PDL", "MERGE_IN_LAST")},
             )  # fmt: skip
             return
         go((tiles, nb, 1), _FULL, out3)
@@ -424,7 +432,8 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
     work_dtype = torch.float64 if a3.dtype == torch.float64 else torch.float32
     work = torch.empty((n_chunks, nb, m, n), dtype=work_dtype, device=device)
     split_options, merge_options = configs.split_merge_launch_options(device, uses_interpreter(device))
-    arrivals = tile_arrivals(device, tiles * nb) if configs.MATMUL_MERGE_IN_LAST_PROGRAM and not split_options else None
+    merge_in_last = configs.MATMUL_MERGE_IN_LAST_PROGRAM and not split_options and not traced
+    arrivals = tile_arrivals(device, tiles * nb) if merge_in_last else None
     if arrivals is not None:
         go((tiles, nb, n_chunks), _SPLIT, work, arrivals=arrivals, MERGE_IN_LAST=True)
         return

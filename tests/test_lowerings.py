@@ -1,0 +1,74 @@
+"""The launches pass (inductor_bi/lowerings): graph in -> graph out on fake CUDA tensors (no GPU
+needed to trace): each traceable rewritten op becomes the kernel launches its implementation
+makes, with a symbolic batch and no guard on it; CPU graphs keep the custom ops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._dynamo.source import ConstantSource
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+import inductor_bi  # noqa: F401
+from inductor_bi.kernels import configs
+from inductor_bi.lowerings import launch_from_inductor
+
+MATMUL = torch.ops.inductor_bi.invariant_matmul.default
+LAUNCH = torch.ops.higher_order.triton_kernel_wrapper_mutation
+
+
+def _linear(a, w, bias):
+    return torch.ops.inductor_bi.invariant_matmul(a, w, bias, 1.0, 1.0).relu()
+
+
+def _graph(device: str, rows_hint: int, k: int = 4096):
+    """The aten graph of a linear layer over ``[M, k]`` rows, M symbolic (hint ``rows_hint``)."""
+    env = ShapeEnv()
+    mode = FakeTensorMode(shape_env=env)
+    m = env.create_symintnode(env.create_symbol(rows_hint, ConstantSource("m")), hint=rows_hint)
+    with mode:
+        a = torch.empty(m, k, device=device, dtype=torch.float16)
+        w = torch.empty(k, 512, device=device, dtype=torch.float16)
+        bias = torch.empty(512, device=device, dtype=torch.float16)
+    return make_fx(_linear)(a, w, bias), env
+
+
+def _calls(gm, target):
+    return [n for n in gm.graph.nodes if n.op == "call_function" and n.target is target]
+
+
+@pytest.fixture
+def an_h100(monkeypatch):
+    monkeypatch.setattr(configs, "_gpu", lambda device: configs.GpuProperties(132, 9, 232448))
+
+
+@pytest.mark.parametrize("rows_hint, launches", [(40, 2), (4096, 1)], ids=["few-rows-split-k", "many-rows-one-launch"])
+def test_matmul_becomes_kernel_launches_with_no_guard_on_the_batch(an_h100, rows_hint, launches):
+    gm, env = _graph("cuda", rows_hint)
+    assert launch_from_inductor(gm) == 1
+    assert not _calls(gm, MATMUL)
+    kernels = _calls(gm, LAUNCH)
+    assert len(kernels) == launches  # split + merge for few rows; one program per tile otherwise
+    assert not env.guards, f"a guard on the batch would recompile per batch size: {env.guards}"
+    grid = kernels[0].kwargs["grid"][0]
+    assert any(isinstance(g, torch.fx.Node) for g in grid), f"the grid follows the symbolic rows: {grid}"
+
+
+def test_cpu_graphs_keep_the_custom_ops():
+    gm, _ = _graph("cpu", 40)
+    assert launch_from_inductor(gm) == 0
+    assert len(_calls(gm, MATMUL)) == 1 and not _calls(gm, LAUNCH)
+
+
+def test_a_symbolic_k_keeps_the_custom_op(an_h100):
+    """K sets the kernel's constexprs (its chunks): with K unknown at compile time the op stays."""
+    env = ShapeEnv()
+    mode = FakeTensorMode(shape_env=env)
+    k = env.create_symintnode(env.create_symbol(64, ConstantSource("k")), hint=64)
+    with mode:
+        a = torch.empty(8, k, device="cuda", dtype=torch.float16)
+        w = torch.empty(k, 16, device="cuda", dtype=torch.float16)
+    gm = make_fx(_linear)(a, w, None)
+    assert launch_from_inductor(gm) == 0 and len(_calls(gm, MATMUL)) == 1
