@@ -4,10 +4,11 @@ in the aten graph Inductor is about to compile, by the kernel launches its imple
 no Python custom-op dispatch per call, and CUDA-graph friendly.
 
 The launches are the same kernels with the same pinned constexprs as the custom op's; only the
-host-side choices that set parallelism (split-K or not, tall or short tiles) are made once, from
-the traced sizes' hints, instead of per call: they never change the bits (kernels/matmul.py's
-contract), and they install no guard, so one compiled graph still serves every batch size.
-CUDA only: the CPU (Triton's interpreter) keeps the custom ops.
+host-side choices that set parallelism (split-K or not, tall or short tiles, KV splits run in
+parallel or in one program) are made once, from the traced sizes' hints, instead of per call:
+they never change the bits (each kernel family's contract), and they install no guard, so one
+compiled graph still serves every batch size. CUDA only: the CPU (Triton's interpreter) keeps
+the custom ops. One module per op family, each with its ``LOWERINGS`` table.
 """
 
 from __future__ import annotations
@@ -17,62 +18,39 @@ import contextlib
 import torch
 import torch.fx
 import torch.utils._pytree as pytree
-from torch._inductor.virtualized import V
 from torch._inductor.pattern_matcher import CallFunctionVarArgs, Match, PatternMatcherPass, register_graph_pattern
+from torch._inductor.virtualized import V
 
-from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
-from ..kernels import matmul as matmul_kernel
-from ..kernels._launch import launched_by_inductor
-from ..passes._rewrite import fake_value, static_int
+from . import matmul
+from ._launches import Lowering, traced_launches
 
-bi = torch.ops.inductor_bi
-
-
-def _matmul_traceable(node: torch.fx.Node) -> bool:
-    """CUDA operands of a real dtype with a static K (K sets the kernel's constexprs)."""
-    a, b = fake_value(node.args[0]), fake_value(node.args[1])
-    return (
-        isinstance(a, torch.Tensor)
-        and isinstance(b, torch.Tensor)
-        and a.device.type == "cuda"
-        and a.dtype in matmul_kernel.SUPPORTED_DTYPES
-        and static_int(a.shape[-1]) is not None
-    )
-
-
-# custom op -> (its implementation, which nodes it can be traced for)
-LAUNCHED = {
-    bi.invariant_matmul.default: (matmul_kernel.invariant_matmul, _matmul_traceable),
-}
-
-
-def _launches(implementation):
-    def traced(*flat, spec):
-        args, kwargs = pytree.tree_unflatten(list(flat), spec)
-        with launched_by_inductor():
-            return implementation(*args, **kwargs)
-
-    return traced
+LOWERINGS: dict = {}
+for _family in (matmul,):
+    LOWERINGS.update(_family.LOWERINGS)
 
 
 def _pattern_pass() -> PatternMatcherPass:
     graph_pass = PatternMatcherPass(pass_name="inductor_bi_launches")
-    for op, (implementation, traceable) in LAUNCHED.items():
+    for op, lowering in LOWERINGS.items():
 
-        def replace(match: Match, *args, implementation=implementation, **kwargs):
+        def replace(match: Match, *args, lowering: Lowering = lowering, **kwargs):
             flat, spec = pytree.tree_flatten((args, kwargs))
-            body = _launches(implementation)
+            body = traced_launches(lowering.implementation)
             match.replace_by_example(lambda *xs: body(*xs, spec=spec), flat, run_functional_passes=False)
 
         register_graph_pattern(
-            CallFunctionVarArgs(op), pass_dict=graph_pass, extra_check=lambda m, t=traceable: t(m.nodes[0])
+            CallFunctionVarArgs(op), pass_dict=graph_pass, extra_check=lambda m, t=lowering.traceable: t(m.nodes[0])
         )(replace)
     return graph_pass
 
 
+def _count(gm: torch.fx.GraphModule) -> int:
+    return sum(1 for n in gm.graph.nodes if n.op == "call_function" and n.target in LOWERINGS)
+
+
 def launch_from_inductor(gm: torch.fx.GraphModule) -> int:
     """Replace every traceable rewritten op in ``gm`` by its kernel launches; how many were."""
-    before = sum(1 for n in gm.graph.nodes if n.op == "call_function" and n.target in LAUNCHED)
+    before = _count(gm)
     if not before:
         return 0
     vals = [n.meta.get("val") for n in gm.graph.nodes if n.op == "placeholder"]
@@ -82,5 +60,4 @@ def launch_from_inductor(gm: torch.fx.GraphModule) -> int:
         _pattern_pass().apply(gm.graph)
     gm.graph.lint()
     gm.recompile()
-    after = sum(1 for n in gm.graph.nodes if n.op == "call_function" and n.target in LAUNCHED)
-    return before - after
+    return before - _count(gm)
