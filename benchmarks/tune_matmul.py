@@ -27,9 +27,9 @@ from inductor_bi.kernels.matmul import invariant_matmul
 
 REFERENCE = (MatmulConfig(64, 128, 64, 1024, 4, 4), False)  # the v3/v4 shipped kernel, pointer loads
 # (tile, fetch tiles by TMA)
-# v14 candidates (v13's results: tune_matmul_h200_v13.txt, NOTES v13). Decided and dropped since
+# v14 candidates (v13's results: tune_matmul_h200_v13.txt at f76d1af, NOTES v13). Decided and dropped since
 # v9: persistent launches, the v5-v9 short tile, 64x128x128 s3, K chunks of 512 / 256, the
-# 64-column short tile (as a pair per weight: tune_matmul_pairs_h200_v13.txt), tall s4 (s5
+# 64-column short tile (as a pair per weight: tune_matmul_pairs_h200_v13.txt at f76d1af), tall s4 (s5
 # shipped in v13). New in v14, prepared offline (inspect_kernels.py, sm_90): tall tiles of four
 # warpgroups, each running the short tile's m64n128k16 sequence on its own 64 x 128 slab (the
 # PTX issues only m64n128k16): 256x128 (4 slabs down) and 128x256 (2 x 2), 16 warps, which the
@@ -56,7 +56,7 @@ CASES += [(m, n, k) for n, k in [(2048, 2048), (512, 2048), (8192, 2048), (2048,
 # pair does (configs.matmul_config), at every M the e2e model runs. The question (NOTES v13): a
 # 64-column pair (m64n64k16 MMAs) for a weight's (N, K), chosen once per weight, never per M.
 # v13 ran the shipped pair (its tall tile then at 4 stages) against three 64-column pairs
-# (64x64x128 | 128x64x64 / 128x64x128, 4 or 6 stages): tune_matmul_pairs_h200_v13.txt. v14: the
+# (64x64x128 | 128x64x64 / 128x64x128, 4 or 6 stages): tune_matmul_pairs_h200_v13.txt at f76d1af. v14: the
 # shipped pair against the four-warpgroup tall tiles above, at the e2e model's M.
 PAIR_CANDIDATES = [
     ((MatmulConfig(64, 128, 128, 1024, 4, 4), MatmulConfig(128, 128, 64, 1024, 8, 5)), True),  # shipped (v13)

@@ -55,12 +55,12 @@ class MatmulConfig:
 #   own 64 rows (identical floating-point PTX, tests/test_kernels_sm90_codegen): 0.81-0.90x
 #   cuBLAS at M >= 1024 with TMA, where the short tile reached 0.66-0.71x. 5 stages (v13): the
 #   pipeline depth sets how many K steps are in flight, not the order of the adds; H200
-#   (tune_matmul_h200_v13.txt, every case bitwise equal) 0-2% over 4 stages at M >= 1024, 3-7%
+#   (tune_matmul_h200_v13.txt at f76d1af, every case bitwise equal) 0-2% over 4 stages at M >= 1024, 3-7%
 #   at M = 256 where the tall shape runs (N = 8192..128256), as v9's sweep saw (~1%).
 # The short tile's K step is 128 wide (v10), twice the tall tile's: a tl.dot over 128 is eight of
 # the same m64n128k16 MMAs chained on one accumulator, where the tall tile issues two dots of
 # four, so both run one MMA sequence per K chunk (configs.MATMUL_MMA_K; tests/test_kernels_sm90_codegen).
-# H200 sweep (tune_matmul_h200_v9.txt, every candidate bitwise equal): 64x128x128 with 4 stages
+# H200 sweep (tune_matmul_h200_v9.txt at f76d1af, every candidate bitwise equal): 64x128x128 with 4 stages
 # beat 64x128x64 with 6 in 27 of 30 cases, by up to 11% at mid M (M=1024 N=1024 1.08 vs 0.97x of
 # cuBLAS; M=256 K=14336 0.99 vs 0.91x; M=1 0.69-0.81 vs 0.67-0.79x).
 MATMUL_CUDA = {
@@ -140,7 +140,7 @@ def matmul_use_tma(a: torch.Tensor, device: torch.device) -> bool:
 # overlap the next tile's loads and no program waits to be scheduled. Which program computes a
 # tile changes; the tile's loads, K loop and epilogue do not (same bits: GPU test and
 # tune_matmul). Hopper TMA launches of one batch only. Off: slower on the H200
-# (tune_matmul_h200_v9.txt: tall tile 0.66-0.70x of cuBLAS at M >= 1024 vs 0.85-0.91x
+# (tune_matmul_h200_v9.txt at f76d1af: tall tile 0.66-0.70x of cuBLAS at M >= 1024 vs 0.85-0.91x
 # one program per tile; short tile 0.45-0.49x vs 0.69-0.74x), same bits in every case.
 MATMUL_PERSISTENT = False
 MATMUL_PERSISTENT_PROGRAMS_PER_SM = 1
@@ -204,7 +204,7 @@ def _gpu(device: torch.device) -> GpuProperties:
 # BLOCK_K / 16 of them chained on one accumulator in ascending k, so two launch shapes whose K
 # steps differ but are whole numbers of MMAs inside one K chunk issue the same sequence per chunk
 # (tests/test_kernels_sm90_codegen; H200 v9 sweep: a 128-wide K step gave the 64-wide step's bits
-# in all 30 cases, tune_matmul_h200_v9.txt). Not so in the interpreter (one numpy matmul per
+# in all 30 cases, tune_matmul_h200_v9.txt at f76d1af). Not so in the interpreter (one numpy matmul per
 # dot), which uses one tile for every shape.
 MATMUL_MMA_K = 16
 
@@ -373,7 +373,7 @@ _ATTENTION_CUDA_16BIT = {
     # 1024-key splits since v14: half the merges of 512 in prefill, half the split programs in
     # decode (H200, with ATTENTION_FMA: prefill 4k / 8k 0.421 -> 0.410 / 1.477 -> 1.437 ms; decode
     # batch 8, 8k keys 0.096 -> 0.080, batch 16, 4k 0.076 -> 0.070; batch 1, 8k 0.015 -> 0.018:
-    # tune_attention_h200_v14.txt). v3 (H100): 512 beat 256 on both (tune_attention_h100_v3.txt).
+    # tune_attention_h200_v14.txt at f76d1af). v3 (H100): 512 beat 256 on both (tune_attention_h100_v3.txt).
     128: AttentionConfig(block_m=64, block_n=64, kv_split=1024, num_warps=4, num_stages=2),
     256: AttentionConfig(block_m=64, block_n=32, kv_split=256, num_warps=8, num_stages=2),
 }
@@ -399,7 +399,7 @@ ATTENTION_SPLIT_MAX_PROGRAMS = 128  # sequential programs below which to split (
 # query head. It only decides which program computes a row: a row's arithmetic does not depend on
 # its tile row or companions, so the bits are the same packed or not (tests compare them
 # bitwise). Used when one tile holds all of a group's rows (decode, short chunks): on the H100
-# (benchmarks/results/attention.json, v5) packed decode ran 1.3-3.2x faster than unpacked at
+# (benchmarks/results/attention_h100_v5.json) packed decode ran 1.3-3.2x faster than unpacked at
 # batch 4-64 (0.69-0.96x SDPA), while 1k-8k prefill ran 0-7% slower packed.
 ATTENTION_PACK_GQA = True
 # Long prefills pack too, from this many query positions. H200 (bench_attention.py's packed and
@@ -438,7 +438,7 @@ def attention_config(head_dim: int, dtype: torch.dtype, interpreted: bool) -> At
 # numerator and denominator weigh the same p). New arithmetic (the bits differ from off), the
 # same invariance by construction. On since v8: H200 prefill attention 4k / 8k 0.521 -> 0.475 ms /
 # 1.879 -> 1.712 ms (0.54 -> 0.60x of SDPA), decode unchanged, max error vs fp64 9.2e-3 -> 7.7e-3
-# (benchmarks/results/tune_attention_h200_v8.txt); the attention GPU tests passed with it.
+# (benchmarks/results/tune_attention_h200_v8.txt at f76d1af); the attention GPU tests passed with it.
 ATTENTION_ROW_SUM_BY_MMA = True
 
 
@@ -452,7 +452,7 @@ ATTENTION_ROW_SUM_BY_MMA = True
 # element; new arithmetic (the bits differ from off), the same invariance by construction (every
 # path runs the same written ops; tests/test_kernels_sm90_codegen checks none is contracted). On
 # since v14: H200 prefill 4k / 8k 0.426 -> 0.421 / 1.496 -> 1.477 ms, decode unchanged, max error
-# vs fp64 7.7e-3 both (tune_attention_h200_v14.txt); the 68 attention GPU tests passed with it.
+# vs fp64 7.7e-3 both (tune_attention_h200_v14.txt at f76d1af); the 68 attention GPU tests passed with it.
 ATTENTION_FMA = True
 
 
@@ -469,7 +469,7 @@ ATTENTION_MERGE_IN_LAST_PROGRAM = True
 # folded into the attention call: each program reads its row's slot in place (passes/kv_gather.py,
 # the kernel's kv_rows). Same bits by construction (which memory, not which arithmetic; bitwise
 # in the interpreter). The llama-1b decode step spends ~15% of its kernel time on these copies at
-# batch 64 (profile_e2e_h200_v8.txt; stock pays them too). On: decode step 4.4 / 5.8 / 17%
+# batch 64 (profile_e2e_h200_v8.txt at f76d1af; stock pays them too). On: decode step 4.4 / 5.8 / 17%
 # faster at batch 1 / 8 / 64 (2.417 -> 2.006 ms), logits equal (ab_graph_knobs_h200_v9.txt).
 ATTENTION_FOLD_KV_GATHER = True
 
@@ -486,7 +486,7 @@ ATTENTION_USE_TMA = True
 # The query tile by TMA as well, where K / V go by TMA and a tile's rows are one head's positions
 # (not GQA-packed). Same float ops on sm_90 (tests/test_kernels_sm90_codegen); the prefill kernel
 # spills 8 stores instead of 17 (offline, v10). On since v11: H200 prefill 4k 0.430 -> 0.424 ms,
-# 8k 1.525 -> 1.515 ms, decode unchanged, same bits (benchmarks/results/tune_attention_h200_v11.txt).
+# 8k 1.525 -> 1.515 ms, decode unchanged, same bits (benchmarks/results/tune_attention_h200_v11.txt at f76d1af).
 ATTENTION_Q_BY_TMA = True
 
 
@@ -505,18 +505,18 @@ def attention_use_split(sequential_programs: int, n_splits: int, device: torch.d
 # arithmetic (the sm_90 float ops are the same for 2, 3 and 4 stages: tests/test_kernels_sm90_codegen),
 # so decode may take another depth than prefill. None: the tile's own. 3 since v8: H200 decode B=1,
 # 8k keys 0.023 -> 0.020 ms, other decode cases equal; 4 no better; the llama-1b decode step
-# (384 keys) unchanged (tune_attention_h200_v8.txt, ab_attention_knobs_h200_v8.txt).
+# (384 keys) unchanged (tune_attention_h200_v8.txt at f76d1af, ab_attention_knobs_h200_v8.txt).
 ATTENTION_SPLIT_STAGES: int | None = 3
 
 
 # Pipeline depth of a sequential launch whose programs all fit in one wave (at most one per SM):
 # each program then walks its keys alone on its SM, waiting on loads. H200 (v10,
-# tune_attention_h200_v10.txt, with TMA): 3 stages for every launch took decode at batch 16,
+# tune_attention_h200_v10.txt at f76d1af, with TMA): 3 stages for every launch took decode at batch 16,
 # 4k keys (128 sequential programs) from 0.107 to 0.077 ms, but prefill (thousands of programs)
 # from 0.429 to 0.556 ms and decode at batch 64 (512 programs) from 0.074 to 0.082. This applies
 # it to one-wave launches only. Not arithmetic (tests/test_kernels_sm90_codegen). 3 since v11:
 # batch 16, 4k keys 0.107 -> 0.076 ms (0.59 -> 0.82x of SDPA), prefill and batch 64 unchanged;
-# 4 no better (tune_attention_h200_v11.txt).
+# 4 no better (tune_attention_h200_v11.txt at f76d1af).
 ATTENTION_ONE_WAVE_STAGES: int | None = 3
 
 
@@ -540,7 +540,7 @@ def attention_stages(cfg: AttentionConfig, split: bool, programs: int = 0, devic
 # its lengths stay specialized: unspecialized, its decode kernel spilled 17 stores instead of 3
 # offline (the alignment fact on the key count saves mask registers). On since v12: on the H200
 # the specialized binaries' bits for M = 1..64, tall and split-K launches included
-# (tests/gpu/test_matmul_gpu.py, gpu_tests_h200_v12.txt).
+# (tests/gpu/test_matmul_gpu.py, gpu_tests_h200_v12.txt at f76d1af).
 ONE_BINARY_FOR_ANY_BATCH = True
 
 
