@@ -1,15 +1,11 @@
 """Generate docs/graph-diffs/, docs/benchmarks.md and the README's speed table: ``python tools/gen_docs.py``.
 
-Every file this writes is generated -- edit this script, never its output. Each graph-diffs page
-is ``inductor_bi.explain`` run on one model (traced on fake tensors: nothing is computed, no kernel
-runs), rendered as Markdown with paths relative to the repository. In README.md only the text
-between the hf_models markers is generated (from benchmarks/results/hf_models.json); the rest
-is the README's own. ``--check`` writes nothing and exits 1 when the committed files differ from
-a fresh run (tests/test_docs_fresh.py does the same).
-
-The functions named in ``EXAMPLES`` are also factories for the CLI, e.g.
-
-    python -m inductor_bi explain tools/gen_docs.py:mlp --no-grad
+Every file this writes is generated -- edit this script, never its output (in README.md, only the
+text between the hf_models markers, from benchmarks/results/hf_models.json). A graph-diffs page is
+``inductor_bi.explain`` on one model (fake tensors: nothing is computed, no kernel runs) as Markdown
+with repository-relative paths. ``--check`` writes nothing and exits 1 when the committed files
+differ from a fresh run (tests/test_docs_fresh.py does the same). The functions named in
+``EXAMPLES`` are also factories for the CLI: ``python -m inductor_bi explain tools/gen_docs.py:mlp --no-grad``.
 """
 
 from __future__ import annotations
