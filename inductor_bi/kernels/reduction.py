@@ -13,6 +13,11 @@ Never: atomics, a row split across programs, a block size or warp count chosen f
 These are plain launchers (no torch.library registration). Inputs may be non-contiguous; they are
 copied to a contiguous, 16-byte-aligned ``[rows, R]`` buffer first when needed. Outputs are
 contiguous. Integer/bool inputs raise TypeError: their reductions are exact and stay on aten.
+
+Traced for Inductor (``tracing_for_inductor``, lowerings/reductions.py) they run on fake CUDA
+tensors whose row count may be symbolic: R must be static (it sets BLOCK_R and num_warps), the
+grid is the symbolic row count, nothing reads a value on the host, and an operand is copied when
+its layout or alignment is not known at compile time to be the one the kernel needs.
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import interpreter_dtype, launch, uses_interpreter
+from torch._prims_common import is_contiguous_or_false
+from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+from ._launch import interpreter_dtype, launch, tracing_for_inductor, uses_interpreter
 from .configs import REDUCTION_POINTER_ALIGN, reduction_config
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -232,15 +240,22 @@ def _row_rms_norm_kernel(
 @triton.jit
 def _row_rms_normalize_kernel(
     x_ptr, y_ptr, eps, w_ptr, out_ptr, h_ptr, R,
-    ADD: tl.constexpr, HAS_WEIGHT: tl.constexpr, NORMALIZED_DTYPE: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr,
+    ADD: tl.constexpr, HAS_WEIGHT: tl.constexpr, NORMALIZED_DTYPE: tl.constexpr, EPS_FROM_POINTER: tl.constexpr,
+    BLOCK_R: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
     """A hand-written RMSNorm in one program per row, op for op as the graph writes it (HF
     Llama's): h = x (+ y, rounded to x's dtype and stored with ADD); rstd = rsqrt(mean(h^2) + eps)
     with the mean of ``_row_sum_kernel`` (same lanes, same order); n = h * rstd, rounded to
-    NORMALIZED_DTYPE when the graph casts it; out = weight * n, rounded once to out's dtype."""
+    NORMALIZED_DTYPE when the graph casts it; out = weight * n, rounded once to out's dtype.
+    eps is an fp32 argument, or with EPS_FROM_POINTER a pointer to that fp32 value (computed on the
+    GPU, so that a launch Inductor makes reads no host value): the same add either way."""
     row = tl.program_id(0).to(tl.int64)
     x_row, y_row, out_row, h_row = x_ptr + row * R, y_ptr + row * R, out_ptr + row * R, h_ptr + row * R
-    rstd = tl.rsqrt(_lane_sum(x_row, y_row, R, BLOCK_R, ACC, True, ADD) / R + tl.cast(eps, ACC))
+    if EPS_FROM_POINTER:
+        eps_value = tl.load(eps).to(ACC)
+    else:
+        eps_value = tl.cast(eps, ACC)
+    rstd = tl.rsqrt(_lane_sum(x_row, y_row, R, BLOCK_R, ACC, True, ADD) / R + eps_value)
     lanes = tl.arange(0, BLOCK_R)
     for start in range(0, R, BLOCK_R):
         cols = start + lanes
@@ -322,28 +337,49 @@ def _acc_dtype(*dtypes: torch.dtype):
     return tl.float64 if torch.float64 in dtypes else tl.float32
 
 
+def _interpreted(device: torch.device) -> bool:
+    """The kernels run in Triton's interpreter: never for a launch Inductor makes (compiled CUDA)."""
+    return uses_interpreter(device) and not tracing_for_inductor()
+
+
 def _kernel_operand(t: torch.Tensor) -> torch.Tensor:
     """``t`` as the kernel reads it: contiguous, 16-byte aligned, in a dtype its runner handles.
 
     Alignment is not cosmetic: Triton compiles a different kernel variant for unaligned pointers,
     with a different register layout and so a different tl.sum tree (see configs).
     """
-    if uses_interpreter(t.device):
+    if _interpreted(t.device):
         t = t.to(interpreter_dtype(t.dtype))
+    if tracing_for_inductor():
+        # A fake tensor has no address: Inductor compiles the aligned variant for a buffer whose
+        # offset is a known multiple of 16 bytes (and copies a misaligned input at run time), so
+        # anything else is copied here, as the custom op copies an unaligned pointer.
+        aligned = statically_known_true(t.storage_offset() * t.element_size() % REDUCTION_POINTER_ALIGN == 0)
+        if not (is_contiguous_or_false(t) and aligned):
+            t = t.clone(memory_format=torch.contiguous_format)
+        return t
     if not t.is_contiguous() or t.data_ptr() % REDUCTION_POINTER_ALIGN:
         t = t.clone(memory_format=torch.contiguous_format)
     return t
 
 
 def _kernel_operand_dtype(t: torch.Tensor) -> torch.dtype:
-    return interpreter_dtype(t.dtype) if uses_interpreter(t.device) else t.dtype
+    return interpreter_dtype(t.dtype) if _interpreted(t.device) else t.dtype
 
 
 def _kernel_out_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    return interpreter_dtype(dtype) if uses_interpreter(device) else dtype
+    return interpreter_dtype(dtype) if _interpreted(device) else dtype
 
 
-def _launch_rows(kernel, rows: int, r: int, dtype: torch.dtype, device: torch.device, *args, **kwargs):
+def _empty(n) -> bool:
+    """``n == 0``. Traced, a row count may be symbolic: only a count known to be 0 takes the empty
+    path (no guard); one that turns out 0 at run time launches an empty grid, which does nothing."""
+    return statically_known_true(n == 0) if tracing_for_inductor() else n == 0
+
+
+def _launch_rows(kernel, rows, r: int, dtype: torch.dtype, device: torch.device, *args, **kwargs):
+    """One program per row. BLOCK_R and num_warps follow R (static) and the dtype alone; the row
+    count only sets the grid, so it may be symbolic when Inductor launches the kernel."""
     cfg = reduction_config(r, dtype, device)
     launch(kernel, (rows,), device, *args, BLOCK_R=cfg.block_r, num_warps=cfg.num_warps, **kwargs)
 
@@ -419,7 +455,7 @@ def _row_sum(x: torch.Tensor, dims, keepdim: bool, dtype: torch.dtype | None, di
     x2, out_shape, keep_shape = _reduced_last(x, dims)
     rows, r = x2.shape
     shape = keep_shape if keepdim else out_shape
-    if rows == 0 or r == 0:
+    if _empty(rows) or r == 0:
         # Empty rows: sum 0, mean 0/0 = nan, as torch.
         return torch.full(shape, math.nan if divide_by_r else 0.0, dtype=out_dtype, device=x.device)
     if addend is not None and _kernel_operand_dtype(x) != x.dtype:
@@ -479,7 +515,7 @@ def _var_mean(x: torch.Tensor, dims, correction, keepdim: bool, sqrt: bool, op: 
     x2, out_shape, keep_shape = _reduced_last(x, dims)
     rows, r = x2.shape
     shape = keep_shape if keepdim else out_shape
-    if rows == 0 or r == 0:
+    if _empty(rows) or r == 0:
         nan = torch.full(shape, math.nan, dtype=x.dtype, device=x.device)
         return nan, nan.clone()
     xk = _kernel_operand(x2)
@@ -498,15 +534,20 @@ def _softmax(x: torch.Tensor, dim: int, half_to_float: bool, log: bool, op: str)
     if x.dim() == 0:
         return _softmax(x.reshape(1), 0, half_to_float, log, op).reshape(())
     dim = _canonical_dims(x, [dim])[0]
-    xm = x.movedim(dim, -1)
+    # x.movedim(dim, -1) as a permute, and .contiguous() as a clone: the composite forms ask for a
+    # CUDA device guard, which fake CUDA tensors traced on a CPU-only machine cannot give
+    to_last = [d for d in range(x.dim()) if d != dim] + [dim]
+    xm = x.permute(to_last)
     r = xm.shape[-1]
     rows = xm.numel() // r if r else 0
-    if xm.numel() == 0:
+    if r == 0 or _empty(rows):
         return torch.empty(x.shape, dtype=out_dtype, device=x.device)
     xk = _kernel_operand(xm.reshape(rows, r))
     out = torch.empty(rows, r, dtype=_kernel_out_dtype(out_dtype, x.device), device=x.device)
     _launch_rows(_row_softmax_kernel, rows, r, xk.dtype, x.device, xk, out, r, LOG=log, ACC=_acc_dtype(x.dtype))
-    return out.to(out_dtype).reshape(xm.shape).movedim(-1, dim).contiguous()
+    back = sorted(range(x.dim()), key=to_last.__getitem__)
+    y = out.to(out_dtype).reshape(xm.shape).permute(back)
+    return y if is_contiguous_or_false(y) else y.clone(memory_format=torch.contiguous_format)
 
 
 def invariant_softmax(x: torch.Tensor, dim: int, half_to_float: bool = False) -> torch.Tensor:
@@ -528,7 +569,7 @@ def invariant_rms_norm(x: torch.Tensor, normalized_ndim, weight: torch.Tensor | 
     r = _normalized_extent(x, normalized_ndim, [weight])
     if eps is None:
         eps = torch.finfo(torch.float64 if x.dtype == torch.float64 else torch.float32).eps
-    if x.numel() == 0:
+    if r == 0 or _empty(x.numel()):
         return torch.empty(x.shape, dtype=x.dtype, device=x.device)
     rows = x.numel() // r
     xk = _kernel_operand(x.reshape(rows, r))
@@ -559,6 +600,8 @@ def invariant_rms_norm_rows(
     ``h = x`` or ``x + addend`` (rounded to x's dtype). eps is added in fp32 as a kernel argument:
     ``eps``, or the value of ``eps_tensor`` when given, a 0-dim CPU tensor (how Dynamo passes a
     float it does not specialize, e.g. under ``dynamic=True``), read on the host (no GPU sync).
+    Traced for Inductor, ``eps_tensor`` is not read on the host: its fp32 value is computed on x's
+    device in the graph (``_eps_on_device``) and the kernel loads it.
     Returns ``(out, h)``; ``h`` is the stored residual sum with ``addend``, else an empty tensor.
     fp16 / bf16 / fp32 inputs, fp32 arithmetic."""
     _require_float(x, "invariant_rms_norm_rows")
@@ -569,20 +612,21 @@ def invariant_rms_norm_rows(
         raise RuntimeError(f"inductor_bi.invariant_rms_norm_rows: addend must match x, got {tuple(addend.shape)} {addend.dtype}")
     if weight is not None and tuple(weight.shape) != (r,):
         raise RuntimeError(f"inductor_bi.invariant_rms_norm_rows: weight of shape {tuple(weight.shape)} for rows of {r}")
+    eps_arg = float(eps)
     if eps_tensor is not None:
         if eps_tensor.numel() != 1 or eps_tensor.device.type != "cpu":
             raise RuntimeError(f"inductor_bi.invariant_rms_norm_rows: eps_tensor must be one value on the CPU, got {tuple(eps_tensor.shape)} on {eps_tensor.device}")
-        eps = float(eps_tensor.float())
-    if x.numel() == 0:
+        eps_arg = _eps_on_device(eps_tensor, x.device) if tracing_for_inductor() else float(eps_tensor.float())
+    if r == 0 or _empty(x.numel()):
         out = torch.empty(x.shape, dtype=out_dtype, device=x.device)
         return out, torch.empty(x.shape if addend is not None else (0,), dtype=x.dtype, device=x.device)
     rows = x.numel() // r
     dtypes = {x.dtype, out_dtype, normalized_dtype or x.dtype, x.dtype if weight is None else weight.dtype}
-    if uses_interpreter(x.device) and any(interpreter_dtype(d) != d for d in dtypes):
+    if _interpreted(x.device) and any(interpreter_dtype(d) != d for d in dtypes):
         # The interpreter cannot round to bf16: the row sum in the kernel, the per-element rest
         # in torch (elementwise, so a row's bits still depend on that row alone).
         h = x if addend is None else x + addend
-        n = h.float() * torch.rsqrt(_row_sum(h, [-1], True, torch.float32, True, "invariant_rms_norm_rows", True, None) + eps)
+        n = h.float() * torch.rsqrt(_row_sum(h, [-1], True, torch.float32, True, "invariant_rms_norm_rows", True, None) + eps_arg)
         n = n if normalized_dtype is None else n.to(normalized_dtype)
         out = (n if weight is None else weight * n).to(out_dtype)
         return out, h if addend is not None else torch.empty(0, dtype=x.dtype, device=x.device)
@@ -593,11 +637,20 @@ def invariant_rms_norm_rows(
     h = torch.empty((rows, r) if addend is not None else (0,), dtype=x.dtype, device=x.device)
     _launch_rows(
         _row_rms_normalize_kernel, rows, r, xk.dtype, x.device,
-        xk, yk, float(eps), wk, out, h if addend is not None else out, r,
+        xk, yk, eps_arg, wk, out, h if addend is not None else out, r,
         ADD=addend is not None, HAS_WEIGHT=weight is not None,
-        NORMALIZED_DTYPE=None if normalized_dtype is None else _TL_DTYPES[normalized_dtype], ACC=tl.float32,
+        NORMALIZED_DTYPE=None if normalized_dtype is None else _TL_DTYPES[normalized_dtype],
+        EPS_FROM_POINTER=isinstance(eps_arg, torch.Tensor), ACC=tl.float32,
     )  # fmt: skip
     return out.reshape(x.shape), h.reshape(x.shape) if addend is not None else h
+
+
+def _eps_on_device(eps_tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``float(eps_tensor.float())`` as a 0-dim fp32 tensor on ``device``, computed there: a CUDA
+    add that reads the 0-dim CPU tensor as a scalar argument (as Inductor reads Dynamo's
+    unspecialized floats for its own kernels), so no CPU tensor reaches a launch and no CPU kernel
+    runs. The add is exact in fp64 and one cast rounds to fp32: the value the custom op passes."""
+    return (torch.zeros((), dtype=torch.float64, device=device) + eps_tensor).to(torch.float32)
 
 
 def layer_norm_stats_dtype(x_dtype: torch.dtype, device: torch.device) -> torch.dtype:
@@ -623,7 +676,7 @@ def invariant_layer_norm(
     stats_shape = list(x.shape[: x.dim() - n]) + [1] * n
     stats_dtype = layer_norm_stats_dtype(x.dtype, x.device)
     rows = math.prod(x.shape[: x.dim() - n])
-    if rows == 0 or r == 0:
+    if _empty(rows) or r == 0:
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         # Empty normalized dims: mean 0, rstd nan, as aten on CPU.
         mean = torch.zeros(stats_shape, dtype=stats_dtype, device=x.device)
