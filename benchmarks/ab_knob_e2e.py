@@ -28,7 +28,7 @@ from common import environment, knob_values, median_ms
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 import inductor_bi  # noqa: E402,F401
-import inductor_bi.backend as backend  # noqa: E402
+import inductor_bi.hooks as hooks  # noqa: E402
 from inductor_bi.backend import batch_invariant  # noqa: E402
 from inductor_bi.kernels import configs  # noqa: E402
 from llm import PRESETS, build_model  # noqa: E402
@@ -61,14 +61,14 @@ def main():
     # What each compilation rewrote, by the label of the call that compiled it: a compile-time
     # knob whose graph equals the knob-off graph measured nothing (the run prints both).
     label, rewrites = ["off"], collections.defaultdict(collections.Counter)
-    real_rewrite = backend.rewrite_graph
+    real_rewrite = hooks.rewrite_graph
 
     def recording(gm):
         done = real_rewrite(gm)
         rewrites[label[0]].update(r.original for r in done)
         return done
 
-    backend.rewrite_graph = recording
+    hooks.rewrite_graph = recording
     off = compiled(model)
     on_fns = {knob: compiled(copy.deepcopy(model)) if args.compile_time else off for knob in args.knobs}
     with torch.no_grad():

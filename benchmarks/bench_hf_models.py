@@ -67,7 +67,7 @@ MODES = ("default", "reduce-overhead")
 PHASES = ("prefill", "decode")
 CONTENDERS = ("stock", "ours")
 JSON_NAME, PNG_NAME = "hf_models.json", "hf_models.png"
-ROW_KEY = ("model", "shape", "phase", "batch", "seq", "mode")
+ROW_KEY = ("device", "model", "shape", "phase", "batch", "seq", "mode")  # one row per GPU: runs on other GPUs add rows
 TARGET = 0.9  # the speed target: ours at >= 0.9x stock
 
 # Sizes shared by the four families; PER_MODEL gives a family its own head layout where its real

@@ -1,9 +1,11 @@
 """The ``batch_invariant`` torch.compile backend.
 
 Flow: Dynamo graph -> aot_autograd with Inductor's decompositions (minus those of ops our passes
-own) -> for each aten graph (forward, backward, inference): our passes rewrite every reduction
-into fixed-order custom ops -> Inductor compiles the rest under a config patch that switches off
-every shape- or timing-dependent choice.
+own) -> for each aten graph (forward, backward, inference), in Inductor's post-grad hooks
+(hooks.py): our passes rewrite every reduction into fixed-order ops, the strict guard checks the
+final graph, and the ops whose kernels Inductor can launch itself become those launches ->
+Inductor compiles the rest under a config patch that switches off every shape- or timing-dependent
+choice.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ import torch
 from torch._inductor.compile_fx import compile_fx, compile_fx_inner
 from torch._inductor.decomposition import select_decomp_table
 
-from .cache_identity import identity_patch
 from .inductor_config import pinned_config
-from .lowerings import launch_from_inductor
+from .hooks import hooks_patch
 from .options import Options
-from .passes import OWNED_OPS, check_graph, rewrite_graph
+from .passes import OWNED_OPS
 from .passes.attention import rewrite_attention_calls
 from .passes.convolution import DECOMPOSITIONS as CONVOLUTION_DECOMPOSITIONS
 from .passes.guard import find_batch_statistics, report
@@ -41,7 +42,6 @@ def batch_invariant(gm: torch.fx.GraphModule, example_inputs, mode: str | None =
     return compile_fx(
         gm,
         example_inputs,
-        inner_compile=functools.partial(_rewrite_then_compile, options=opts),
         config_patches=config_patches(mode, opts),
         decompositions=decompositions(),
     )
@@ -49,7 +49,8 @@ def batch_invariant(gm: torch.fx.GraphModule, example_inputs, mode: str | None =
 
 def config_patches(mode: str | None, options: Options | None = None) -> dict[str, Any]:
     """Inductor's options for ``mode`` (e.g. CUDA graphs for "reduce-overhead"), then our pins,
-    then our rewrite's identity for the compile caches (see ``cache_identity``)."""
+    then our passes in Inductor's post-grad hooks (``hooks``; their identity is in the compile
+    caches' keys, ``cache_identity``)."""
     from_mode = dict(torch._inductor.list_mode_options(mode)) if mode else {}
     pinned = pinned_config()
     overridden = sorted(k for k, v in from_mode.items() if k in pinned and pinned[k] != v)
@@ -59,7 +60,7 @@ def config_patches(mode: str | None, options: Options | None = None) -> dict[str
             "per shape by timing; they stay off (batch invariance needs pinned configs)",
             stacklevel=3,
         )
-    return {**from_mode, **pinned, **identity_patch(options or Options())}
+    return {**from_mode, **pinned, **hooks_patch(options or Options())}
 
 
 @functools.lru_cache(maxsize=None)
@@ -85,14 +86,6 @@ def decompositions() -> dict:
     """Inductor's decomposition table without the ops our passes rewrite, with convolutions
     lowered to im2col + matmul."""
     return _DecompositionTable(_decompositions_cached())
-
-
-def _rewrite_then_compile(gm: torch.fx.GraphModule, example_inputs, *, options: Options, **kwargs):
-    rewrite_graph(gm)
-    check_graph(gm, options.strict)
-    if options.inductor_launches:
-        launch_from_inductor(gm)
-    return compile_fx_inner(gm, example_inputs, **kwargs)
 
 
 BACKEND_NAME = "batch_invariant"

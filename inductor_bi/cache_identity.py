@@ -1,13 +1,13 @@
 """Our rewrite's identity in torch.compile's caches.
 
-The backend rewrites each aten graph inside Inductor's ``inner_compile``, after AOTAutograd has
-computed its cache key from the unrewritten graph and Inductor's config. Without more, that key
-says nothing about our passes, so a cached compilation made by another inductor_bi version, or
-with other ``kernels.configs`` values, would be served as if it were ours (seen on an H200: a
-model copy compiled with a graph knob on ran the knob-off code). Inductor puts the ``uuid()`` of
-its custom graph passes into both its FX graph key and AOTAutograd's key, so the backend installs
-``RewriteIdentity`` as ``post_grad_custom_post_pass``: its uuid hashes this package's source and
-the values of ``kernels.configs``; when run, it runs the pass the user had set there, if any.
+The backend rewrites each aten graph in Inductor's post-grad hooks (hooks.py), after AOTAutograd
+and Inductor have computed their cache keys from the unrewritten graph and Inductor's config.
+Without more, those keys say nothing about our passes, so a cached compilation made by another
+inductor_bi version, or with other ``kernels.configs`` values, would be served as if it were ours
+(seen on an H200: a model copy compiled with a graph knob on ran the knob-off code). Inductor puts
+the ``uuid()`` of its custom graph passes into both its FX graph key and AOTAutograd's key: our
+hooks are ``RewriteIdentity`` passes whose uuid hashes this package's source, the values of
+``kernels.configs`` and the options; each also runs the pass the user had set in its slot, if any.
 """
 
 from __future__ import annotations
@@ -44,17 +44,19 @@ def configs_digest() -> str:
 
 
 class RewriteIdentity(CustomGraphPass):
-    """A post-grad pass that changes nothing of ours; it exists for its ``uuid``."""
+    """A post-grad pass with our identity as its ``uuid``; it runs the user's pass of its slot
+    (subclasses in hooks.py add ours)."""
 
     def __init__(self, user_pass: Any, options: Any):
         self.user_pass = user_pass
+        self.options = options
         if user_pass is not None and not isinstance(user_pass, CustomGraphPass):
             # A plain callable has no identity Inductor can hash, so Inductor skips its caches
             # for it; an empty uuid keeps it that way (Inductor checks ``not p.uuid()``).
             self._uuid = ""
         else:
             user_uuid = str(user_pass.uuid()) if user_pass is not None else "none"
-            parts = [source_digest(), configs_digest(), repr(options), user_uuid]
+            parts = [type(self).__name__, source_digest(), configs_digest(), repr(options), user_uuid]
             self._uuid = hashlib.sha256("|".join(parts).encode()).hexdigest()
 
     def __call__(self, graph: torch.fx.Graph) -> None:
@@ -65,9 +67,8 @@ class RewriteIdentity(CustomGraphPass):
         return self._uuid
 
 
-def identity_patch(options: Any) -> dict[str, Any]:
-    """The config entry that puts our rewrite into the cache keys."""
-    user_pass = inductor_config.post_grad_custom_post_pass
-    if isinstance(user_pass, RewriteIdentity):  # a nested compile under our own patch
+def unwrapped(user_pass: Any) -> Any:
+    """The user's own pass in a slot our patch may already fill (a nested compile)."""
+    while isinstance(user_pass, RewriteIdentity):
         user_pass = user_pass.user_pass
-    return {"post_grad_custom_post_pass": RewriteIdentity(user_pass, options)}
+    return user_pass

@@ -83,13 +83,13 @@ def error_chain_text(err: BaseException) -> str:
 
 class GraphRecorder:
     """Records every aten graph the backend rewrites, with its rewrites, while it stands in for
-    ``inductor_bi.backend.rewrite_graph``: as a context manager, or installed by the ``graphs``
+    ``inductor_bi.hooks.rewrite_graph``: as a context manager, or installed by the ``graphs``
     fixture through monkeypatch."""
 
     def __init__(self):
-        import inductor_bi.backend as backend
+        import inductor_bi.hooks as hooks
 
-        self._backend, self._real = backend, backend.rewrite_graph
+        self._backend, self._real = hooks, hooks.rewrite_graph
         self.rewritten: list[tuple[torch.fx.GraphModule, list]] = []
 
     def __call__(self, gm):

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import inductor_bi
 import inductor_bi.backend as backend
+import inductor_bi.hooks as hooks
 from inductor_bi.inductor_config import pinned_config
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
 
@@ -41,7 +42,7 @@ def test_backend_resolves_by_name_after_install():
 def test_inductor_knobs_are_pinned_during_compilation(monkeypatch):
     seen = {}
 
-    rewrite_graph = backend.rewrite_graph
+    rewrite_graph = hooks.rewrite_graph
 
     def snapshot(gm):
         cfg = torch._inductor.config
@@ -52,7 +53,7 @@ def test_inductor_knobs_are_pinned_during_compilation(monkeypatch):
             seen[name] = obj
         return rewrite_graph(gm)
 
-    monkeypatch.setattr(backend, "rewrite_graph", snapshot)
+    monkeypatch.setattr(hooks, "rewrite_graph", snapshot)
     torch._dynamo.reset()
     torch.compile(nn.Linear(4, 4), backend="batch_invariant")(torch.randn(2, 4))
     assert seen == pinned_config()
