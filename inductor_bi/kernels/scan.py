@@ -19,6 +19,10 @@ rounded once to the output dtype. Integer and bool scans are exact and stay on a
 
 Never: atomics, a row split across programs, a block size or warp count chosen from the shape.
 
+Traced for Inductor (``tracing_for_inductor``, lowerings/scan.py) they run on fake CUDA tensors
+whose row count may be symbolic: L must be static (lowerings/scan.py keeps the custom op
+otherwise), the rows are only the grid, and nothing reads a value or an address on the host.
+
 Plain launchers (no torch.library registration); ops.py registers the custom ops.
 """
 
@@ -28,7 +32,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import interpreter_dtype, launch, uses_interpreter
+from torch._prims_common import is_contiguous_or_false
+from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+from ._launch import interpreter_dtype, launch, tracing_for_inductor, uses_interpreter
 from .configs import REDUCTION_POINTER_ALIGN
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -38,6 +45,9 @@ SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # row of a typical sequence length in one block, 8 elements per thread at 4 warps.
 SCAN_BLOCK_CUDA = 1024
 SCAN_WARPS = 4
+# Triton's default pipeline depth, passed explicitly: Inductor's launches take exactly the traced
+# launch options, so both launch paths compile one binary.
+SCAN_STAGES = 3
 # Interpreter (CPU reference mode): small, so that rows of a few dozen elements already carry a
 # prefix across blocks in tests, and the interpreter's per-element combine loop stays cheap.
 SCAN_BLOCK_INTERPRETER = 16
@@ -89,8 +99,12 @@ def _row_scan_kernel(x_ptr, out_ptr, L, OP: tl.constexpr, BLOCK: tl.constexpr, A
     # L is never specialized: its divisibility would change the loads' vector width, hence the
     # register layout and the scan's combine tree, with the row length.
     row = tl.program_id(0).to(tl.int64)
-    x_row = x_ptr + row * L
-    out_row = out_ptr + row * L
+    # Nor is anything known of the row's offset: Inductor, launching this kernel itself, passes a
+    # static L specialized (divisible by 16) whatever do_not_specialize says; this hint keeps the
+    # loads as narrow as in the custom op's launch, so both compile to one arithmetic.
+    row_start = tl.multiple_of(row * L, 1)
+    x_row = x_ptr + row_start
+    out_row = out_ptr + row_start
     lanes = tl.arange(0, BLOCK)
     if OP == 0:
         identity = 0.0
@@ -126,6 +140,24 @@ def scan_block(device: torch.device) -> int:
     return SCAN_BLOCK_CUDA if device.type == "cuda" else SCAN_BLOCK_INTERPRETER
 
 
+def _interpreted(device: torch.device) -> bool:
+    """The kernel runs in Triton's interpreter: never for a launch Inductor makes (compiled CUDA)."""
+    return uses_interpreter(device) and not tracing_for_inductor()
+
+
+def _kernel_operand(t: torch.Tensor) -> torch.Tensor:
+    """``t`` contiguous and 16-byte aligned (the pointer's alignment is part of the compiled
+    variant). A fake tensor traced for Inductor has no address: Inductor compiles the aligned
+    variant for a buffer whose offset is a known multiple of 16 bytes (and copies a misaligned
+    input at run time), so anything else is copied, as an unaligned pointer is here."""
+    if tracing_for_inductor():
+        aligned = statically_known_true(t.storage_offset() * t.element_size() % REDUCTION_POINTER_ALIGN == 0)
+        return t if is_contiguous_or_false(t) and aligned else t.clone(memory_format=torch.contiguous_format)
+    if not t.is_contiguous() or t.data_ptr() % REDUCTION_POINTER_ALIGN:
+        return t.clone(memory_format=torch.contiguous_format)
+    return t
+
+
 def _acc_dtype(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
@@ -158,22 +190,23 @@ def invariant_scan(x: torch.Tensor, dim: int, op: str, dtype: torch.dtype | None
     if x.dim() == 0:
         return invariant_scan(x.reshape(1), 0, op).reshape(())
     out_dtype = x.dtype
-    if x.numel() == 0:
+    # Traced for Inductor the rows may be symbolic: only a size known to be 0 takes the empty path
+    # (no guard); rows that turn out 0 at run time launch an empty grid, which does nothing.
+    if statically_known_true(x.numel() == 0):
         return torch.empty(x.shape, dtype=out_dtype, device=x.device)
     xm = x.movedim(dim, -1)
     length = xm.shape[-1]
     rows = xm.numel() // length
-    kernel_dtype = interpreter_dtype(x.dtype) if uses_interpreter(x.device) else x.dtype
-    xk = xm.to(kernel_dtype).reshape(rows, length)
-    # Contiguous and 16-byte aligned: the load's pointer alignment is part of the compiled variant.
-    if not xk.is_contiguous() or xk.data_ptr() % REDUCTION_POINTER_ALIGN:
-        xk = xk.clone(memory_format=torch.contiguous_format)
+    kernel_dtype = interpreter_dtype(x.dtype) if _interpreted(x.device) else x.dtype
+    xk = _kernel_operand(xm.to(kernel_dtype).reshape(rows, length))
     out = torch.empty(rows, length, dtype=kernel_dtype, device=x.device)
     launch(
         _row_scan_kernel, (rows,), x.device, xk, out, length,
-        OP=_OP_CODE[op], BLOCK=scan_block(x.device), ACC=_acc_dtype(x.dtype), num_warps=SCAN_WARPS,
+        OP=_OP_CODE[op], BLOCK=scan_block(x.device), ACC=_acc_dtype(x.dtype), num_warps=SCAN_WARPS, num_stages=SCAN_STAGES,
     )  # fmt: skip
-    return out.to(out_dtype).reshape(xm.shape).movedim(-1, dim).contiguous()
+    out = out.to(out_dtype).reshape(xm.shape).movedim(-1, dim)
+    # .contiguous() without a guard on symbolic sizes (a layout not known to be contiguous is copied)
+    return out if is_contiguous_or_false(out) else out.clone(memory_format=torch.contiguous_format)
 
 
 def invariant_cumsum(x: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:

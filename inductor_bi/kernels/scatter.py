@@ -10,37 +10,177 @@ counts tokens per expert with ``torch.histc``, turns the counts into group offse
 * ``histc`` over floats accumulates float counts (per-thread partial histograms on CPU, atomics on
   CUDA), so the strict guard cannot accept it as it stands.
 
-``invariant_grouped_mm``: each group's rows go through ``invariant_matmul`` (kernels/matmul.py),
-whose contract is that a row's bits depend on K, the dtype and pinned constants only, never on M,
-the row's position or its neighbours. So a token's expert output is the same whatever other tokens
-the expert serves. The offsets are read on the host (one sync per call, as transformers' own
-fallback does); rows past the last offset are zero.
+``invariant_grouped_mm``: one launch of ``_grouped_matmul_kernel``, whose programs each take one
+row tile of one group and compute it with invariant_matmul's arithmetic (kernels/matmul.py: the
+same ``_chunk_step`` K loop and ``_epilogue``, the same BLOCK_K, K chunk, accumulator and input
+precision, a launch shape of its own that shares that arithmetic). A row's bits depend on K, the
+dtype and pinned constants only, never on its group's size, its place in it or the other rows:
+a token's expert output is the same whatever other tokens the expert serves, and equal to
+``invariant_matmul(a[s:e], b[g])``'s row. The grid covers the worst case of the group sizes
+(``cdiv(S, BLOCK_M) + G`` row tiles: each group wastes at most one partial tile); a program finds
+its group from the offsets on the device and exits when it has none, so nothing reads the
+offsets on the host (one compiled graph for every routing, CUDA graphs allowed). Rows past the
+last offset are zero. Eager calls check the offsets on the host (a clear error); a launch
+Inductor makes checks them on the device (``torch._assert_async``).
 
-``exact_histc``: the bin of each element is computed with aten's own formula in the input dtype
-(``int((x - min) * bins / (max - min))``, the top edge folded into the last bin, elements outside
-[min, max] and NaN dropped: the same on CPU and CUDA), then counted in int64 (integer addition:
-exact in any order) and converted once. Equal to aten.histc for float32 / float64 whenever a count
-is below 2**24 / 2**53, where aten's float counting is exact too; beyond that this is the correctly
-rounded count.
+``exact_histc``: ``_histc_kernel`` computes each element's bin with aten's own formula in the
+input dtype (``int((x - min) * bins / (max - min))`` with an IEEE division, the top edge folded
+into the last bin, elements outside [min, max] and NaN dropped: the same on CPU and CUDA) and
+counts it with an integer atomic add (exact in any order); the int64 counts are converted once.
+Equal to aten.histc for float32 / float64 whenever a count is below 2**24 / 2**53, where aten's
+float counting is exact too; beyond that this is the correctly rounded count. ``min == max``
+(the data's range) reads the data's extrema on the host.
 
 Plain launchers (no torch.library registration); ops.py registers the custom ops.
 """
 
 from __future__ import annotations
 
-import torch
+import math
 
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+from . import configs
+from ._launch import interpreter_dtype, launch, tracing_for_inductor, uses_interpreter
 from .matmul import SUPPORTED_DTYPES as _MATMUL_DTYPES
-from .matmul import invariant_matmul
+from .matmul import _chunk_step, _epilogue, _input_precision, invariant_matmul
 
 HISTC_DTYPES = (torch.float32, torch.float64)
 
+# Elements one histc program bins (integer counts: any block gives the same counts).
+HISTC_BLOCK = 1024
+HISTC_WARPS = 4
 
-def _group_bounds(offs: torch.Tensor, groups: int, rows: int) -> list[tuple[int, int]]:
+
+# ---------------------------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _tile_group(OFFS, tile, S, G, G_PAD: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Which group row tile ``tile`` belongs to: group g's rows [offs[g-1], offs[g]) take
+    cdiv(rows, BLOCK_M) tiles, groups in order, then the rows past the last offset (group G,
+    zeros). Returns (group, its first row, its end row, its first tile); group -1 past the last
+    tile. Integer sums and scans only: exact."""
+    g = tl.arange(0, G_PAD)
+    ends = tl.load(OFFS + g, mask=g < G, other=0).to(tl.int64)
+    ends = tl.where(g < G, ends, S)
+    starts = tl.load(OFFS + g - 1, mask=(g >= 1) & (g <= G), other=0).to(tl.int64)
+    starts = tl.where(g <= G, starts, S)
+    tiles = (ends - starts + BLOCK_M - 1) // BLOCK_M
+    after = tl.cumsum(tiles, 0)
+    hit = (tile >= after - tiles) & (tile < after)
+    group = tl.max(tl.where(hit, g, -1), 0)
+    first_row = tl.sum(tl.where(hit, starts, 0), 0)
+    end_row = tl.sum(tl.where(hit, ends, 0), 0)
+    first_tile = tl.sum(tl.where(hit, after - tiles, 0), 0)
+    return group, first_row, end_row, first_tile
+
+
+@triton.jit(do_not_specialize=["S"])
+def _grouped_matmul_kernel(
+    A, B, C, OFFS,
+    S, N, K, G,
+    stride_am, stride_ak,
+    stride_bg, stride_bk, stride_bn,
+    stride_cm, stride_cn,
+    G_PAD: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    K_CHUNK: tl.constexpr,
+    EVEN_K: tl.constexpr,
+):  # fmt: skip
+    """One row tile of one group x one column tile. S (the rows) follows the batch and is never
+    specialized: one binary for every batch; it only bounds the tile search."""
+    group, first_row, end_row, first_tile = _tile_group(OFFS, tl.program_id(0), S, G, G_PAD, BLOCK_M)
+    pid_n = tl.program_id(1)
+    offs_m = first_row + (tl.program_id(0) - first_tile) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_mn = (offs_m < end_row)[:, None] & (offs_n < N)[None, :]
+    c_ptrs = C + offs_m[:, None] * stride_cm + offs_n.to(tl.int64)[None, :] * stride_cn
+    if group == G:  # the rows past the last offset
+        tl.store(c_ptrs, tl.zeros((BLOCK_M, BLOCK_N), dtype=C.dtype.element_ty), mask=mask_mn)
+    elif group >= 0:
+        # invariant_matmul's FULL mode, pointer loads: rows / columns past the edge load a valid
+        # row / column (each output element reads only its own row and column) and are dropped.
+        rows = tl.where(offs_m < end_row, offs_m, first_row)
+        cols = (offs_n % N).to(tl.int64)
+        offs_k = tl.arange(0, BLOCK_K)
+        a_ptrs = A + rows[:, None] * stride_am + offs_k.to(tl.int64)[None, :] * stride_ak
+        b_ptrs = B + group.to(tl.int64) * stride_bg + offs_k.to(tl.int64)[:, None] * stride_bk + cols[None, :] * stride_bn
+        a_step = tl.full([], BLOCK_K, tl.int64) * stride_ak
+        b_step = tl.full([], BLOCK_K, tl.int64) * stride_bk
+        STEPS: tl.constexpr = K_CHUNK // BLOCK_K
+        n_steps = tl.cdiv(K, BLOCK_K)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+        total = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+        for step in range(0, n_steps):
+            if EVEN_K:
+                a = tl.load(a_ptrs)
+                b = tl.load(b_ptrs)
+            else:
+                k_left = K - step * BLOCK_K
+                a = tl.load(a_ptrs, mask=tl.arange(0, BLOCK_K)[None, :] < k_left, other=0.0)
+                b = tl.load(b_ptrs, mask=tl.arange(0, BLOCK_K)[:, None] < k_left, other=0.0)
+            acc, total = _chunk_step(a, b, acc, total, step, n_steps, STEPS, INPUT_PRECISION, ACC_DTYPE)
+            a_ptrs += a_step
+            b_ptrs += b_step
+        _epilogue(total, c_ptrs, c_ptrs, mask_mn, 1.0, 1.0, False, False, False, ACC_DTYPE)
+
+
+@triton.jit(do_not_specialize=["n"])
+def _histc_kernel(
+    X, COUNTS, n,
+    BINS: tl.constexpr,
+    LO_BITS: tl.constexpr,
+    HI_BITS: tl.constexpr,
+    BITS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):  # fmt: skip
+    """aten.histc's bin of each element, counted with an integer atomic add. The edges arrive as
+    their bit patterns in x's dtype (a float constexpr would be rounded to fp32 first)."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(X + offs, mask=offs < n, other=0.0)
+    lo = tl.full([], LO_BITS, BITS).to(X.dtype.element_ty, bitcast=True)
+    hi = tl.full([], HI_BITS, BITS).to(X.dtype.element_ty, bitcast=True)
+    inside = (offs < n) & (x >= lo) & (x <= hi)  # NaN is never inside
+    # aten's (x - min) * bins / (max - min), each op rounded once, the division IEEE's: Triton's
+    # plain fp32 division is approximate (div.full), its fp64 one rounds to nearest (div.rn).
+    if BITS == tl.int32:
+        pos = tl.math.div_rn((x - lo) * BINS, hi - lo)
+    else:
+        pos = ((x - lo) * BINS) / (hi - lo)
+    idx = tl.minimum(tl.where(inside, pos, 0.0).to(tl.int64), BINS - 1)  # x == max: the last bin
+    tl.atomic_add(COUNTS + idx, tl.full([BLOCK], 1, tl.int64), mask=inside, sem="relaxed")
+
+
+# ---------------------------------------------------------------------------------------------
+# Host side
+# ---------------------------------------------------------------------------------------------
+
+
+def _interpreted(device: torch.device) -> bool:
+    """The kernels run in Triton's interpreter: never for a launch Inductor makes (compiled CUDA)."""
+    return uses_interpreter(device) and not tracing_for_inductor()
+
+
+def _check_offsets(offs: torch.Tensor, groups: int) -> None:
     if offs.dim() != 1 or offs.shape[0] != groups:
         raise RuntimeError(f"invariant_grouped_mm: offs must have shape ({groups},), got {tuple(offs.shape)}")
     if offs.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"invariant_grouped_mm: offs must be int32 or int64, got {offs.dtype}")
+
+
+def _group_bounds(offs: torch.Tensor, groups: int, rows: int) -> list[tuple[int, int]]:
+    _check_offsets(offs, groups)
     ends = [int(e) for e in offs.tolist()]  # one host sync
     bounds, start = [], 0
     for end in ends:
@@ -49,6 +189,16 @@ def _group_bounds(offs: torch.Tensor, groups: int, rows: int) -> list[tuple[int,
         bounds.append((start, end))
         start = end
     return bounds
+
+
+def _offsets_checked_on_device(offs: torch.Tensor, rows) -> None:
+    """The host check's conditions, asserted on the device (no host read): a launch Inductor
+    makes stops on bad offsets instead of computing rows with another group's weights."""
+    groups = offs.shape[0]
+    ok = (offs.select(0, 0) >= 0) & (offs.select(0, groups - 1) <= rows)
+    if groups > 1:
+        ok = ok & (offs.narrow(0, 1, groups - 1) >= offs.narrow(0, 0, groups - 1)).all()
+    torch._assert_async(ok, "invariant_grouped_mm: group offsets must be non-decreasing, from 0, and at most the rows of a")
 
 
 def invariant_grouped_mm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
@@ -64,11 +214,45 @@ def invariant_grouped_mm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -
         raise TypeError(f"invariant_grouped_mm: dtypes {a.dtype}, {b.dtype} (need one of {_MATMUL_DTYPES})")
     if a.shape[1] != b.shape[1]:
         raise RuntimeError(f"invariant_grouped_mm: cannot multiply {tuple(a.shape)} by groups of {tuple(b.shape[1:])}")
-    out = torch.zeros(a.shape[0], b.shape[2], dtype=a.dtype, device=a.device)
-    for g, (start, end) in enumerate(_group_bounds(offs, b.shape[0], a.shape[0])):
-        if end > start:
-            out[start:end] = invariant_matmul(a[start:end], b[g])
-    return out
+    if a.device != b.device or offs.device != a.device:
+        raise RuntimeError(f"invariant_grouped_mm: a, b and offs must be on one device, got {a.device}, {b.device}, {offs.device}")
+    groups, k, n = b.shape
+    s = a.shape[0]
+    _check_offsets(offs, groups)
+    if tracing_for_inductor():
+        _offsets_checked_on_device(offs, s)
+    else:
+        _group_bounds(offs, groups, s)
+    device = a.device
+    interpreted = _interpreted(device)
+    compute_dtype = interpreter_dtype(a.dtype) if interpreted else a.dtype
+    out = torch.empty(s, n, dtype=compute_dtype, device=device)
+    if statically_known_true(n == 0) or groups == 0 or statically_known_true(s == 0):
+        return out.zero_().to(a.dtype)
+    a_k, b_k = (a.to(compute_dtype), b.to(compute_dtype)) if compute_dtype != a.dtype else (a, b)
+    # invariant_matmul's tile config for this dtype: its short launch shape (configs.matmul_config
+    # for no rows), whose arithmetic its tall shape shares. Which tiles a program computes
+    # follows the routing; how an element is computed does not.
+    cfg = configs.matmul_config(compute_dtype, device, interpreted=interpreted)
+    k_chunk = configs.matmul_k_chunk(cfg, k)
+    row_tiles = (s + cfg.block_m - 1) // cfg.block_m + groups  # the worst case over group sizes
+    launch(
+        _grouped_matmul_kernel, (row_tiles, triton.cdiv(n, cfg.block_n), 1), device,
+        a_k, b_k, out, offs,
+        s, n, k, groups,
+        *a_k.stride(), *b_k.stride(), *out.stride(),
+        G_PAD=triton.next_power_of_2(groups + 1),
+        ACC_DTYPE=tl.float64 if compute_dtype == torch.float64 else tl.float32,
+        INPUT_PRECISION=_input_precision(compute_dtype),
+        BLOCK_M=cfg.block_m,
+        BLOCK_N=cfg.block_n,
+        BLOCK_K=cfg.block_k,
+        K_CHUNK=k_chunk,
+        EVEN_K=k % cfg.block_k == 0,
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+    )  # fmt: skip
+    return out.to(a.dtype) if compute_dtype != a.dtype else out
 
 
 def grouped_mm_weight_grad(a: torch.Tensor, grad: torch.Tensor, offs: torch.Tensor, groups: int) -> torch.Tensor:
@@ -91,11 +275,17 @@ def histc_range(x: torch.Tensor, min: float, max: float) -> tuple[float, float]:
         lo, hi = x.min().item(), x.max().item()  # exact reductions
     if lo == hi:
         lo, hi = lo - 1.0, hi + 1.0
-    if not (torch.isfinite(torch.tensor([lo, hi], dtype=torch.float64)).all()):
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise RuntimeError(f"exact_histc: range of [{lo}, {hi}] is not finite")
     if lo > hi:
         raise RuntimeError(f"exact_histc: max must be larger than min, got min={lo}, max={hi}")
     return lo, hi
+
+
+def _bits(value: float, dtype: torch.dtype) -> int:
+    """``value`` rounded to ``dtype`` (as torch rounds a Python float), as an integer bit pattern."""
+    np_float, np_int = (np.float32, np.int32) if dtype == torch.float32 else (np.float64, np.int64)
+    return int(np.array(value, dtype=np_float).view(np_int))
 
 
 def exact_histc(x: torch.Tensor, bins: int, min: float = 0.0, max: float = 0.0) -> torch.Tensor:
@@ -107,12 +297,14 @@ def exact_histc(x: torch.Tensor, bins: int, min: float = 0.0, max: float = 0.0) 
         raise RuntimeError(f"exact_histc: bins must be > 0, got {bins}")
     lo, hi = histc_range(x, min, max)
     flat = x.reshape(-1)
-    # aten keeps the edges in the input dtype (linspace's first / last element are exactly lo / hi
-    # rounded to it) and evaluates (x - lo) * bins / (hi - lo) in that dtype, one rounding per op.
-    lo_t = torch.tensor(lo, dtype=x.dtype, device=x.device)
-    hi_t = torch.tensor(hi, dtype=x.dtype, device=x.device)
-    inside = (flat >= lo_t) & (flat <= hi_t)  # NaN is never inside
-    pos = ((flat - lo_t) * torch.tensor(float(bins), dtype=x.dtype, device=x.device)) / (hi_t - lo_t)
-    idx = pos.masked_fill(~inside, 0).to(torch.int64).clamp_(max=bins - 1)  # x == hi: last bin
-    counts = torch.bincount(idx[inside], minlength=bins)  # int64: exact in any order
+    flat = flat if statically_known_true(flat.stride(0) == 1) else flat.contiguous()
+    counts = torch.zeros(bins, dtype=torch.int64, device=x.device)
+    numel = flat.shape[0]
+    if not statically_known_true(numel == 0):
+        launch(
+            _histc_kernel, ((numel + HISTC_BLOCK - 1) // HISTC_BLOCK,), x.device, flat, counts, numel,
+            BINS=bins, LO_BITS=_bits(lo, x.dtype), HI_BITS=_bits(hi, x.dtype),
+            BITS=tl.int32 if x.dtype == torch.float32 else tl.int64, BLOCK=HISTC_BLOCK,
+            num_warps=HISTC_WARPS, num_stages=1,
+        )  # fmt: skip
     return counts.to(x.dtype)
