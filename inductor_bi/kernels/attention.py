@@ -36,7 +36,7 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from . import configs
 from ._arrivals import tile_arrivals
-from ._launch import interpreter_dtype, launch, tma_descriptor, uses_interpreter
+from ._launch import interpreter_dtype, launch, size_hint, tma_descriptor, tracing_for_inductor, uses_interpreter
 from .matmul import _input_precision
 
 _SEQUENTIAL, _SPLIT, _MERGE = 0, 1, 2
@@ -509,7 +509,7 @@ def fixed_split_attention_with_lse(
     lead, heads, squeeze = output_layout(q, k, v, enable_gqa, kv_rows)
     if kv_rows is None:  # one rank for all three, >= 3: size-1 dims in front broadcast, as in torch
         rank = max(q.dim(), k.dim(), v.dim(), 3)
-        q, k, v = (x[(None,) * (rank - x.dim())] for x in (q, k, v))
+        q, k, v = (x if x.dim() == rank else x[(None,) * (rank - x.dim())] for x in (q, k, v))
     lq, d = q.shape[-2:]
     lk, dv = k.shape[-2], v.shape[-1]
     if k.shape[-3] != v.shape[-3]:  # the kernel reads one K/V head per group of query heads
@@ -533,20 +533,20 @@ def fixed_split_attention_with_lse(
     if out.numel() == 0 or lk == 0:
         # Nothing to compute, or no key to see: torch gives zeros for rows without a key.
         out, lse = out.zero_().to(dtype), lse.fill_(float("-inf"))
-        return (out[0], lse[0]) if squeeze else (out, lse)
+        return (out.select(0, 0), lse.select(0, 0)) if squeeze else (out, lse)
 
     def to4d(x: torch.Tensor, heads: int, length: int) -> torch.Tensor:
         # Broadcast leading dims and a single query head (free: stride 0), then fold the leading
         # dims into one batch dim (a view when the strides allow, else a copy; either way the
         # kernel takes any strides).
         x = x.to(compute_dtype).expand(*lead, heads, length, x.shape[-1])
-        return x.reshape(-1, heads, length, x.shape[-1])
+        return _batch_folded(x)
 
     if kv_rows is None:
         q4, k4, v4 = to4d(q, heads, lq), to4d(k, hkv, lk), to4d(v, hkv, lk)
     else:  # the whole cache, each batch row reading its slot kv_rows[b]
         q4, k4, v4 = to4d(q, heads, lq), k.to(compute_dtype), v.to(compute_dtype)
-    out4 = out.view(-1, heads, lq, dv)
+    out4 = _batch_folded(out, view=True)
     mask4 = None
     mask_is_bool = attn_mask is not None and attn_mask.dtype == torch.bool
     if attn_mask is not None:
@@ -561,10 +561,21 @@ def fixed_split_attention_with_lse(
             mask = mask.view(torch.uint8)  # same bytes; a plain integer pointer everywhere
         elif interpreted:
             mask = mask.to(interpreter_dtype(mask.dtype))
-        mask4 = mask.reshape(-1, heads, lq, lk)
-    _run(q4, k4, v4, mask4, mask_is_bool, out4, lse.view(-1, heads, lq), bool(is_causal), float(scale), path, pack_gqa, kv_rows, tma)
+        mask4 = _batch_folded(mask)
+    _run(q4, k4, v4, mask4, mask_is_bool, out4, _batch_folded(lse, 3, view=True), bool(is_causal), float(scale), path, pack_gqa, kv_rows, tma)
     out = out.to(dtype)
-    return (out[0], lse[0]) if squeeze else (out, lse)
+    return (out.select(0, 0), lse.select(0, 0)) if squeeze else (out, lse)
+
+
+def _batch_folded(x: torch.Tensor, rank: int = 4, view: bool = False) -> torch.Tensor:
+    """``x`` with its leading dims folded into one batch dim (``rank`` dims in all): a view where
+    the strides allow, else a copy (``view``: always a view, for tensors the kernel writes). One
+    leading dim is already folded: ``x`` as it is (what the reshape would return), so a symbolic
+    batch reaches the kernel without a size computed from it."""
+    if x.dim() == rank:
+        return x
+    shape = (-1, *x.shape[x.dim() - rank + 1:])
+    return x.view(shape) if view else x.reshape(shape)
 
 
 def output_lead(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_rows: torch.Tensor | None) -> tuple:
@@ -633,20 +644,46 @@ def fixed_split_attention(
     )[0]
 
 
+def contraction_changes_nothing(attn_mask: torch.Tensor | None) -> bool:
+    """Whether this call's kernels hold no product that feeds an add, so a compile that may
+    contract a * b + c into one fma (Inductor's, for the kernels it launches) gives the
+    instructions of this file's launches, compiled with contraction off. With configs.ATTENTION_FMA
+    every such pair is a written fma, except a float mask's term: mask * log2(e) feeds the scaled
+    scores' add and exp2's argument (tests/test_lowering_attention.py compiles both for sm_90)."""
+    return configs.ATTENTION_FMA and (attn_mask is None or attn_mask.dtype == torch.bool)
+
+
+def _splits_hint(lq, lk, n_splits) -> int:
+    """How many KV splits to plan the launch for (whether to run them in parallel), never how
+    many there are: that follows Lk in the kernel. Traced for Inductor with a symbolic Lk and a
+    static Lq, the call is a step against a cache that grows (decode): the graph serves its later,
+    longer steps too, so it is planned for more than one split and the choice follows the batch
+    x heads alone. Otherwise the sizes' hints (a prefill's Lk grows with its Lq: its programs)."""
+    if isinstance(lk, torch.SymInt) and not isinstance(lq, torch.SymInt):
+        return max(size_hint(n_splits), 2)
+    return size_hint(n_splits)
+
+
 def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pack_gqa, kv_rows=None, tma=None):
     nb, hq, lq, d = q4.shape
     hkv, lk, dv = k4.shape[1], k4.shape[2], v4.shape[3]
     device = q4.device
+    # Traced for Inductor (lowerings/attention.py): Lq, Lk and the batch may be symbolic. They set
+    # no constexpr: the pinned tile and the split length follow the head dims and the dtype, the
+    # number of splits is a kernel argument and a grid size. The choices below that read their
+    # hints (packing, split or sequential, pipeline depth) set parallelism only: the same bits by
+    # the contract at the top of this file. No persistent counters, no TMA descriptors.
+    traced = tracing_for_inductor()
     cfg = configs.attention_config(max(d, dv), q4.dtype, interpreted=uses_interpreter(device))
     assert cfg.kv_split % cfg.block_n == 0, "a KV split must be whole key blocks"
     if pack_gqa is None:
-        pack_gqa = configs.attention_packs_gqa(lq, hq // hkv, cfg)
+        pack_gqa = configs.attention_packs_gqa(size_hint(lq), hq // hkv, cfg)
     heads_per_prog = hq // hkv if pack_gqa else 1
-    q_blocks = triton.cdiv(lq * heads_per_prog, cfg.block_m)
+    q_blocks = (lq * heads_per_prog + cfg.block_m - 1) // cfg.block_m
     programs = q_blocks * nb * (hq // heads_per_prog)
-    n_splits = triton.cdiv(lk, cfg.kv_split)
+    n_splits = (lk + cfg.kv_split - 1) // cfg.kv_split
     if path is None:
-        split = configs.attention_use_split(programs, n_splits, device)
+        split = configs.attention_use_split(size_hint(programs), _splits_hint(lq, lk, n_splits), device)
     else:
         split = path == "split"
 
@@ -658,7 +695,7 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
     # tl.dot needs every dim >= 16; padded columns are masked to 0 and change no sum.
     block_d, block_dv = max(16, triton.next_power_of_2(d)), max(16, triton.next_power_of_2(dv))
     if tma is None:
-        tma = configs.attention_use_tma(q4.dtype, device)
+        tma = not traced and configs.attention_use_tma(q4.dtype, device)
     k_desc, v_desc = (tma_descriptor(k4, [1, 1, cfg.block_n, block_d]), tma_descriptor(v4, [1, 1, cfg.block_n, block_dv])) if tma else (None, None)
     kv_by_tma = k_desc is not None and v_desc is not None
     k_arg, v_arg = (k_desc, v_desc) if kv_by_tma else (k4, v4)
@@ -681,12 +718,19 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
         HAS_KV_ROWS=kv_rows is not None,
         USE_TMA=kv_by_tma,
         Q_BY_TMA=q_desc is not None,
+        # every constexpr passed, defaults included: Inductor's launcher for a kernel it launches
+        # itself takes exactly the arguments the trace saw
+        USE_PDL=False,
+        MERGE_IN_LAST=False,
         num_warps=cfg.num_warps,
-        num_stages=configs.attention_stages(cfg, split, programs, device),
+        num_stages=configs.attention_stages(cfg, split, size_hint(programs), device),
+    )
+    if not traced:
         # No FMA contraction: the compiler may not fuse a*b+c differently in the SEQUENTIAL and
         # MERGE kernels (or in two specializations of one), so the written arithmetic is the bits.
-        enable_fp_fusion=False,
-    )
+        # Inductor compiles the kernels it launches with contraction allowed: it launches only the
+        # calls whose kernels hold no a*b+c to fuse (contraction_changes_nothing).
+        common["enable_fp_fusion"] = False
 
     def go(grid, mode, work_m, work_l, work_a, arrivals=None, **options):
         launch(
@@ -699,17 +743,22 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
             lq, lk, d, dv, hq, hq // hkv, n_splits, k4.shape[0] if kv_rows is not None else 0,
             *q4.stride(), *k4.stride(), *v4.stride(), *mask_strides, *out4.stride(),
             scale * math.log2(math.e),
-            MODE=mode, **common, **options,
+            MODE=mode, **{**common, **options},
         )
 
     if not split:
         go((programs, 1), _SEQUENTIAL, lse3, lse3, lse3)
         return
-    work_m = torch.empty((nb * hq, n_splits, lq), dtype=torch.float32, device=device)
-    work_l = torch.empty_like(work_m)
-    work_a = torch.empty((nb * hq, n_splits, lq, dv), dtype=torch.float32, device=device)
-    split_options, merge_options = configs.split_merge_launch_options(device, uses_interpreter(device))
-    arrivals = tile_arrivals(device, programs) if configs.ATTENTION_MERGE_IN_LAST_PROGRAM and not split_options else None
+    # [B*HQ, N_SPLITS, Lq] and [B*HQ, N_SPLITS, Lq, DV] as the kernel addresses them, allocated flat:
+    # a traced tensor with a symbolic dim that may be 1 (N_SPLITS) would be asked whether it is.
+    work_m = torch.empty(nb * hq * n_splits * lq, dtype=torch.float32, device=device)
+    work_l = torch.empty(nb * hq * n_splits * lq, dtype=torch.float32, device=device)
+    work_a = torch.empty(nb * hq * n_splits * lq * dv, dtype=torch.float32, device=device)
+    # Traced: the separate MERGE launch (no arrival counters, no early release), the bits of the
+    # merge in the last split program by construction (the same loads and merge code).
+    split_options, merge_options = ({}, {}) if traced else configs.split_merge_launch_options(device, uses_interpreter(device))
+    merge_in_last = configs.ATTENTION_MERGE_IN_LAST_PROGRAM and not split_options and not traced
+    arrivals = tile_arrivals(device, programs) if merge_in_last else None
     if arrivals is not None:
         go((programs, n_splits), _SPLIT, work_m, work_l, work_a, arrivals=arrivals, MERGE_IN_LAST=True)
         return
