@@ -5,6 +5,8 @@ op, as does a CPU graph. Same bits as the custom op: tests/gpu/test_lowering_sca
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch._dynamo.source import ConstantSource
@@ -116,3 +118,42 @@ def test_a_non_contiguous_input_is_copied_for_the_kernel():
     (launch,) = _calls(gm, LAUNCH)
     operand = launch.kwargs["kwargs"]["x_ptr"].meta["val"]
     assert operand.is_contiguous() and operand.storage_offset() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# What the H100 compiles, checked without a GPU (benchmarks/inspect_kernels.py): Inductor's
+# launch of the scan kernel and the custom op's must be one arithmetic.
+# ---------------------------------------------------------------------------------------------
+
+
+def _compiled_for_h100(op: str, dtype: torch.dtype, length_divisible_by_16: bool):
+    """The scan kernel for sm_90 with the custom op's specialization (L never specialized), or
+    with Inductor's, which marks a static L that is a multiple of 16 as such whatever the
+    kernel's do_not_specialize says (its config_of)."""
+    import triton
+    from triton.compiler import ASTSource
+
+    from tests._support import load_file
+
+    inspect_kernels = load_file("benchmarks/inspect_kernels.py", "inspect_kernels")
+    x = torch.empty(4, 1024, device="meta", dtype=dtype)
+    launch = dict(OP=scan_kernel.OPS.index(op), BLOCK=scan_kernel.SCAN_BLOCK_CUDA, ACC=scan_kernel._acc_dtype(dtype),
+                  num_warps=scan_kernel.SCAN_WARPS, num_stages=scan_kernel.SCAN_STAGES)  # fmt: skip
+    kernel = scan_kernel._row_scan_kernel
+    signature, constexprs, attrs, options = inspect_kernels.specialization(kernel, (x, x, 1024), launch)
+    if length_divisible_by_16:
+        attrs[(kernel.arg_names.index("L"),)] = [["tt.divisibility", 16]]
+    compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=inspect_kernels.H100, options=options)
+    layouts = sorted(set(re.findall(r"#ttg\.blocked<[^>]*>", compiled.asm["ttgir"])))
+    return inspect_kernels.float_ops(compiled), layouts
+
+
+@pytest.mark.parametrize("op, dtype", [("cumsum", torch.float32), ("logcumsumexp", torch.bfloat16)])
+def test_inductors_specialized_length_compiles_the_custom_ops_arithmetic(op, dtype):
+    """A static L divisible by 16 would let the loads widen (4 / 8 elements per thread), which
+    changes the register layout and so the scan's combine tree: the kernel's hint on the row
+    offset keeps Inductor's launch on the custom op's layout and float ops."""
+    custom_ops_ops, custom_ops_layouts = _compiled_for_h100(op, dtype, length_divisible_by_16=False)
+    inductors_ops, inductors_layouts = _compiled_for_h100(op, dtype, length_divisible_by_16=True)
+    assert inductors_layouts == custom_ops_layouts, (inductors_layouts, custom_ops_layouts)
+    assert inductors_ops == custom_ops_ops

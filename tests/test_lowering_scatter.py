@@ -253,3 +253,40 @@ def test_histc_with_edges_no_float_of_the_dtype_holds_equals_aten(dtype):
     for bins, lo, hi in ((6, 0.1, 0.7), (3, 0.3, 0.9), (7, 0.0, 0.7)):
         assert torch.equal(scatter_kernel.exact_histc(x, bins, lo, hi), torch.histc(x, bins=bins, min=lo, max=hi))
     assert torch.equal(scatter_kernel.exact_histc(x[:0], 4, 0.0, 1.0), torch.histc(x[:0], bins=4, min=0.0, max=1.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# What the H100 compiles, checked without a GPU (benchmarks/inspect_kernels.py).
+# ---------------------------------------------------------------------------------------------
+
+
+def _arithmetic(compiled, inspect_kernels):
+    """The float ops per K step, without shuffles (the group search's integer scans) or wgmma
+    waits / commits (how far the pipeline runs ahead, not what it computes)."""
+    ops = [op for op in inspect_kernels.float_ops(compiled) if not op.startswith(("shfl", "wgmma.wait_group", "wgmma.commit_group"))]
+    return inspect_kernels.per_k_step(ops)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_grouped_kernel_runs_invariant_matmuls_float_ops_on_sm90(monkeypatch, dtype):
+    """Compiled for sm_90 as a Qwen3-MoE-sized call specializes it, the grouped kernel issues
+    invariant_matmul's MMA sequence and epilogue per K step (its short tile; tall tiles and TMA
+    share it: tests/test_kernels_sm90_codegen.py)."""
+    from tests._support import load_file
+
+    inspect_kernels = load_file("benchmarks/inspect_kernels.py", "inspect_kernels")
+    launches = []
+    monkeypatch.setattr(scatter_kernel, "launch", lambda kernel, grid, device, *args, **kwargs: launches.append((kernel, args, kwargs)))
+    monkeypatch.setattr(scatter_kernel, "uses_interpreter", lambda device: False)
+    monkeypatch.setattr(scatter_kernel, "_group_bounds", lambda *args: None)  # meta offsets: no values
+    monkeypatch.setattr(configs, "_gpu", lambda device: inspect_kernels.H100_PROPERTIES)
+    a = torch.empty(300, 4096, device="meta", dtype=dtype)
+    b = torch.empty(8, 1024, 4096, device="meta", dtype=dtype).transpose(1, 2)
+    scatter_kernel.invariant_grouped_mm(a, b, torch.empty(8, device="meta", dtype=torch.int32))
+    (grouped,) = launches
+    with inspect_kernels.recorded_launches() as calls:
+        invariant_matmul(torch.empty(64, 4096, device="meta", dtype=dtype), b[0], split_k=False, tma=False)
+    (matmul,) = calls
+    grouped_ops = _arithmetic(inspect_kernels.compile_for_h100(*grouped), inspect_kernels)
+    assert grouped_ops == _arithmetic(inspect_kernels.compile_for_h100(*matmul), inspect_kernels)
+    assert dtype != torch.bfloat16 or grouped_ops[1] == [configs.MATMUL_CUDA[dtype].block_k // configs.MATMUL_MMA_K]

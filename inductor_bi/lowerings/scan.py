@@ -20,7 +20,8 @@ def _traceable(node: torch.fx.Node) -> bool:
         return False
     if out.dtype not in scan_kernel.SUPPORTED_DTYPES or x.dim() == 0:
         return False
-    length = static_int(x.shape[node.args[1] % x.dim()])
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs["dim"]
+    length = static_int(x.shape[dim % x.dim()])
     return length is not None and length >= 2
 
 

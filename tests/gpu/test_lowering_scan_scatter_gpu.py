@@ -152,12 +152,13 @@ def test_histc_launched_gives_the_custom_op_and_aten_counts():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-@pytest.mark.parametrize("counts", [[3, 0, 40, 9], [1, 200, 70, 500]], ids=["short", "tall"])
+@pytest.mark.parametrize("counts", [[3, 0, 40, 9], [1, 4300, 70, 9]], ids=["few-rows-split-k", "tall-tiles"])
 def test_grouped_rows_are_invariant_matmul_rows_on_the_gpu(dtype, counts):
     """The grouped kernel shares invariant_matmul's arithmetic (short tile, pointer loads) with
-    every launch shape invariant_matmul picks (tall tiles, TMA, split-K)."""
+    every launch shape invariant_matmul picks: split-K for few rows (K = 2500: several chunks, a
+    ragged last step), tall tiles with TMA for a group of 4300 rows."""
     torch.manual_seed(0)
-    k, n, groups = 1000, 384, len(counts)
+    k, n, groups = 2500, 384, len(counts)
     a = torch.randn(sum(counts) + 5, k, device="cuda").to(dtype)
     b = torch.randn(groups, n, k, device="cuda").to(dtype).transpose(1, 2)
     offs = torch.tensor(counts, device="cuda").cumsum(0).to(torch.int32)
