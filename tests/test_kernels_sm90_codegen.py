@@ -276,17 +276,20 @@ def test_residual_add_folded_into_the_row_sum_is_one_rounded_add(dtype):
     assert [op for op in folded if op != packed_add] == plain
 
 
+@pytest.mark.parametrize("eps_from_pointer", [False, True], ids=["eps-argument", "eps-on-the-gpu"])
 @pytest.mark.parametrize("r", [2048, 4096])
-def test_fused_rms_norm_kernel_compiles_without_spills(r):
+def test_fused_rms_norm_kernel_compiles_without_spills(r, eps_from_pointer):
     """configs.REDUCTION_FUSE_RMS_NORM's row kernel (sum of squares of x + r, rsqrt, normalize,
-    bf16 cast, weight) for Llama widths: no spills, one rsqrt a row, the residual sum stored."""
+    bf16 cast, weight) for Llama widths: no spills, one rsqrt a row, the residual sum stored;
+    eps as a kernel argument (the custom op) or loaded from the GPU (an Inductor launch)."""
     from inductor_bi.kernels import reduction
 
     x, y, out, h = (torch.empty(64, r, dtype=torch.bfloat16, device="meta") for _ in range(4))
-    eps = 1e-6  # a kernel argument (fp32), as the op passes it
+    eps = torch.empty((), dtype=torch.float32, device="meta") if eps_from_pointer else 1e-6
     w = torch.empty(r, dtype=torch.bfloat16, device="meta")
     cfg = configs.reduction_config(r, torch.bfloat16, torch.device("cuda"))
-    options = dict(ADD=True, HAS_WEIGHT=True, NORMALIZED_DTYPE=reduction.tl.bfloat16, ACC=reduction.tl.float32, BLOCK_R=cfg.block_r, num_warps=cfg.num_warps)
+    options = dict(ADD=True, HAS_WEIGHT=True, NORMALIZED_DTYPE=reduction.tl.bfloat16, EPS_FROM_POINTER=eps_from_pointer,
+                   ACC=reduction.tl.float32, BLOCK_R=cfg.block_r, num_warps=cfg.num_warps)  # fmt: skip
     compiled = inspect_kernels.compile_for_h100(reduction._row_rms_normalize_kernel, (x, y, eps, w, out, h, r), options)
     info = inspect_kernels.resources(compiled)
     assert info["spill_stores"] == 0 and info["spill_loads"] == 0, info

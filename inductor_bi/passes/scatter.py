@@ -5,7 +5,7 @@ graph, and what this pass does with each op:
 
 | op | as aten runs it | here |
 | --- | --- | --- |
-| ``aten._grouped_mm`` (bf16 weights), ``transformers::grouped_mm_fallback`` (other dtypes) | one GEMM per expert with M = its token count: the row's bits follow the batch | ``inductor_bi::invariant_grouped_mm`` (each group through invariant_matmul) |
+| ``aten._grouped_mm`` (bf16 weights), ``transformers::grouped_mm_fallback`` (other dtypes) | one GEMM per expert with M = its token count: the row's bits follow the batch | ``inductor_bi::invariant_grouped_mm`` (one grouped launch with invariant_matmul's arithmetic; offsets read on the device) |
 | ``aten.histc`` over float32 / float64 (tokens per expert, CPU / MPS) | float counts (partial histograms / atomics) | ``inductor_bi::exact_histc`` (aten's bins, int64 counts) |
 | ``aten.cumsum(x_float, dtype=int)`` (group offsets) | torch casts x to the integer dtype, then scans | the same, spelled out: convert, then an integer cumsum (exact; the guard accepts it) |
 
@@ -84,7 +84,7 @@ def rewrite_moe_routing(gm: torch.fx.GraphModule) -> list[Rewrite]:
         if grouped is not None:
             a, b, offs = grouped
             record = _record(
-                node, "inductor_bi.invariant_grouped_mm.default", _val(a).dtype, {"kernel": "invariant_matmul per group"}
+                node, "inductor_bi.invariant_grouped_mm.default", _val(a).dtype, {"kernel": "one grouped launch, invariant_matmul's arithmetic per row"}
             )
             replace_node(node, torch.ops.inductor_bi.invariant_grouped_mm.default, (a, b, offs))
             rewrites.append(record)
