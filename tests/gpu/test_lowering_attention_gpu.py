@@ -27,11 +27,11 @@ DISPATCHED = {"inductor_launches": False}
 
 
 @pytest.fixture(autouse=True)
-def fresh_compiles(monkeypatch):
-    """Every graph compiled here runs our passes (no FX graph cache hit that would skip them)."""
-    monkeypatch.setattr(torch._inductor.config, "force_disable_caches", True)
+def fresh_compiles():
+    """Every graph compiled here runs our passes (no compile-cache hit that would skip them)."""
     torch._dynamo.reset()
-    yield
+    with torch.compiler.config.patch(force_disable_caches=True):
+        yield
     torch._dynamo.reset()
 
 
