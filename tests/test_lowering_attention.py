@@ -21,6 +21,7 @@ from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv
 
 import inductor_bi  # noqa: F401
 from inductor_bi.kernels import attention, configs
+from inductor_bi.kernels._launch import size_hint
 from inductor_bi.lowerings import launch_from_inductor
 
 from tests._support import load_file
@@ -79,14 +80,15 @@ def _launches(gm):
     return found
 
 
-def _follows(size, symbol_node_names) -> bool:
-    """A grid size computed in the graph from these symbolic sizes (never a constant)."""
+def _follows(size, dims) -> bool:
+    """``size`` is computed in the graph from an input's symbolic size at one of ``dims`` (never
+    a constant of the traced example)."""
     if not isinstance(size, torch.fx.Node):
         return False
     seen, todo = set(), [size]
     while todo:
         n = todo.pop()
-        if n.target is torch.ops.aten.sym_size.int and n.args[1] in symbol_node_names:
+        if n.target is torch.ops.aten.sym_size.int and n.args[1] in dims:
             return True
         todo += [a for a in n.all_input_nodes if a not in seen]
         seen.update(n.all_input_nodes)
@@ -159,42 +161,49 @@ def _custom_op_launches(monkeypatch, q, k, v, **kwargs):
 
 
 @pytest.mark.parametrize("case", ["decode", "prefill", "kv_rows"])
-def test_launched_kernels_are_the_custom_ops_with_the_same_constexprs(an_h100, monkeypatch, case):
-    """Traced with hints equal to a call's sizes, the launches are the custom op's for that call:
-    the same kernel modes and every constexpr and static argument equal (only the compile option
-    enable_fp_fusion is not passed; TMA and the merge in the last program, neutral by the kernel's
-    contract, are off in both here)."""
+def test_launched_kernels_are_the_custom_ops_with_the_same_arguments(an_h100, monkeypatch, case):
+    """Traced with hints equal to a call's sizes, the launches are the ones the custom op makes for
+    that call: the same modes and grids, every constexpr and scalar argument equal (a symbolic one
+    by its hint). Only the compile option enable_fp_fusion is not passed (Inductor takes none);
+    TMA and the merge in the last program, bit-neutral by the kernel's contract, are off in both."""
     sizes = _Sizes()
+    b = sizes.sym("b", 3)
+    cache = slots = mask = None
     if case == "prefill":
-        b, s = sizes.sym("b", 2), sizes.sym("s", 300)
+        s = sizes.sym("s", 300)
         q, k, v = (sizes.empty(b, 8, s, 128, dtype=torch.bfloat16) for _ in range(3))
-        kwargs = dict(is_causal=True)
-        concrete = [sizes.empty(2, 8, 300, 128, dtype=torch.bfloat16) for _ in range(3)]
-    else:
+        concrete = [sizes.empty(3, 8, 300, 128, dtype=torch.bfloat16) for _ in range(3)]
+        options = dict(is_causal=True)
+    elif case == "decode":
         q, k, v, mask = _decode(sizes, batch_hint=3, cached_hint=599)
-        kwargs = dict(attn_mask=mask, enable_gqa=True)
-        concrete = [sizes.empty(3, 8, 1, 64), sizes.empty(3, 2, 600, 64), sizes.empty(3, 2, 600, 64)]
-        if case == "kv_rows":
-            kwargs = dict(enable_gqa=True, kv_rows=sizes.empty(q.shape[0], dtype=torch.int64))
-            k = v = sizes.empty(7, 2, k.shape[2], 64)
-            concrete[1:] = [sizes.empty(7, 2, 600, 64)] * 2
-    gm = _attention_graph(q, k, v, **{"mask": kwargs.get("attn_mask"), **{key: kw for key, kw in kwargs.items() if key != "attn_mask"}})
+        concrete = [sizes.empty(3, 8, 1, 64), sizes.empty(3, 2, 600, 64), sizes.empty(3, 2, 600, 64), sizes.empty(3, 1, 1, 600, dtype=torch.bool)]
+        options = dict(enable_gqa=True)
+    else:
+        s = sizes.sym("s", 600)
+        q, k, slots = sizes.empty(b, 8, 1, 64), sizes.empty(7, 2, s, 64), sizes.empty(b, dtype=torch.int64)
+        v = k
+        cache = sizes.empty(7, 2, 600, 64)
+        concrete = [sizes.empty(3, 8, 1, 64), cache, cache, None, sizes.empty(3, dtype=torch.int64)]
+        options = dict(enable_gqa=True)
+    gm = _attention_graph(q, k, v, mask, kv_rows=slots, **options)
     assert launch_from_inductor(gm) == 1
     with sizes.mode:
-        mask = None if "attn_mask" not in kwargs else sizes.empty(3, 1, 1, 600, dtype=torch.bool)
-        rows = None if "kv_rows" not in kwargs else sizes.empty(3, dtype=torch.int64)
-        want = _custom_op_launches(monkeypatch, *concrete, **{**kwargs, "attn_mask": mask, "kv_rows": rows})
+        want = _custom_op_launches(monkeypatch, *concrete[:3], attn_mask=concrete[3] if len(concrete) > 3 else None,
+                                   kv_rows=concrete[4] if len(concrete) > 4 else None, **options)  # fmt: skip
     got = _launches(gm)
     assert [mode for mode, _, _ in got] == [kw["MODE"] for _, _, kw in want]
-    for (_, _, traced), (_, args, kw) in zip(got, want):
+    names = attention._fixed_split_attention_kernel.arg_names
+    for (_, traced_grid, traced), (grid, args, kw) in zip(got, want):
         assert kw.pop("enable_fp_fusion") is False
-        names = attention._fixed_split_attention_kernel.arg_names
-        static = {name: value for name, value in zip(names, args) if isinstance(value, (int, float))}
-        for name, value in {**static, **kw}.items():
-            if isinstance(traced[name], (int, float, bool, str)):
-                assert traced[name] == value, (name, traced[name], value)
-            else:  # a size computed in the graph from the symbolic sizes
-                assert isinstance(traced[name], torch.fx.Node) and name in ("Lq", "Lk", "N_SPLITS") or name.startswith("stride_"), name
+        assert [_hinted(g) for g in traced_grid] == [*grid, 1][:len(traced_grid)]
+        scalars = {name: value for name, value in zip(names, args) if isinstance(value, (int, float))}
+        for name, value in {**scalars, **kw}.items():
+            assert _hinted(traced[name]) == value, (name, traced[name], value)
+
+
+def _hinted(value):
+    """A traced launch argument as the traced example had it (a symbolic size: its hint)."""
+    return size_hint(value.meta["val"]) if isinstance(value, torch.fx.Node) else value
 
 
 def test_kv_cache_read_in_place_is_launched(an_h100):
@@ -306,7 +315,7 @@ def test_the_forward_saves_only_its_inputs_so_training_graphs_launch_it_too():
 
 inspect_kernels = load_file("benchmarks/inspect_kernels.py", "inspect_kernels")
 
-# What Inductor's launcher compiles a kernel it launches with (torch 2.11-2.14,
+# What Inductor's launcher compiles a kernel it launches with (torch 2.13,
 # triton_heuristics.CachingAutotuner._create_compile_options): the config's warps and stages,
 # debug as assert_indirect_indexing (on by default), no overflow sanitizer, and no
 # enable_fp_fusion, so Triton's default: contraction allowed.
