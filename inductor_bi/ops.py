@@ -91,7 +91,7 @@ def fixed_split_attention(
 def _(q, k, v, attn_mask, is_causal, scale, enable_gqa, kv_rows=None):
     lead, heads, squeeze = _attention.output_layout(q, k, v, enable_gqa, kv_rows)
     out = _attention.empty_output(lead, heads, q.shape[-2], v.shape[-1], q.dtype, q.device)
-    return out[0] if squeeze else out
+    return out.select(0, 0) if squeeze else out
 
 
 def _attention_setup_context(ctx, inputs, output):
