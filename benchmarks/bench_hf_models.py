@@ -335,7 +335,7 @@ def _device_name(device: torch.device) -> str:
 
 
 def row_key(row: dict) -> tuple:
-    return tuple(row[k] for k in ROW_KEY)
+    return tuple(row.get(k) for k in ROW_KEY)
 
 
 def contender_key(entry: dict) -> tuple:

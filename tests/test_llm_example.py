@@ -201,7 +201,7 @@ def test_cache_read_in_place_and_fused_norms_give_the_same_step(model, graphs):
             plain = steps[0](*call)
         with configs.overridden(**knobs):
             folded = steps[1](*call)
-            with pytest.raises(RuntimeError, match="KV cache slot is out of range"):
+            with pytest.raises(RuntimeError, match="KV cache slot is out of range|index out of bounds"):
                 steps[1](call[0], torch.tensor([0, 1, args.max_batch]), *call[2:])
     assert torch.equal(folded, plain)
     folded_rewrites = [r.original for r in graphs[1][1]]
