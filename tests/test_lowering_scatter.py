@@ -21,7 +21,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 import inductor_bi  # noqa: F401
-from inductor_bi.kernels import configs
+from inductor_bi.kernels import _launch, configs
 from inductor_bi.kernels import scatter as scatter_kernel
 from inductor_bi.kernels.matmul import invariant_matmul
 from inductor_bi.lowerings import LOWERINGS, launch_from_inductor
@@ -277,7 +277,7 @@ def test_grouped_kernel_runs_invariant_matmuls_float_ops_on_sm90(monkeypatch, dt
     inspect_kernels = load_file("benchmarks/inspect_kernels.py", "inspect_kernels")
     launches = []
     monkeypatch.setattr(scatter_kernel, "launch", lambda kernel, grid, device, *args, **kwargs: launches.append((kernel, args, kwargs)))
-    monkeypatch.setattr(scatter_kernel, "uses_interpreter", lambda device: False)
+    monkeypatch.setattr(_launch, "uses_interpreter", lambda device: False)
     monkeypatch.setattr(scatter_kernel, "_group_bounds", lambda *args: None)  # meta offsets: no values
     monkeypatch.setattr(configs, "_gpu", lambda device: inspect_kernels.H100_PROPERTIES)
     a = torch.empty(300, 4096, device="meta", dtype=dtype)

@@ -144,6 +144,28 @@ def size_hint(n) -> int:
     return int(n)
 
 
+def runs_interpreted(device: torch.device) -> bool:
+    """A launch on ``device`` runs in Triton's interpreter: never one Inductor makes (compiled CUDA)."""
+    return uses_interpreter(device) and not tracing_for_inductor()
+
+
+def dense_aligned(t: torch.Tensor, align: int) -> torch.Tensor:
+    """``t`` contiguous at an address that is a multiple of ``align`` bytes, copied if needed: the
+    pointer's alignment is part of the compiled variant (its register layout, so a reduction's
+    tree). A fake tensor traced for Inductor has no address: Inductor compiles the aligned variant
+    for a buffer whose offset is a known multiple of 16 bytes (and copies a misaligned input at run
+    time), so anything else is copied, as an unaligned pointer is in a direct launch."""
+    if tracing_for_inductor():
+        from torch._prims_common import is_contiguous_or_false
+        from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+        aligned = statically_known_true(t.storage_offset() * t.element_size() % align == 0)
+        return t if is_contiguous_or_false(t) and aligned else t.clone(memory_format=torch.contiguous_format)
+    if not t.is_contiguous() or t.data_ptr() % align:
+        return t.clone(memory_format=torch.contiguous_format)
+    return t
+
+
 def launch(kernel, grid, device: torch.device, *args, **kwargs):
     """Launch ``kernel[grid](*args, **kwargs)`` compiled on CUDA, interpreted elsewhere; recorded
     for Inductor to launch inside ``launched_by_inductor``."""

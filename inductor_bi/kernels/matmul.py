@@ -51,6 +51,27 @@ def _chunk_step(a, b, acc, total, step, step_hi, STEPS: tl.constexpr, INPUT_PREC
 
 
 @triton.jit
+def _pointer_k_steps(a_ptrs, b_ptrs, stride_ak, stride_bk, K, acc, total, step_lo, step_hi, STEPS: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """K steps step_lo..step_hi through pointer loads (``a_ptrs`` / ``b_ptrs`` at step_lo's tiles;
+    K past K loads zeros): the FULL / SPLIT loop, and the grouped matmul's, so a grouped row is an
+    invariant_matmul row. Returns the running total."""
+    a_step = tl.full([], BLOCK_K, tl.int64) * stride_ak
+    b_step = tl.full([], BLOCK_K, tl.int64) * stride_bk
+    for step in range(step_lo, step_hi):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            b = tl.load(b_ptrs)
+        else:
+            k_left = K - step * BLOCK_K
+            a = tl.load(a_ptrs, mask=tl.arange(0, BLOCK_K)[None, :] < k_left, other=0.0)
+            b = tl.load(b_ptrs, mask=tl.arange(0, BLOCK_K)[:, None] < k_left, other=0.0)
+        acc, total = _chunk_step(a, b, acc, total, step, step_hi, STEPS, INPUT_PRECISION, ACC_DTYPE)
+        a_ptrs += a_step
+        b_ptrs += b_step
+    return total
+
+
+@triton.jit
 def _tma_tiles(A, B, pid_m, pid_n, step, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, B_KMAJOR: tl.constexpr):
     """The A and B tiles of one K step through TMA descriptors (FULL, SPLIT and persistent alike)."""
     a = A.load([pid_m * BLOCK_M, step * BLOCK_K])
@@ -177,19 +198,7 @@ def _invariant_matmul_kernel(
             offs_k = step_lo * BLOCK_K + tl.arange(0, BLOCK_K)
             a_ptrs = A + pid_batch * stride_ab + rows[:, None] * stride_am + offs_k.to(tl.int64)[None, :] * stride_ak
             b_ptrs = B + pid_batch * stride_bb + offs_k.to(tl.int64)[:, None] * stride_bk + cols[None, :] * stride_bn
-            a_step = tl.full([], BLOCK_K, tl.int64) * stride_ak
-            b_step = tl.full([], BLOCK_K, tl.int64) * stride_bk
-            for step in range(step_lo, step_hi):
-                if EVEN_K:
-                    a = tl.load(a_ptrs)
-                    b = tl.load(b_ptrs)
-                else:
-                    k_left = K - step * BLOCK_K
-                    a = tl.load(a_ptrs, mask=tl.arange(0, BLOCK_K)[None, :] < k_left, other=0.0)
-                    b = tl.load(b_ptrs, mask=tl.arange(0, BLOCK_K)[:, None] < k_left, other=0.0)
-                acc, total = _chunk_step(a, b, acc, total, step, step_hi, STEPS, INPUT_PRECISION, ACC_DTYPE)
-                a_ptrs += a_step
-                b_ptrs += b_step
+            total = _pointer_k_steps(a_ptrs, b_ptrs, stride_ak, stride_bk, K, acc, total, step_lo, step_hi, STEPS, BLOCK_K, EVEN_K, INPUT_PRECISION, ACC_DTYPE)
         if MODE == 1:
             tl.store(WORK + pid_chunk * work_stride + work_offs, total, mask=mask_mn)
             if USE_PDL:  # the MERGE grid may be scheduled now (it still waits for this grid's end)

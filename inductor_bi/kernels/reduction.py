@@ -32,7 +32,7 @@ import triton.language as tl
 from torch._prims_common import is_contiguous_or_false
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
-from ._launch import interpreter_dtype, launch, tracing_for_inductor, uses_interpreter
+from ._launch import dense_aligned, interpreter_dtype, launch, runs_interpreted, tracing_for_inductor
 from .configs import REDUCTION_POINTER_ALIGN, reduction_config
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -337,38 +337,26 @@ def _acc_dtype(*dtypes: torch.dtype):
     return tl.float64 if torch.float64 in dtypes else tl.float32
 
 
-def _interpreted(device: torch.device) -> bool:
-    """The kernels run in Triton's interpreter: never for a launch Inductor makes (compiled CUDA)."""
-    return uses_interpreter(device) and not tracing_for_inductor()
-
-
 def _kernel_operand(t: torch.Tensor) -> torch.Tensor:
     """``t`` as the kernel reads it: contiguous, 16-byte aligned, in a dtype its runner handles.
 
     Alignment is not cosmetic: Triton compiles a different kernel variant for unaligned pointers,
     with a different register layout and so a different tl.sum tree (see configs).
     """
-    if _interpreted(t.device):
+    if runs_interpreted(t.device):
         t = t.to(interpreter_dtype(t.dtype))
-    if tracing_for_inductor():
-        # A fake tensor has no address: Inductor compiles the aligned variant for a buffer whose
-        # offset is a known multiple of 16 bytes (and copies a misaligned input at run time), so
-        # anything else is copied here, as the custom op copies an unaligned pointer.
-        aligned = statically_known_true(t.storage_offset() * t.element_size() % REDUCTION_POINTER_ALIGN == 0)
-        if not (is_contiguous_or_false(t) and aligned):
-            t = t.clone(memory_format=torch.contiguous_format)
-        return t
+    return dense_aligned(t, REDUCTION_POINTER_ALIGN)
     if not t.is_contiguous() or t.data_ptr() % REDUCTION_POINTER_ALIGN:
         t = t.clone(memory_format=torch.contiguous_format)
     return t
 
 
 def _kernel_operand_dtype(t: torch.Tensor) -> torch.dtype:
-    return interpreter_dtype(t.dtype) if _interpreted(t.device) else t.dtype
+    return interpreter_dtype(t.dtype) if runs_interpreted(t.device) else t.dtype
 
 
 def _kernel_out_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    return interpreter_dtype(dtype) if _interpreted(device) else dtype
+    return interpreter_dtype(dtype) if runs_interpreted(device) else dtype
 
 
 def _empty(n) -> bool:
@@ -622,7 +610,7 @@ def invariant_rms_norm_rows(
         return out, torch.empty(x.shape if addend is not None else (0,), dtype=x.dtype, device=x.device)
     rows = x.numel() // r
     dtypes = {x.dtype, out_dtype, normalized_dtype or x.dtype, x.dtype if weight is None else weight.dtype}
-    if _interpreted(x.device) and any(interpreter_dtype(d) != d for d in dtypes):
+    if runs_interpreted(x.device) and any(interpreter_dtype(d) != d for d in dtypes):
         # The interpreter cannot round to bf16: the row sum in the kernel, the per-element rest
         # in torch (elementwise, so a row's bits still depend on that row alone).
         h = x if addend is None else x + addend

@@ -35,7 +35,7 @@ import triton.language as tl
 from torch._prims_common import is_contiguous_or_false
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
-from ._launch import interpreter_dtype, launch, tracing_for_inductor, uses_interpreter
+from ._launch import dense_aligned, interpreter_dtype, launch, runs_interpreted
 from .configs import REDUCTION_POINTER_ALIGN
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -140,22 +140,9 @@ def scan_block(device: torch.device) -> int:
     return SCAN_BLOCK_CUDA if device.type == "cuda" else SCAN_BLOCK_INTERPRETER
 
 
-def _interpreted(device: torch.device) -> bool:
-    """The kernel runs in Triton's interpreter: never for a launch Inductor makes (compiled CUDA)."""
-    return uses_interpreter(device) and not tracing_for_inductor()
-
-
 def _kernel_operand(t: torch.Tensor) -> torch.Tensor:
-    """``t`` contiguous and 16-byte aligned (the pointer's alignment is part of the compiled
-    variant). A fake tensor traced for Inductor has no address: Inductor compiles the aligned
-    variant for a buffer whose offset is a known multiple of 16 bytes (and copies a misaligned
-    input at run time), so anything else is copied, as an unaligned pointer is here."""
-    if tracing_for_inductor():
-        aligned = statically_known_true(t.storage_offset() * t.element_size() % REDUCTION_POINTER_ALIGN == 0)
-        return t if is_contiguous_or_false(t) and aligned else t.clone(memory_format=torch.contiguous_format)
-    if not t.is_contiguous() or t.data_ptr() % REDUCTION_POINTER_ALIGN:
-        return t.clone(memory_format=torch.contiguous_format)
-    return t
+    """``t`` contiguous and 16-byte aligned (the pointer's alignment is part of the compiled variant)."""
+    return dense_aligned(t, REDUCTION_POINTER_ALIGN)
 
 
 def _acc_dtype(dtype: torch.dtype):
@@ -197,7 +184,7 @@ def invariant_scan(x: torch.Tensor, dim: int, op: str, dtype: torch.dtype | None
     xm = x.movedim(dim, -1)
     length = xm.shape[-1]
     rows = xm.numel() // length
-    kernel_dtype = interpreter_dtype(x.dtype) if _interpreted(x.device) else x.dtype
+    kernel_dtype = interpreter_dtype(x.dtype) if runs_interpreted(x.device) else x.dtype
     xk = _kernel_operand(xm.to(kernel_dtype).reshape(rows, length))
     out = torch.empty(rows, length, dtype=kernel_dtype, device=x.device)
     launch(

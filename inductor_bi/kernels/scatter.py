@@ -12,7 +12,7 @@ counts tokens per expert with ``torch.histc``, turns the counts into group offse
 
 ``invariant_grouped_mm``: one launch of ``_grouped_matmul_kernel``, whose programs each take one
 row tile of one group and compute it with invariant_matmul's arithmetic (kernels/matmul.py: the
-same ``_chunk_step`` K loop and ``_epilogue``, the same BLOCK_K, K chunk, accumulator and input
+same ``_pointer_k_steps`` K loop and ``_epilogue``, the same BLOCK_K, K chunk, accumulator and input
 precision, a launch shape of its own that shares that arithmetic). A row's bits depend on K, the
 dtype and pinned constants only, never on its group's size, its place in it or the other rows:
 a token's expert output is the same whatever other tokens the expert serves, and equal to
@@ -45,9 +45,9 @@ import triton.language as tl
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from . import configs
-from ._launch import interpreter_dtype, launch, tracing_for_inductor, uses_interpreter
+from ._launch import interpreter_dtype, launch, runs_interpreted, tracing_for_inductor
 from .matmul import SUPPORTED_DTYPES as _MATMUL_DTYPES
-from .matmul import _chunk_step, _epilogue, _input_precision, invariant_matmul
+from .matmul import _epilogue, _input_precision, _pointer_k_steps, invariant_matmul
 
 HISTC_DTYPES = (torch.float32, torch.float64)
 
@@ -116,23 +116,10 @@ def _grouped_matmul_kernel(
         offs_k = tl.arange(0, BLOCK_K)
         a_ptrs = A + rows[:, None] * stride_am + offs_k.to(tl.int64)[None, :] * stride_ak
         b_ptrs = B + group.to(tl.int64) * stride_bg + offs_k.to(tl.int64)[:, None] * stride_bk + cols[None, :] * stride_bn
-        a_step = tl.full([], BLOCK_K, tl.int64) * stride_ak
-        b_step = tl.full([], BLOCK_K, tl.int64) * stride_bk
         STEPS: tl.constexpr = K_CHUNK // BLOCK_K
-        n_steps = tl.cdiv(K, BLOCK_K)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
         total = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-        for step in range(0, n_steps):
-            if EVEN_K:
-                a = tl.load(a_ptrs)
-                b = tl.load(b_ptrs)
-            else:
-                k_left = K - step * BLOCK_K
-                a = tl.load(a_ptrs, mask=tl.arange(0, BLOCK_K)[None, :] < k_left, other=0.0)
-                b = tl.load(b_ptrs, mask=tl.arange(0, BLOCK_K)[:, None] < k_left, other=0.0)
-            acc, total = _chunk_step(a, b, acc, total, step, n_steps, STEPS, INPUT_PRECISION, ACC_DTYPE)
-            a_ptrs += a_step
-            b_ptrs += b_step
+        total = _pointer_k_steps(a_ptrs, b_ptrs, stride_ak, stride_bk, K, acc, total, 0, tl.cdiv(K, BLOCK_K), STEPS, BLOCK_K, EVEN_K, INPUT_PRECISION, ACC_DTYPE)
         _epilogue(total, c_ptrs, c_ptrs, mask_mn, 1.0, 1.0, False, False, False, ACC_DTYPE)
 
 
@@ -165,11 +152,6 @@ def _histc_kernel(
 # ---------------------------------------------------------------------------------------------
 # Host side
 # ---------------------------------------------------------------------------------------------
-
-
-def _interpreted(device: torch.device) -> bool:
-    """The kernels run in Triton's interpreter: never for a launch Inductor makes (compiled CUDA)."""
-    return uses_interpreter(device) and not tracing_for_inductor()
 
 
 def _check_offsets(offs: torch.Tensor, groups: int) -> None:
@@ -224,7 +206,7 @@ def invariant_grouped_mm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -
     else:
         _group_bounds(offs, groups, s)
     device = a.device
-    interpreted = _interpreted(device)
+    interpreted = runs_interpreted(device)
     compute_dtype = interpreter_dtype(a.dtype) if interpreted else a.dtype
     out = torch.empty(s, n, dtype=compute_dtype, device=device)
     if statically_known_true(n == 0) or groups == 0 or statically_known_true(s == 0):
