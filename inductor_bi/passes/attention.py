@@ -153,4 +153,5 @@ def _config_details(val, device: torch.device | None = None) -> dict:
         if configs.ATTENTION_USE_TMA and val.dtype in configs.TMA_DTYPES:
             fetched = "Q (unpacked), K / V" if configs.ATTENTION_Q_BY_TMA else "K / V"
             details["fetch"] = f"{fetched} by TMA on Hopper where the layout allows, else pointer loads"
+        details["launch"] = "by Inductor's generated code without a float mask and with static head dims (lowerings/attention.py): splits merged by a merge launch, K / V by pointer loads; otherwise the custom op, as above"
     return details

@@ -134,15 +134,19 @@ def _config_details(val: torch.Tensor, k, device: torch.device | None = None) ->
     tall = configs.MATMUL_CUDA_TALL.get(dtype) if device.type == "cuda" else None
     if tall is not None:  # a launch shape over the same arithmetic, for outputs that fill the GPU
         details["tall_tile"] = f"{tall.block_m}x{tall.block_n}x{tall.block_k}, {tall.num_warps} warps, {tall.num_stages} stages (Hopper)"
-    if device.type == "cuda" and dtype in configs.TMA_DTYPES and configs.MATMUL_USE_TMA:
-        details["fetch"] = "TMA on Hopper where the layout allows, else pointer loads"
     k = static_int(k)
+    # a static K on CUDA: Inductor launches the kernels itself (lowerings/matmul.py), no TMA, merge launch
+    launched = device.type == "cuda" and k is not None and not val.dtype.is_complex
+    if device.type == "cuda" and dtype in configs.TMA_DTYPES and configs.MATMUL_USE_TMA and not launched:
+        details["fetch"] = "TMA on Hopper where the layout allows, else pointer loads"
     if k is None:
         details["K"] = ("K' = 2K, " if val.dtype.is_complex else "") + "symbolic: chunks of k_chunk"
     else:
         chunk = configs.matmul_k_chunk(cfg, k)
         details["K"] = ("K' = " if val.dtype.is_complex else "") + f"{k} = {-(-k // chunk)} chunk(s) of {chunk}"
     if device.type == "cuda" and (k is None or k > chunk):
-        merged_by = "the last chunk program of each tile" if configs.MATMUL_MERGE_IN_LAST_PROGRAM else "a merge launch"
+        merged_by = "the last chunk program of each tile" if configs.MATMUL_MERGE_IN_LAST_PROGRAM and not launched else "a merge launch"
         details["split_k"] = f"below {configs.MATMUL_SPLIT_K_MAX_TILES} output tiles: one program per chunk, merged in ascending order by {merged_by}"
+    if launched:
+        details["launch"] = "by Inductor's generated code (lowerings/matmul.py), split-K chosen once from the traced sizes' hints, pointer loads"
     return details
