@@ -9,6 +9,7 @@
 # PART (times seen on an H100, 2026-11-23, and an H200, 2026-11-29, from the pieces' own runs):
 #   kernels   matmul, reduction and backend GPU tests (H200, v7: 188 s; v10, beside hf: 406 s)
 #   attention attention GPU tests (v5: 164 s; H200, v7: more than 220 s, 29 of 34 done there)
+#   launches  the kernels Inductor launches itself (lowerings) and reduce-overhead mode
 #   hf        Hugging Face models: batch / padding invariance, generate, MoE (~530 s; H200 v10: 406 s)
 #   llm       examples/llm.py serving: 500 requests, quick run, stock report (~370 s)
 #   bench     matmul vs cuBLAS, attention vs SDPA, packed and unpacked GQA (not timed as a part)
@@ -68,6 +69,8 @@ for part in "${parts[@]}"; do
   case $part in
     kernels) tests "$log" 500 tests/gpu/test_matmul_gpu.py tests/gpu/test_reduction_gpu.py tests/gpu/test_backend_gpu.py ;;
     attention) tests "$log" 500 tests/gpu/test_attention_gpu.py ;;
+    launches) tests "$log" 560 tests/gpu/test_lowering_reductions_gpu.py tests/gpu/test_lowering_attention_gpu.py \
+                tests/gpu/test_lowering_scan_scatter_gpu.py tests/gpu/test_inductor_launches_gpu.py tests/gpu/test_reduce_overhead_gpu.py ;;
     hf) tests "$log" 570 tests/gpu/test_hf_gpu.py ;;
     llm) tests "$log" 570 -s tests/gpu/test_llm_gpu.py ;;
     bench) { timeout 300 python3 benchmarks/bench_matmul.py --out "$out"; timeout 240 python3 benchmarks/bench_attention.py --out "$out"; } 2>&1 | tee -a "$log" | tail -40 ;;
@@ -78,6 +81,6 @@ for part in "${parts[@]}"; do
     ab) [ -n "${AB_KNOB:-}" ] || { echo "ab: set AB_KNOB to ab_knob_e2e.py's arguments" >&2; exit 2; }
         (cd benchmarks && timeout 450 python3 ab_knob_e2e.py $AB_KNOB) 2>&1 | tee -a "$log" | grep -v Warn | tail -14 ;;
     tune) { timeout 150 python3 benchmarks/tune_split_k.py; timeout 420 python3 benchmarks/tune_matmul.py --out "$out"; timeout 240 python3 benchmarks/tune_attention.py; } 2>&1 | tee -a "$log" | grep -v Warn | tail -70 ;;
-    *) echo "unknown part: $part (kernels, attention, hf, llm, bench, e2e, models, zoo, ab, tune, all)" >&2; exit 2 ;;
+    *) echo "unknown part: $part (kernels, attention, launches, hf, llm, bench, e2e, models, zoo, ab, tune, all)" >&2; exit 2 ;;
   esac
 done

@@ -125,6 +125,27 @@ def test_greedy_generate_static_cache_prompt_alone_equals_in_batch(name):
                 assert_rows_equal(b[row : row + 1], a, f"{name}: row {row}, generated token {step}")
 
 
+def test_greedy_generate_static_cache_in_cuda_graphs_equals_plain_launches():
+    """generate() on a static cache with model.forward compiled in mode="reduce-overhead" (CUDA
+    graph replays): the same tokens and logits as the plain compile, alone and in a batch."""
+    torch._dynamo.reset()
+    model = build_model("llama")
+    prompts = torch.randint(1, VOCAB, (4, 48), generator=torch.Generator().manual_seed(3)).cuda()
+    plain = torch.compile(model.forward, backend="batch_invariant", dynamic=True)
+    graphed = torch.compile(model.forward, backend="batch_invariant", dynamic=True, mode="reduce-overhead")
+    runs = {}
+    with torch.no_grad():
+        for name, forward in (("plain", plain), ("graphed", graphed)):
+            model.forward = forward
+            runs[name] = (greedy_generate(model, prompts.clone(), MAX_NEW_TOKENS), greedy_generate(model, prompts[:1].clone(), MAX_NEW_TOKENS))
+    for (want, got), what in zip(zip(runs["plain"], runs["graphed"]), ("batch of 4", "row 0 alone")):
+        assert torch.equal(want.sequences, got.sequences), what
+        for step, (a, b) in enumerate(zip(want.logits, got.logits)):
+            assert_rows_equal(b, a, f"reduce-overhead vs plain, {what}, generated token {step}")
+    batched, alone = runs["graphed"]
+    assert torch.equal(alone.sequences[0], batched.sequences[0])
+
+
 def test_moe_default_grouped_mm_is_invariant_or_refused():
     """bf16 on CUDA: HF's grouped_mm path runs histc / cumsum on integers (exact) and
     aten._grouped_mm (M per expert follows the batch). Strict mode must refuse it or make it
