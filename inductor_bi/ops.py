@@ -436,3 +436,62 @@ def invariant_std_mean(
 @invariant_std_mean.register_fake
 def _(x, dims, correction, keepdim):
     return torch.std_mean(x, dims or list(range(x.dim())), correction=correction, keepdim=keepdim)
+
+
+# =============================================================================================
+# Accumulating index puts of gradients (passes/index_accumulate.py, kernels/index_accumulate.py):
+# fixed_order_index_put_accumulate, fixed_order_embedding_dense_backward.
+# A separate block, appended; nothing above depends on it.
+# =============================================================================================
+
+from .kernels import index_accumulate as _index_accumulate  # noqa: E402
+
+
+@torch.library.custom_op(f"{LIBRARY}::fixed_order_index_put_accumulate", mutates_args=())
+def fixed_order_index_put_accumulate(
+    dest: torch.Tensor, indices: list[torch.Tensor], values: torch.Tensor, mask: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """index_put(accumulate=True) over dest's leading dims (with ``mask``: aten's
+    _unsafe_masked_index_put_accumulate), each destination summed in ascending source position."""
+    return _index_accumulate.fixed_order_index_put_accumulate(dest, indices, values, mask)
+
+
+@fixed_order_index_put_accumulate.register_fake
+def _(dest, indices, values, mask=None):
+    torch._check(values.dtype == dest.dtype, lambda: f"fixed_order_index_put_accumulate: {values.dtype} values, {dest.dtype} dest")
+    torch._check(1 <= len(indices) <= dest.dim(), lambda: f"fixed_order_index_put_accumulate: {len(indices)} indices, {dest.dim()}-d dest")
+    return dest.new_empty(dest.shape)  # contiguous, as the kernel's
+
+
+def _index_put_setup_context(ctx, inputs, output):
+    dest, indices, values, mask = inputs
+    ctx.save_for_backward(*indices, *(() if mask is None else (mask,)))
+    ctx.index_count, ctx.has_mask, ctx.values_shape = len(indices), mask is not None, values.shape
+
+
+def _index_put_backward(ctx, grad):
+    saved = ctx.saved_tensors
+    indices, mask = saved[: ctx.index_count], (saved[ctx.index_count] if ctx.has_mask else None)
+    grad_values = None
+    if ctx.needs_input_grad[2]:
+        gathered = grad[tuple(indices)]  # each value's destination, as aten's index_put formula
+        if mask is not None:
+            gathered = gathered.masked_fill(~mask, 0)
+        grad_values = gathered.sum_to_size(ctx.values_shape)
+    return grad, None, grad_values, None
+
+
+fixed_order_index_put_accumulate.register_autograd(_index_put_backward, setup_context=_index_put_setup_context)
+
+
+@torch.library.custom_op(f"{LIBRARY}::fixed_order_embedding_dense_backward", mutates_args=())
+def fixed_order_embedding_dense_backward(
+    grad_output: torch.Tensor, indices: torch.Tensor, num_weights: int, padding_idx: int, scale_grad_by_freq: bool
+) -> torch.Tensor:
+    """aten.embedding_dense_backward, each weight row's gradient summed in ascending token position."""
+    return _index_accumulate.fixed_order_embedding_dense_backward(grad_output, indices, num_weights, padding_idx, scale_grad_by_freq)
+
+
+@fixed_order_embedding_dense_backward.register_fake
+def _(grad_output, indices, num_weights, padding_idx, scale_grad_by_freq):
+    return grad_output.new_empty((num_weights, *grad_output.shape[indices.dim() :]))

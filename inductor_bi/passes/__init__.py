@@ -14,6 +14,7 @@ import torch.fx
 
 from ._rewrite import Rewrite
 from .guard import check_graph
+from .index_accumulate import rewrite_gradient_index_puts
 from .kv_gather import fold_kv_gathers
 from .matmul import MATMUL_OPS, rewrite_matmuls
 from .reductions import FUSED_OPS, rewrite_reductions
@@ -25,7 +26,10 @@ log = logging.getLogger("inductor_bi")
 
 OWNED_OPS = frozenset(MATMUL_OPS) | frozenset(FUSED_OPS)
 
-PASSES = (rewrite_matmuls, rewrite_reductions, fuse_rms_norms, fold_kv_gathers, rewrite_moe_routing, rewrite_scans)
+PASSES = (
+    rewrite_matmuls, rewrite_reductions, fuse_rms_norms, fold_kv_gathers, rewrite_moe_routing, rewrite_scans,
+    rewrite_gradient_index_puts,
+)
 
 
 def rewrite_graph(gm: torch.fx.GraphModule) -> list[Rewrite]:
