@@ -478,7 +478,7 @@ def _index_put_backward(ctx, grad):
         if mask is not None:
             gathered = gathered.masked_fill(~mask, 0)
         grad_values = gathered.sum_to_size(ctx.values_shape)
-    return grad, None, grad_values, None
+    return grad, [None] * ctx.index_count, grad_values, None
 
 
 fixed_order_index_put_accumulate.register_autograd(_index_put_backward, setup_context=_index_put_setup_context)

@@ -61,7 +61,8 @@ ORDER_UNSTABLE = {
     "embedding_bag": "sums bags with atomics / per-shape kernels",
     "_embedding_bag": "sums bags with atomics / per-shape kernels",
     "_embedding_bag_forward_only": "sums bags with atomics / per-shape kernels",
-    "embedding_dense_backward": "accumulates gradients per token with atomics",
+    "embedding_dense_backward": "accumulates gradients per token with atomics (an embedding's gradient is "
+    "rewritten to a fixed-order sum where aot_autograd traced it in the backward; this one is outside a gradient)",
     "histc": "counts with atomics",
     # Float convolutions are lowered to im2col + invariant_matmul (passes/convolution.py): one left
     # here is complex (or unbatched), which cuDNN / oneDNN would run in a per-shape order.
@@ -192,11 +193,17 @@ COMPLEX_REDUCTION = (
     "d >= 0 (the parts' dim -1 holds real and imaginary: x's dim -1 is theirs -2)"
 )
 
-# Accumulating writes: only unsafe with accumulate=True.
+# Accumulating writes: only unsafe with accumulate=True. A gradient's put over dest's leading
+# dims (an embedding's, weight[ids]'s) is rewritten to a fixed-order sum (passes/index_accumulate.py):
+# one left here is in a forward graph, or indexes other dims.
 ACCUMULATING_PUTS = {"index_put", "_unsafe_index_put", "index_put_"}
+ACCUMULATING_PUT_LEFT = (
+    "accumulates with atomics: order depends on scheduling (a gradient's put over leading dims, e.g. an "
+    "embedding's, is rewritten to a fixed-order sum; a forward scatter, or a put with None in its indices, is not)"
+)
 
 # Always-accumulating puts (embedding backward decomposes into this one): atomics.
-ORDER_UNSTABLE["_unsafe_masked_index_put_accumulate"] = "accumulates with atomics (e.g. embedding gradients)"
+ORDER_UNSTABLE["_unsafe_masked_index_put_accumulate"] = ACCUMULATING_PUT_LEFT
 
 
 @dataclass
@@ -251,7 +258,7 @@ def classify(node: torch.fx.Node) -> tuple[str, str] | None:
     if name in ACCUMULATING_PUTS:
         accumulate = node.kwargs.get("accumulate", node.args[3] if len(node.args) > 3 else False)
         if accumulate and _is_floating(node):
-            return "unsafe", "accumulates with atomics: order depends on scheduling"
+            return "unsafe", ACCUMULATING_PUT_LEFT
         return None
     if name == "segment_reduce" and (node.args[1] if len(node.args) > 1 else node.kwargs.get("reduce")) in _EXACT_SEGMENT_REDUCES:
         return "exact", "segment max / min picks an element: exact in any order"
