@@ -17,6 +17,9 @@ Phases, per batch B and length S:
            (filled by the eager model, rewound to S before every call, outside the timing):
            HF's DynamicCache in mode default, StaticCache (max_cache_len S + 1, the cache
            HF's generate compiles with) in mode reduce-overhead; ``--cache`` picks one for both.
+  train    one training step's forward + backward: forward(input_ids=[B, S], labels=input_ids)
+           with grad on (the training graph, the loss inside it), then loss.backward(); the
+           gradients are cleared before every call, outside the timing (no optimizer step).
 
 Time: wall time of the whole call, host included: median over ``--repeats`` calls of
 (synchronize; t0; out = f(...); synchronize; t1) after warm-up calls. Compile: each row records
@@ -49,6 +52,7 @@ one process per GPU (CUDA_VISIBLE_DEVICES, one --out folder each) and fold them 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -64,7 +68,7 @@ from common import cold_compile_caches, environment, median_wall_ms, merge_rows,
 
 MODELS = ("llama", "qwen3", "gpt2", "qwen3_moe")
 MODES = ("default", "reduce-overhead")
-PHASES = ("prefill", "decode")
+PHASES = ("prefill", "decode", "train")
 CONTENDERS = ("stock", "ours")
 JSON_NAME, PNG_NAME = "hf_models.json", "hf_models.png"
 ROW_KEY = ("device", "model", "shape", "phase", "batch", "seq", "mode")  # one row per GPU: runs on other GPUs add rows
@@ -226,25 +230,34 @@ def run_contender(model, contender: str, mode: str, cases: list[tuple], args, ca
                 def call():
                     return f(input_ids=ids)
 
-                rewind = None
+                reset = None
+            elif phase == "train":
+                ids = tokens(vocab, (batch, seq), seed=seq * 1000 + batch + 2, device=device)
+
+                def call():
+                    loss = f(input_ids=ids, labels=ids).loss
+                    loss.backward()
+                    return loss
+
+                reset = functools.partial(model.zero_grad, set_to_none=True)
             else:
                 kind = cache_kind(mode, args.cache)
                 key = (kind, batch, seq)
                 if key not in caches:  # shared by the contenders: the state to rewind to is taken now
                     cache = filled_cache(model, kind, batch, seq, device)
                     caches[key] = cache, rewinder(cache)
-                cache, rewind = caches[key]
+                cache, reset = caches[key]
                 step = tokens(vocab, (batch, 1), seed=seq * 1000 + batch + 1, device=device)
 
                 def call():
                     return f(input_ids=step, past_key_values=cache, use_cache=True)
 
             def setup():
-                if rewind is not None:
-                    rewind()
+                if reset is not None:
+                    reset()
                 mark_step()
 
-            with torch.no_grad():
+            with torch.set_grad_enabled(phase == "train"):
                 graphs0, breaks0 = _graph_counts()
                 setup()
                 sync()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 
@@ -33,7 +34,7 @@ def _run(out, *extra):
 
 
 def test_both_contenders_time_prefill_and_decode_and_the_json_has_its_keys(tmp_path, caches):
-    _run(tmp_path)
+    _run(tmp_path, "--phases", "prefill,decode")
     doc = json.loads((tmp_path / "hf_models.json").read_text())
     env = doc["environment"]
     assert {"device", "torch", "triton", "transformers", "date"} <= set(env), env
@@ -100,6 +101,24 @@ def test_every_decode_call_of_both_contenders_sees_a_cache_of_s_tokens(tmp_path,
     monkeypatch.setattr(bench, "compile_forward", recording)
     _run(tmp_path, "--phases", "decode", "--repeats", "3", "--warmup", "1", "--cache", cache)
     assert seen == {"stock": [8] * 5, "ours": [8] * 5}
+
+
+def test_train_times_forward_and_backward_from_cleared_gradients(tmp_path, monkeypatch):
+    seen = {"stock": [], "ours": []}
+
+    def recording(model, contender, mode):  # eager stand-ins: this test is about the training step
+        def forward(**kwargs):
+            assert torch.is_grad_enabled() and "labels" in kwargs
+            seen[contender].append(all(p.grad is None for p in model.parameters()))
+            return model.forward(**kwargs)
+
+        return forward
+
+    monkeypatch.setattr(bench, "compile_forward", recording)
+    _run(tmp_path, "--phases", "train", "--repeats", "3", "--warmup", "1")
+    assert seen == {"stock": [True] * 5, "ours": [True] * 5}, "every call starts from cleared gradients"
+    (row,) = json.loads((tmp_path / "hf_models.json").read_text())["rows"]
+    assert row["phase"] == "train" and row["stock_ms"] > 0 and row["ours_ms"] > 0
 
 
 def test_an_error_that_only_announces_another_is_recorded_with_it():
