@@ -196,3 +196,33 @@ def test_eager_autograd_through_the_op():
     values = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
     index, mask = torch.randint(-5, 5, (2, 3)), torch.rand(2, 3, 1) > 0.3
     torch.autograd.gradcheck(lambda d, v: torch.ops.inductor_bi.fixed_order_index_put_accumulate(d, [index], v, mask), (dest, values))
+
+
+def _sm90_launch(dtype, n, rows, columns):
+    """The kernel's launch arguments as the host code passes them for a put of n positions into a
+    [rows, columns] dest (tensors on the CPU: only their dtypes and alignment matter here)."""
+    import triton.language as tl
+
+    from inductor_bi.kernels import index_accumulate
+
+    out, values = torch.empty(rows, columns, dtype=dtype), torch.empty(n, columns, dtype=dtype)
+    keys, order = torch.empty(n, dtype=torch.int64), torch.empty(n, dtype=torch.int64)
+    args = (out, values, keys, order, n, rows, columns, out.stride(0), values.stride(0), values.stride(1))
+    kwargs = dict(ACC_DTYPE=tl.float32, BLOCK_C=index_accumulate.INDEX_ACCUMULATE_BLOCK_C,
+                  num_warps=index_accumulate.INDEX_ACCUMULATE_WARPS, num_stages=1)  # fmt: skip
+    return index_accumulate._segment_sums_kernel, args, kwargs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sm90_one_binary_for_every_batch_adding_in_fp32_only(dtype):
+    """Compiled for an H100 (no GPU needed): the number of positions (the batch's tokens) is not
+    specialized, so one binary serves every batch; for any width its float ops are the same
+    conversions and fp32 adds, no fma."""
+    from tests._support import load_file
+
+    inspect_kernels = load_file("benchmarks/inspect_kernels.py", "inspect_kernels")
+    keys = {inspect_kernels.binary_key(*_sm90_launch(dtype, n, 32000, 4096)) for n in (1, 7, 16, 4096)}
+    assert len(keys) == 1, keys
+    ops = [inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*_sm90_launch(dtype, 7, 32000, c))) for c in (4096, 77, 1)]
+    assert ops[0] == ops[1] == ops[2]
+    assert "add.f32" in ops[0] and all(op == "add.f32" or op.startswith("cvt") for op in ops[0]), ops[0]
