@@ -105,6 +105,23 @@ def test_a_destinations_bits_do_not_depend_on_other_puts(put, extra, data):
     assert torch.equal(crowded[target], alone[target])
 
 
+@given(batch=st.integers(1, 6), seq=st.integers(1, 5), data=st.data())
+@settings(max_examples=8)
+def test_embedding_gradient_of_a_row_alone_is_its_bits_in_any_batch(batch, seq, data):
+    """An embedding's gradient put [B, S] ids into [V, H]: the row whose loss counts (the others'
+    gradients are zeros) gives the weight gradient it gives alone, wherever it sits in the batch."""
+    row = data.draw(st.integers(0, batch - 1), label="row position")
+    vocab, hidden = 5, 12
+    ids = torch.randint(0, vocab, (batch, seq))
+    grads = torch.zeros(batch, seq, hidden)
+    grads[row] = torch.randn(seq, hidden) * 100
+    mask = (ids != 0).unsqueeze(-1)  # padding_idx 0, as the decomposition masks it
+    zeros = torch.zeros(vocab, hidden)
+    in_batch = fixed_order_index_put_accumulate(zeros, [ids], grads, mask)
+    alone = fixed_order_index_put_accumulate(zeros, [ids[row : row + 1]], grads[row : row + 1], mask[row : row + 1])
+    assert torch.equal(in_batch, alone)
+
+
 def test_same_bits_run_to_run():
     dest = torch.randn(5, 33)
     index = torch.randint(0, 5, (3, 7))
