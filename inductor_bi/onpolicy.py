@@ -18,6 +18,12 @@ those log-probs in one forward over the full sequences, batched its own way. If 
     )
     assert report.on_policy, report
 
+The trainer is checked as it really runs, by default (``trainer_mode="train"``): grad on, so its
+forward is the training graph (the one its backward and optimizer step follow), and, where
+``trainer_forward`` is a module or a module's bound method, that module in train mode for the call.
+``trainer_mode="no_grad"`` is the cheaper check of the inference graph (no saved activations).
+The report says which was checked.
+
 Both sides must turn logits into log-probs with the same batch-invariant function: by default
 ``invariant_token_logprobs()`` (``token_logprobs`` compiled with ``backend="batch_invariant"``).
 Compile ``token_logprobs`` with it on the sampler side too, or pass your own ``logprobs_fn``.
@@ -25,6 +31,7 @@ Compile ``token_logprobs`` with it on the sampler side too, or pass your own ``l
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
 from dataclasses import asdict, dataclass
@@ -33,6 +40,11 @@ from typing import Callable, Optional, Sequence
 import torch
 
 LogprobsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+TRAINER_MODES = {
+    "train": "the training graph (grad on, train mode)",
+    "no_grad": "the inference graph (torch.no_grad)",
+}
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -69,6 +81,7 @@ class OnPolicyReport:
     num_differing: int  # tokens whose sampler and trainer log-probs are not bitwise equal
     first_difference: Optional[TokenMismatch]  # the first in (sequence, position) order
     max_abs_diff: float
+    trainer_mode: str = "train"  # which trainer graph was checked (TRAINER_MODES)
 
     @property
     def on_policy(self) -> bool:
@@ -82,15 +95,45 @@ class OnPolicyReport:
         return d
 
     def __str__(self) -> str:
+        trainer = f"trainer: {TRAINER_MODES[self.trainer_mode]}"
         if self.on_policy:
-            return f"on-policy: all {self.num_tokens} log-probs of {self.num_sequences} sequences are bitwise equal"
+            return f"on-policy: all {self.num_tokens} log-probs of {self.num_sequences} sequences are bitwise equal ({trainer})"
         return (
             f"off-policy: {self.num_differing} of {self.num_tokens} log-probs differ "
-            f"(max abs diff {self.max_abs_diff:.3e}); first: {self.first_difference}"
+            f"(max abs diff {self.max_abs_diff:.3e}; {trainer}); first: {self.first_difference}"
         )
 
 
-@torch.no_grad()
+def _module_of(fn) -> Optional[torch.nn.Module]:
+    """The module ``fn`` runs: the module itself, a bound method's owner, or one torch.compile
+    wrapped (``_torchdynamo_orig_callable``); None for any other callable."""
+    for candidate in (fn, getattr(fn, "_torchdynamo_orig_callable", None)):
+        if isinstance(candidate, torch.nn.Module):
+            return candidate
+        owner = getattr(candidate, "__self__", None)
+        if isinstance(owner, torch.nn.Module):
+            return owner
+    return None
+
+
+@contextlib.contextmanager
+def _as_trainer(trainer_forward, trainer_mode: str):
+    """Grad and the module's train flag as ``trainer_mode`` says, restored after."""
+    if trainer_mode not in TRAINER_MODES:
+        raise ValueError(f"trainer_mode must be one of {sorted(TRAINER_MODES)}, got {trainer_mode!r}")
+    training = trainer_mode == "train"
+    module = _module_of(trainer_forward)
+    was_training = module.training if module is not None else None
+    try:
+        if module is not None:
+            module.train(training)
+        with torch.set_grad_enabled(training):
+            yield
+    finally:
+        if module is not None:
+            module.train(was_training)
+
+
 def trainer_logprobs(
     trainer_forward: Callable[[torch.Tensor], torch.Tensor],
     sequences: Sequence[torch.Tensor],
@@ -100,14 +143,15 @@ def trainer_logprobs(
     shuffle_seed: Optional[int] = None,
     pad_token: int = 0,
     logprobs_fn: Optional[LogprobsFn] = None,
+    trainer_mode: str = "train",
 ) -> list[torch.Tensor]:
-    """The trainer's log-probs of the last ``num_scored[i]`` tokens of each sequence.
+    """The trainer's log-probs of the last ``num_scored[i]`` tokens of each sequence (detached).
 
     Sequences are grouped into batches of ``batch_size`` (all at once by default), after a shuffle
     when ``shuffle_seed`` is given, right-padded with ``pad_token`` to the batch's longest, and
-    scored in one ``trainer_forward`` call per batch (under ``torch.no_grad``). Right padding is harmless only for a causal
-    model, whose logits at position t depend on tokens 0..t alone. Token t is scored with the
-    logits at position t - 1.
+    scored in one ``trainer_forward`` call per batch, run as ``trainer_mode`` says (the module's
+    docstring). Right padding is harmless only for a causal model, whose logits at position t
+    depend on tokens 0..t alone. Token t is scored with the logits at position t - 1.
     """
     logprobs_fn = logprobs_fn or invariant_token_logprobs()
     n = len(sequences)
@@ -131,7 +175,8 @@ def trainer_logprobs(
         tokens = torch.full((len(seqs), longest), pad_token, dtype=torch.long, device=device)
         for row, s in enumerate(seqs):
             tokens[row, : len(s)] = s
-        logits = trainer_forward(tokens)
+        with _as_trainer(trainer_forward, trainer_mode):
+            logits = trainer_forward(tokens)
         # Gather the scoring rows of every member into one [N, V] call: a row-invariant
         # logprobs_fn gives each row the bits it would get alone (and the sampler's [T, V] shape).
         rows, cols, targets, counts = [], [], [], []
@@ -142,8 +187,9 @@ def trainer_logprobs(
             cols.append(positions - 1)
             targets.append(s[len(s) - k :].to(device=device, dtype=torch.long))
             counts.append(k)
-        scored = logprobs_fn(logits[torch.cat(rows), torch.cat(cols)], torch.cat(targets))
-        for i, lp in zip(members, scored.split(counts)):
+        with _as_trainer(trainer_forward, trainer_mode):
+            scored = logprobs_fn(logits[torch.cat(rows), torch.cat(cols)], torch.cat(targets))
+        for i, lp in zip(members, scored.detach().split(counts)):
             out[i] = lp
     return out  # type: ignore[return-value]
 
@@ -157,20 +203,21 @@ def sampler_trainer_mismatch(
     shuffle_seed: Optional[int] = None,
     pad_token: int = 0,
     logprobs_fn: Optional[LogprobsFn] = None,
+    trainer_mode: str = "train",
 ) -> OnPolicyReport:
     """Compare, bitwise, the sampler's log-probs with the trainer's.
 
     ``sampler_logprobs[i][j]`` is the log-prob the sampler gave the token at position
     ``len(sequences[i]) - len(sampler_logprobs[i]) + j`` (the generated tokens are the last ones).
     The trainer's are computed by ``trainer_logprobs`` (see there for ``batch_size``,
-    ``shuffle_seed``, ``pad_token``, ``logprobs_fn``). Returns an ``OnPolicyReport``.
+    ``shuffle_seed``, ``pad_token``, ``logprobs_fn``, ``trainer_mode``). Returns an ``OnPolicyReport``.
     """
     if len(sequences) != len(sampler_logprobs):
         raise ValueError(f"{len(sequences)} sequences but {len(sampler_logprobs)} sampler log-prob tensors")
     counts = [len(lp) for lp in sampler_logprobs]
     trainer = trainer_logprobs(
         trainer_forward, sequences, counts, batch_size=batch_size, shuffle_seed=shuffle_seed,
-        pad_token=pad_token, logprobs_fn=logprobs_fn,
+        pad_token=pad_token, logprobs_fn=logprobs_fn, trainer_mode=trainer_mode,
     )
     num_tokens = num_differing = 0
     first: Optional[TokenMismatch] = None
@@ -188,7 +235,7 @@ def sampler_trainer_mismatch(
                 j = int(differs.nonzero()[0])
                 position = len(seq) - len(s_lp) + j
                 first = TokenMismatch(i, position, int(seq[position]), float(s_lp[j]), float(t_lp[j]))
-    return OnPolicyReport(len(sequences), num_tokens, num_differing, first, max_abs)
+    return OnPolicyReport(len(sequences), num_tokens, num_differing, first, max_abs, trainer_mode)
 
 
 def _bits(x: torch.Tensor) -> torch.Tensor:
@@ -205,6 +252,7 @@ def assert_on_policy(*args, **kwargs) -> OnPolicyReport:
 
 
 __all__ = [
+    "TRAINER_MODES",
     "OnPolicyReport",
     "TokenMismatch",
     "assert_on_policy",
