@@ -398,8 +398,10 @@ def test_float64_rows_are_rescaled_at_float64_magnitudes(scale):
     if scale == 1e153:
         assert torch.isfinite(ref_var * 2.0 ** (2 * k)).all() and not torch.isfinite(x.pow(2).sum(-1)).all()
         assert_close_to_reference(var, ref_var * 2.0 ** (2 * k))
-    # LayerNorm(x) is LayerNorm(xs) with eps * 2**-2k, which is 0 here beside var ~1e306
-    ln_ref = aten.native_layer_norm(xs, [600], None, None, 0.0)[0] if k > 0 else aten.native_layer_norm(x, [600], None, None, 1e-5)[0]
+    # LayerNorm(x) is LayerNorm(xs) with eps * 2**-2k, which is 0 here beside var ~1e306; the
+    # kernels read eps as fp32 (kernels/_launch.float_arg), so the reference takes that value
+    eps32 = float(torch.tensor(1e-5, dtype=torch.float32))
+    ln_ref = aten.native_layer_norm(xs, [600], None, None, 0.0)[0] if k > 0 else aten.native_layer_norm(x, [600], None, None, eps32)[0]
     assert_close_to_reference(invariant_layer_norm(x, 1)[0], ln_ref)
 
 

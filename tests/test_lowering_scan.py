@@ -96,11 +96,18 @@ def test_the_dtype_argument_converts_before_the_scan():
     assert _launch_constants(launch)["ACC"] == scan_kernel._acc_dtype(torch.float64)
 
 
-@pytest.mark.parametrize("shape", [("m", "L"), ("m", 1)], ids=["symbolic-length", "length-1"])
-def test_a_length_not_static_or_of_one_keeps_the_custom_op(shape):
-    """L sets the order: unknown at compile time, the op stays. L == 1 would be a constexpr in
-    Inductor's launch, another binary than the custom op's: the op stays too."""
-    gm, _ = _graph(lambda x: SCANS["cumsum"](x, 1), "cuda", shape)
+def test_a_symbolic_length_is_launched_with_no_guard_on_it():
+    """L is a loop bound, never a constexpr: one launch serves every length (a decode cache or a
+    prompt growing under dynamic=True)."""
+    gm, env = _graph(lambda x: SCANS["cumsum"](x, 1), "cuda", ("m", "L"))
+    assert launch_from_inductor(gm) == 1 and not env.guards, env.guards
+    (launch,) = _calls(gm, LAUNCH)
+    assert isinstance(launch.kwargs["kwargs"]["L"], torch.fx.Node), "the length reaches the kernel as an argument"
+
+
+def test_a_length_of_one_keeps_the_custom_op():
+    """L == 1 would be a constexpr in Inductor's launch, another binary than the custom op's."""
+    gm, _ = _graph(lambda x: SCANS["cumsum"](x, 1), "cuda", ("m", 1))
     assert launch_from_inductor(gm) == 0
     assert len(_calls(gm, *SCAN_OPS)) == 1 and not _calls(gm, LAUNCH)
 

@@ -19,6 +19,7 @@ import warnings
 
 import torch
 import triton
+import triton.language as tl
 import numpy as np  # the interpreter's values are numpy arrays (patched below); a declared dependency
 from triton.runtime import interpreter as _interpreter
 from triton.runtime.errors import OutOfResources
@@ -28,6 +29,15 @@ from triton.runtime.jit import JITFunction
 from . import configs
 
 _warned_cpu = False
+
+
+@triton.jit
+def float_arg(x):
+    """A Python-float kernel argument as fp32. Triton's launcher passes Python floats as fp32,
+    Inductor's (kernels it launches itself) as fp64: every kernel reads them through this, so
+    both launches compute with the same fp32 value (fp64 -> fp32 rounds to nearest, as the
+    launcher's conversion does)."""
+    return tl.cast(x, tl.float32)
 
 
 def _interpret_env() -> bool:

@@ -36,7 +36,7 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from . import configs
 from ._arrivals import tile_arrivals
-from ._launch import interpreter_dtype, launch, size_hint, tma_descriptor, tracing_for_inductor, uses_interpreter
+from ._launch import float_arg, interpreter_dtype, launch, size_hint, tma_descriptor, tracing_for_inductor, uses_interpreter
 from .matmul import _input_precision
 
 _SEQUENTIAL, _SPLIT, _MERGE = 0, 1, 2
@@ -210,6 +210,7 @@ def _fixed_split_attention_kernel(
     # on its tile companions (per-element MMA, exact max, order-free sum, hidden keys are
     # no-ops), so packing changes which program computes a row, not its bits. Unpacked
     # (HEADS_PER_PROG = 1), a program owns one head and its rows are query positions.
+    qk_scale_log2 = float_arg(qk_scale_log2)
     rows = Lq * HEADS_PER_PROG
     q_blocks = tl.cdiv(rows, BLOCK_M)
     pid_m = tl.program_id(0) % q_blocks
@@ -549,6 +550,10 @@ def fixed_split_attention_with_lse(
     out4 = _batch_folded(out, view=True)
     mask4 = None
     mask_is_bool = attn_mask is not None and attn_mask.dtype == torch.bool
+    if mask_is_bool:
+        # the same 0 / 1 bytes behind a plain integer pointer everywhere; Inductor lowers no
+        # bool -> uint8 view, so a graph it launches converts the (unexpanded) mask instead
+        attn_mask = attn_mask.to(torch.uint8) if tracing_for_inductor() else attn_mask.view(torch.uint8)
     if attn_mask is not None:
         try:
             mask = attn_mask.expand(*lead, heads, lq, lk)
@@ -557,9 +562,7 @@ def fixed_split_attention_with_lse(
                 f"fixed_split_attention: attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to "
                 f"{(*lead, heads, lq, lk)}"
             ) from err
-        if mask_is_bool:
-            mask = mask.view(torch.uint8)  # same bytes; a plain integer pointer everywhere
-        elif interpreted:
+        if interpreted and not mask_is_bool:
             mask = mask.to(interpreter_dtype(mask.dtype))
         mask4 = _batch_folded(mask)
     _run(q4, k4, v4, mask4, mask_is_bool, out4, _batch_folded(lse, 3, view=True), bool(is_causal), float(scale), path, pack_gqa, kv_rows, tma)

@@ -29,7 +29,7 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from . import configs
 from ._arrivals import tile_arrivals
-from ._launch import interpreter_dtype, launch, size_hint, sizes_follow_the_batch, tma_descriptor, tracing_for_inductor, uses_interpreter
+from ._launch import float_arg, interpreter_dtype, launch, size_hint, sizes_follow_the_batch, tma_descriptor, tracing_for_inductor, uses_interpreter
 
 _FULL, _SPLIT, _MERGE = 0, 1, 2
 
@@ -97,11 +97,11 @@ def _epilogue(total, c_ptrs, bias_ptrs, mask_mn, alpha, beta, HAS_BIAS: tl.const
     """alpha * total + beta * bias, cast and stored: the one epilogue of FULL and MERGE."""
     result = total
     if SCALE_ALPHA:
-        result = result * alpha
+        result = result * float_arg(alpha)
     if HAS_BIAS:
         bias = tl.load(bias_ptrs, mask=mask_mn, other=0.0).to(ACC_DTYPE)
         if SCALE_BETA:
-            bias = bias * beta
+            bias = bias * float_arg(beta)
         result = result + bias
     tl.store(c_ptrs, result.to(c_ptrs.dtype.element_ty), mask=mask_mn)
 

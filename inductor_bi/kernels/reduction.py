@@ -32,7 +32,7 @@ import triton.language as tl
 from torch._prims_common import is_contiguous_or_false
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
-from ._launch import dense_aligned, interpreter_dtype, launch, runs_interpreted, tracing_for_inductor
+from ._launch import dense_aligned, float_arg, interpreter_dtype, launch, runs_interpreted, tracing_for_inductor
 from .configs import REDUCTION_POINTER_ALIGN, reduction_config
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -165,7 +165,7 @@ def _row_var_mean_kernel(x_ptr, var_ptr, mean_ptr, R, divisor, SQRT: tl.constexp
     # Two passes in a fixed order: the mean, then the sum of squared deviations from it.
     mean, m2, s, u = _row_mean_and_sq_dev(x_row, R, False, BLOCK_R, ACC)
     # divisor = max(R - correction, 0) as torch: 0 gives inf (or nan when m2 == 0), like torch.
-    var = m2 / divisor
+    var = m2 / float_arg(divisor)
     if SQRT:
         # The standard deviation scaled back once: finite wherever it is, even when the
         # variance is not (|x| ~ 1e20..1e37 in fp32), and not 0 where the variance underflows.
@@ -226,7 +226,7 @@ def _row_rms_norm_kernel(
         cols = start + lanes
         x = tl.load(x_row + cols, mask=cols < R, other=0.0).to(ACC)
         acc += x * x
-    rstd = tl.rsqrt(tl.sum(acc, axis=0) / R + eps)
+    rstd = tl.rsqrt(tl.sum(acc, axis=0) / R + float_arg(eps))
     # x * rstd * weight in the accumulator dtype, rounded once (as aten._fused_rms_norm).
     for start in range(0, R, BLOCK_R):
         cols = start + lanes
@@ -254,7 +254,7 @@ def _row_rms_normalize_kernel(
     if EPS_FROM_POINTER:
         eps_value = tl.load(eps).to(ACC)
     else:
-        eps_value = tl.cast(eps, ACC)
+        eps_value = tl.cast(float_arg(eps), ACC)
     rstd = tl.rsqrt(_lane_sum(x_row, y_row, R, BLOCK_R, ACC, True, ADD) / R + eps_value)
     lanes = tl.arange(0, BLOCK_R)
     for start in range(0, R, BLOCK_R):
@@ -296,7 +296,7 @@ def _row_layer_norm_kernel(
     var_s = m2 / R
     var = var_s * u * u
     finite = var < float("inf")
-    rstd = tl.rsqrt(var + eps)
+    rstd = tl.rsqrt(var + float_arg(eps))
     # y = (x - mean) * rstd = (x * s - mean) * (rstd * u). A variance past the dtype's range is far
     # above eps: its rstd is rsqrt(var_s) * s, and y needs rsqrt(var_s).
     rstd_s = tl.rsqrt(tl.where(finite, 1.0, var_s))
