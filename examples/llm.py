@@ -313,8 +313,21 @@ def plant_near_ties(model: Transformer, prompt: list[int], steps: int) -> list[N
 
 
 # ---------------------------------------------------------------------------------------------
-# Serving engine: dynamic batching, chunked prefill, greedy decoding
+# Serving engine: dynamic batching, chunked prefill, greedy decoding or seeded sampling
 # ---------------------------------------------------------------------------------------------
+
+
+def gumbel_noise(seed: int, position: int, vocab_size: int, device) -> torch.Tensor:
+    """Gumbel(0, 1) noise [vocab_size] (float64) for the token at ``position`` of the request
+    seeded ``seed`` (0 <= seed < 2^43): argmax(logits + noise) samples from softmax(logits) (the
+    Gumbel-max trick). A pure function of (seed, position, vocab id): its own generator, drawn and
+    transformed for this one row alone, so neither its values nor the rounding of its logs (a CPU
+    rounds a vectorized block and a scalar tail differently) can depend on the batch."""
+    if not (0 <= seed < 2**43 and 0 <= position < 2**20):
+        raise ValueError(f"gumbel_noise: need 0 <= seed < 2^43 and 0 <= position < 2^20, got {seed}, {position}")
+    generator = torch.Generator(device=device).manual_seed(seed << 20 | position)
+    u = torch.rand(vocab_size, generator=generator, device=device, dtype=torch.float64)
+    return -torch.log(-torch.log(u))
 
 
 @dataclass
@@ -325,6 +338,7 @@ class Request:
     arrival: int  # the engine step at which the request arrives
     is_target: bool = False
     record_logits: bool = False
+    seed: int = 0  # its sampling noise's seed (EngineConfig.sample)
     # Filled in by the engine.
     slot: int = -1
     prefilled: int = 0  # prompt tokens whose keys/values are in the cache
@@ -349,13 +363,14 @@ class EngineConfig:
     max_prefill_chunk: int = 12  # a prompt longer than its chunk is prefilled over several steps
     kv_len_multiple: int = 16  # attend over cache positions [0, kv_len), kv_len rounded up to this
     seed: int = 0  # chunk sizes are drawn at random, so one prompt is chunked differently each time
+    sample: bool = False  # False: greedy. True: sample from softmax(logits), noise from each request's seed
 
 
 class Engine:
     """Each step: admit arrived requests into free cache slots, then batch one decode token per
     running request plus prefill chunks (random sizes, within the token budget), run one forward
-    over the T flattened tokens, and pick the next token greedily for every row that ends its
-    request's known tokens.
+    over the T flattened tokens, and pick the next token for every row that ends its request's
+    known tokens: greedily, or (``config.sample``) by Gumbel-max with the request's own noise.
 
     The schedule depends on the arrivals, lengths and the engine's seed only (there is no EOS),
     never on the tokens generated: every mode serves the same batches, step for step."""
@@ -425,6 +440,8 @@ class Engine:
         t0 = time.perf_counter()
         logits = self.step_fn(as_tensor(tokens), as_tensor(slots), as_tensor(positions), kv_len)
         next_tokens = logits.argmax(-1)  # greedy (temperature 0); ties pick the lowest id
+        if self.config.sample:
+            next_tokens = self._sample(work, logits, next_tokens)
         logprobs = self.logprobs_fn(logits, next_tokens)
         next_tokens_host = next_tokens.tolist()  # waits for the GPU
         self.stats["step_seconds"].append(time.perf_counter() - t0)
@@ -449,6 +466,22 @@ class Engine:
             r.logprobs.append(logprobs[last].clone())
             if r.record_logits:
                 r.logits.append(logits[last].clone())
+
+    def _sample(self, work, logits, next_tokens):
+        """Gumbel-max at the rows that pick a token (a decode token, a prompt's last chunk), each with
+        noise for (its request's seed, the position of the token it picks)."""
+        rows, noise, row = [], [], 0
+        for r, toks, start in work:
+            row += len(toks)
+            if r.prefilled + len(toks) >= len(r.prompt):
+                rows.append(row - 1)
+                noise.append(gumbel_noise(r.seed, start + len(toks), logits.shape[-1], logits.device))
+        if not rows:
+            return next_tokens  # only mid-prompt chunks: nothing to pick
+        rows = torch.tensor(rows, device=logits.device)
+        next_tokens = next_tokens.clone()
+        next_tokens[rows] = (logits[rows].double() + torch.stack(noise)).argmax(-1)  # adds: exact, any batch
+        return next_tokens
 
 
 # ---------------------------------------------------------------------------------------------
