@@ -129,13 +129,23 @@ def test_llama_static_cache_decode_in_cuda_graphs_gives_the_custom_op_bits(monke
         assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
 
 
+def heads_static(*tensors):
+    """[B, H, L, D] inputs with H and D static: under dynamic=True every input dim is symbolic,
+    and the head counts and head dims set the kernel's constexprs (a model's reshape makes them
+    static; raw inputs need this, else the call stays a custom op)."""
+    for t in tensors:
+        torch._dynamo.mark_static(t, 1)
+        torch._dynamo.mark_static(t, 3)
+    return tensors
+
+
 def _attention_case(case: str, batch: int, gen: torch.Generator):
     """(function, tensors) of one SDPA call shape; every row of dim 0 independent of the others."""
     def rand(*shape, dtype=torch.bfloat16):
         return torch.randn(*shape, generator=gen, device=DEVICE).to(dtype)
 
     lq, lk = (1, 700) if case.startswith("decode") else (90, 90)
-    q, k, v = rand(batch, 8, lq, 64), rand(batch, 2, lk, 64), rand(batch, 2, lk, 64)
+    q, k, v = heads_static(rand(batch, 8, lq, 64), rand(batch, 2, lk, 64), rand(batch, 2, lk, 64))
     if case == "decode_bool_mask":
         mask = torch.rand(batch, 1, 1, lk, generator=gen, device=DEVICE) > 0.3
         return (lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m, enable_gqa=True)), (q, k, v, mask)
@@ -145,9 +155,9 @@ def _attention_case(case: str, batch: int, gen: torch.Generator):
     if case == "causal_gqa":
         return (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)), (q, k, v)
     if case == "mqa_broadcast":
-        return (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)), (q, k[:, :1], v[:, :1])
+        return (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)), (q, *heads_static(k[:, :1], v[:, :1]))
     if case == "kv_heads_differ":
-        return (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)), (q, k, rand(batch, 4, lk, 64))
+        return (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)), (q, k, *heads_static(rand(batch, 4, lk, 64)))
     if case in ("scale_zero", "scale_negative"):
         scale = 0.0 if case == "scale_zero" else -0.3
         return (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True)), (q, k, v)
@@ -197,7 +207,7 @@ def test_training_step_launched_gives_the_custom_op_gradients(monkeypatch):
             k, v = (torch.randn(batch, 2, 70, 64, generator=gen, device=DEVICE).bfloat16() for _ in range(2))
             results = []
             for f in (launched, dispatched):
-                inputs = [x.clone().requires_grad_() for x in (q, k, v)]
+                inputs = heads_static(*[x.clone().requires_grad_() for x in (q, k, v)])
                 value = f(*inputs)
                 value.backward()
                 results.append((value, *(x.grad for x in inputs)))
