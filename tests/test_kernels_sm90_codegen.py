@@ -397,3 +397,47 @@ def test_attention_fmas_are_the_written_ones_never_contracted(monkeypatch):
     assert all(written == 0 for written, _ in off), off
     assert all(written > 0 for written, _ in on), on
     assert [ftz for _, ftz in off] == [ftz for _, ftz in on]
+
+
+def _as_inductor_types_floats(kernel, args, kwargs, float_type: str):
+    """``compile_for_h100`` with every Python-float argument typed ``float_type``: Triton's
+    launcher passes them as fp32, Inductor's launches of user kernels as fp64."""
+    signature, constexprs, attrs, options = inspect_kernels.specialization(kernel, args, kwargs)
+    values = dict(zip(kernel.arg_names, args), **kwargs)
+    floats = [n for n, kind in signature.items() if kind == "fp32" and isinstance(values.get(n), float)]
+    signature.update({n: float_type for n in floats})
+    compiled = inspect_kernels.triton.compile(
+        inspect_kernels.ASTSource(kernel, signature, constexprs, attrs), target=inspect_kernels.H100, options=options
+    )
+    return floats, compiled
+
+
+def _float_arg_calls():
+    a = torch.empty(64, 512, dtype=torch.bfloat16, device="meta")
+    w = torch.empty(512, 256, dtype=torch.bfloat16, device="meta")
+    bias = torch.empty(256, dtype=torch.bfloat16, device="meta")
+    with inspect_kernels.recorded_launches() as scaled:
+        inspect_kernels.matmul.invariant_matmul(a, w, bias, 0.5, 3.0)  # beta * bias, alpha * (a @ w)
+    return {
+        "matmul": scaled,
+        "reductions": inspect_kernels.reduction_calls(8, 1024),
+        "attention": inspect_kernels.attention_calls(2, 64, 64),
+    }
+
+
+@pytest.mark.parametrize("family", ["matmul", "reductions", "attention"])
+def test_float_arguments_passed_as_fp64_compile_to_the_fp32_arithmetic(family, monkeypatch):
+    """A kernel Inductor launches gets its Python floats (scale, eps, divisor, alpha / beta) as
+    fp64: it must compile (it did not: an fp64 scale reached tl.dot's fp32 accumulator) and,
+    after rounding them to fp32 once (float_arg), run the fp32 launch's float ops."""
+    monkeypatch.setattr(configs, "_gpu", lambda device: inspect_kernels.H100_PROPERTIES)
+    checked = 0
+    for kernel, args, kwargs in _float_arg_calls()[family]:
+        floats, as_fp32 = _as_inductor_types_floats(kernel, args, kwargs, "fp32")
+        if not floats:
+            continue
+        _, as_fp64 = _as_inductor_types_floats(kernel, args, kwargs, "fp64")
+        rounded = [op for op in inspect_kernels.float_ops(as_fp64) if not op.startswith("cvt.rn.f32.f64")]
+        assert rounded == inspect_kernels.float_ops(as_fp32), (kernel.fn.__name__, floats)
+        checked += 1
+    assert checked, f"{family}: no launch with a float argument"
