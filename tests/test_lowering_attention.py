@@ -125,6 +125,18 @@ def test_decode_against_a_growing_cache_becomes_split_and_merge_launches_with_no
         assert "enable_fp_fusion" not in launch  # Inductor would drop it: see contraction_changes_nothing
 
 
+def test_a_bool_mask_reaches_the_launch_converted_not_viewed(an_h100):
+    """Inductor lowers no bool -> uint8 view (torch.iinfo(bool) raises in its bitcast lowering,
+    a compile error on the GPU): the traced mask is converted, the same 0 / 1 bytes."""
+    q, k, v, mask = _decode(_Sizes())
+    gm = _attention_graph(q, k, v, mask, enable_gqa=True)
+    assert launch_from_inductor(gm) == 1
+    views = [n for n in gm.graph.nodes if n.op == "call_function" and n.target is torch.ops.aten.view.dtype]
+    assert not views, [str(n) for n in views]
+    (_, _, split), _ = _launches(gm)
+    assert split["MASK"].meta["val"].dtype == torch.uint8
+
+
 def test_key_and_value_lengths_of_their_own_get_one_guard_that_they_are_equal(an_h100):
     """A DynamicCache's keys and values reach the graph with a length symbol each; the kernel takes
     one Lk, so tracing checks they are equal: one guard, always true for a cache (no recompile),
