@@ -15,14 +15,18 @@ off-policy. Per step the script records the largest |sampler - trainer| log-prob
 ratio for stock ``torch.compile(..., dynamic=True)`` and for ``backend="batch_invariant"``, each a
 full run from the same initial weights and seeds, beside the reward:
 
-    python examples/rl.py --device cpu --out results/rl-cpu                 # tiny model, 1-2 min
-    python examples/rl.py --device cuda --preset gpu --out results/rl-gpu    # Llama-3.2-1B shapes, bf16
+    python examples/rl.py --device cpu --out results/rl-cpu                 # tiny model, ~2 min
+    python examples/rl.py --device cuda --contenders stock --out results/rl-gpu
+    python examples/rl.py --device cuda --contenders batch_invariant --out results/rl-gpu
 
-It writes OUT/rl.json (per-step results with the device, versions and date; a run of some
-``--contenders`` keeps the other contenders' results of the same config) and OUT/rl.png (with
-matplotlib). The backend compiles the trainer's backward in strict mode (the default);
-``--non-strict`` compiles ops it cannot make invariant anyway, with a warning. On the CPU the
-backend's kernels run in Triton's interpreter (slow, exact); fp32 there, where stock may agree.
+The CUDA default is the gpu preset (Llama-3.2-1B shapes, bf16, 20 steps), one contender a
+command to keep each command short. The task: make the completion's tokens multiples of 4
+(``reward``). It writes OUT/rl.json (per-step results with the device, versions and date,
+rewritten after every step; a run of some ``--contenders`` keeps the other contenders' results of
+the same config) and OUT/rl.png (with matplotlib). The backend compiles the trainer's backward in
+strict mode (the default); ``--non-strict`` compiles ops it cannot make invariant anyway, with a
+warning. On the CPU the backend's kernels run in Triton's interpreter (slow, exact), in fp32,
+where stock may happen to agree.
 """
 
 from __future__ import annotations
@@ -110,7 +114,7 @@ PRESETS = {
     # Llama-3.2-1B's shapes (examples/llm.py's llama-1b) in bf16, trained on fp32 master weights.
     "gpu": RLConfig(
         model=replace(llm.PRESETS["llama-1b"], max_seq_len=128, max_batch=64),
-        dtype="bfloat16", steps=20, prompts=16, group=8, prompt_len=(16, 64), completion_len=32, modulus=4, lr=1e-5,
+        dtype="bfloat16", steps=20, prompts=16, group=8, prompt_len=(16, 64), completion_len=32, modulus=4, lr=3e-5,
         clip=0.2, train_batch=16, max_tokens_per_step=512, max_prefill_chunk=48, kv_len_multiple=32, arrival_window=24,
     ),
 }
@@ -273,10 +277,23 @@ class Contender:
         }
 
 
-def run_contender(name: str, cfg: RLConfig, device, strict: bool = True, log=print) -> dict:
+def run_contender(name: str, cfg: RLConfig, device, strict: bool = True, log=print, on_step=None) -> dict:
+    """``cfg.steps`` RL steps from the initial weights; ``on_step(results so far)`` after each
+    (a run cut short by a time limit keeps the steps it finished)."""
     t0 = time.perf_counter()
     contender = Contender(name, cfg, device, strict)
     steps = []
+
+    def results() -> dict:
+        return {
+            "strict": strict if name == "batch_invariant" else None,
+            "complete": len(steps) == cfg.steps,
+            "steps": steps,
+            "always_on_policy": all(s["max_abs_diff"] == 0.0 and s["mean_ratio"] == 1.0 for s in steps),
+            "steps_off_policy": sum(s["max_abs_diff"] != 0.0 for s in steps),
+            "total_seconds": round(time.perf_counter() - t0, 2),  # compiles included
+        }
+
     for i in range(cfg.steps):
         s = contender.step(i)
         steps.append(s)
@@ -285,13 +302,9 @@ def run_contender(name: str, cfg: RLConfig, device, strict: bool = True, log=pri
             f"{s['engine_steps']} engine steps of {s['engine_step_sizes'][0]}..{s['engine_step_sizes'][-1]} tokens; "
             f"Adam moved a weight by up to {s['max_weight_change']:.2g}; "
             f"serve {s['serve_seconds']:.1f} s, train {s['train_seconds']:.1f} s")
-    return {
-        "strict": strict if name == "batch_invariant" else None,
-        "steps": steps,
-        "always_on_policy": all(s["max_abs_diff"] == 0.0 and s["mean_ratio"] == 1.0 for s in steps),
-        "steps_off_policy": sum(s["max_abs_diff"] != 0.0 for s in steps),
-        "total_seconds": round(time.perf_counter() - t0, 2),
-    }
+        if on_step:
+            on_step(results())
+    return results()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,7 +330,7 @@ def environment(device: torch.device) -> dict:
     except ImportError:
         triton_version = None
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent,
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=Path(__file__).parent,
                                 check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = None
@@ -412,8 +425,18 @@ def main(argv=None) -> int:
         old = json.loads((out / "rl.json").read_text())
         if old.get("config") == json.loads(json.dumps(asdict(cfg))):
             results["contenders"] = old["contenders"]  # the other contenders' runs of this config
+        else:
+            print(f"{out / 'rl.json'} holds a run of another config: replacing it")
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+
+    def record(name, res):
+        results["contenders"][name] = {"environment": env, **res}
+        if out:
+            (out / "rl.json").write_text(json.dumps(results, indent=2))
+
     for name in a.contenders.split(","):
-        results["contenders"][name] = {"environment": env, **run_contender(name, cfg, device, strict=not a.non_strict)}
+        record(name, run_contender(name, cfg, device, strict=not a.non_strict, on_step=lambda res, name=name: record(name, res)))
     print()
     for name, res in results["contenders"].items():
         worst = max(s["max_abs_diff"] for s in res["steps"])
@@ -421,8 +444,6 @@ def main(argv=None) -> int:
         print(f"{name:16s} steps off-policy {res['steps_off_policy']}/{len(res['steps'])}, largest |sampler - trainer| {worst!r}, "
               f"mean ratio {min(ratios)!r}..{max(ratios)!r}, reward {res['steps'][0]['reward']:.3f} -> {res['steps'][-1]['reward']:.3f}")
     if out:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "rl.json").write_text(json.dumps(results, indent=2))
         print(f"wrote {out / 'rl.json'}")
         if plot(results, out / "rl.png"):
             print(f"wrote {out / 'rl.png'}")
