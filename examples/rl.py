@@ -51,6 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import llm  # noqa: E402  (examples/llm.py: the model, the serving engine; it registers the backend)
 from llm import Engine, EngineConfig, ModelArgs, Request  # noqa: E402
 
+from inductor_bi.onpolicy import token_logprobs  # noqa: E402  (picks by indexing: its gradient trains under strict mode)
+
 # ---------------------------------------------------------------------------------------------
 # The task: a reward computed exactly from the tokens
 # ---------------------------------------------------------------------------------------------
@@ -68,13 +70,6 @@ def group_advantages(rewards: list[float]) -> list[float]:
     group agrees: no signal)."""
     mean, std = statistics.fmean(rewards), statistics.pstdev(rewards)
     return [(r - mean) / std if std > 0 else 0.0 for r in rewards]
-
-
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log_softmax(logits)[row, token] in fp32, logits [N, V], tokens [N]; the sampler and the
-    trainer call it alike. Picked by indexing rather than gather: the same bits, but its gradient
-    is an index put the backend sums in a fixed order, where gather's (scatter_add) is refused."""
-    return torch.log_softmax(logits.float(), dim=-1)[torch.arange(tokens.shape[0], device=tokens.device), tokens]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,8 +48,15 @@ TRAINER_MODES = {
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """``log_softmax(logits)[..., token]`` in fp32: logits [..., V], tokens [...] -> [...]."""
-    return torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    """``log_softmax(logits)[..., token]`` in fp32: logits [..., V], tokens [...] -> [...].
+
+    The token is picked by indexing, not ``gather``: the same values, and a backward (an index
+    put, summed in a fixed order under the backend) that strict mode trains through, where
+    gather's backward is a scatter_add it refuses."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    flat = logprobs.reshape(-1, logprobs.shape[-1])
+    rows = torch.arange(flat.shape[0], device=flat.device)
+    return flat[rows, tokens.reshape(-1)].reshape(tokens.shape)
 
 
 @functools.lru_cache(maxsize=None)
