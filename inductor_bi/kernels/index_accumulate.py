@@ -137,8 +137,8 @@ def fixed_order_index_put_accumulate(
     device = dest.device
     interpreted = runs_interpreted(device)
     compute_dtype = interpreter_dtype(dest.dtype) if interpreted else dest.dtype
-    out = torch.empty(dest.shape, dtype=compute_dtype, device=device)
-    out.copy_(dest)
+    # a fresh contiguous copy the kernel adds into (an out-of-place op: traceable for Inductor)
+    out = dest.to(dtype=compute_dtype, memory_format=torch.contiguous_format, copy=True)
     values2d = values.expand(put_shape).reshape(n, columns)  # a view unless values broadcast
     if mask is not None:
         mask2d = mask.expand(put_shape).reshape(n, columns)
@@ -150,17 +150,18 @@ def fixed_order_index_put_accumulate(
     # Linearize over the leading dims, wrapping negatives; a position out of range is dropped.
     flat = [i.reshape(n).to(torch.int64) for i in index]
     key = torch.zeros(n, dtype=torch.int64, device=device)
-    in_range = torch.ones(n, dtype=torch.bool, device=device)
+    out_of_range = torch.zeros(n, dtype=torch.bool, device=device)
     for pos, size in zip(flat, leading):
         wrapped = torch.where(pos < 0, pos + size, pos)
-        in_range = in_range & (wrapped >= 0) & (wrapped < size)
+        out_of_range = out_of_range | (wrapped < 0) | (wrapped >= size)
         key = key * size + wrapped
-    bad = live & ~in_range
+    # comparisons, never a bool negation: fake CUDA tensors (tracing without a GPU) have none
+    bad = live & out_of_range
     if device.type == "cuda":
-        torch._assert_async(~bad.any(), "fixed_order_index_put_accumulate: an index is out of bounds for dest")
+        torch._assert_async(bad.sum() == 0, "fixed_order_index_put_accumulate: an index is out of bounds for dest")
     else:
         _raise_first_out_of_range(bad, flat, leading)
-    key = torch.where(live & in_range, key, rows)
+    key = torch.where(live & (out_of_range == 0), key, rows)
     sorted_keys, order = torch.sort(key, stable=True)
 
     values2d = values2d.to(compute_dtype) if values2d.dtype != compute_dtype else values2d
