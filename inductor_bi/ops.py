@@ -440,7 +440,7 @@ def _(x, dims, correction, keepdim):
 
 # =============================================================================================
 # Accumulating index puts of gradients (passes/index_accumulate.py, kernels/index_accumulate.py):
-# fixed_order_index_put_accumulate, fixed_order_embedding_dense_backward.
+# fixed_order_index_put_accumulate, fixed_order_embedding_dense_backward, fixed_order_scatter_add.
 # A separate block, appended; nothing above depends on it.
 # =============================================================================================
 
@@ -495,3 +495,15 @@ def fixed_order_embedding_dense_backward(
 @fixed_order_embedding_dense_backward.register_fake
 def _(grad_output, indices, num_weights, padding_idx, scale_grad_by_freq):
     return grad_output.new_empty((num_weights, *grad_output.shape[indices.dim() :]))
+
+
+@torch.library.custom_op(f"{LIBRARY}::fixed_order_scatter_add", mutates_args=())
+def fixed_order_scatter_add(dest: torch.Tensor, dim: int, index: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """aten.scatter_add (a gather's gradient), each destination element summed in ascending position of index."""
+    return _index_accumulate.fixed_order_scatter_add(dest, dim, index, src)
+
+
+@fixed_order_scatter_add.register_fake
+def _(dest, dim, index, src):
+    torch._check(src.dtype == dest.dtype, lambda: f"fixed_order_scatter_add: {src.dtype} src, {dest.dtype} dest")
+    return dest.new_empty(dest.shape)  # contiguous, as the kernel's

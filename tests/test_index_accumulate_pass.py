@@ -129,6 +129,22 @@ def test_gather_by_index_trains_its_gradient_put_rewritten(graphs):
     assert torch.equal(w.grad, want)
 
 
+def test_gather_trains_its_gradient_scatter_add_rewritten(graphs):
+    """log_softmax(x).gather(-1, t): the gradient is a scatter_add, summed in a fixed order now
+    (strict mode used to refuse it), with aten's values."""
+    torch._dynamo.reset()
+    x = torch.randn(4, 9, requires_grad=True)
+    t = torch.tensor([[2], [8], [0], [2]])
+    torch.compile(lambda x, t: torch.log_softmax(x, -1).gather(-1, t).sum(), backend="batch_invariant")(x, t).backward()
+    _, backward = graphs
+    assert [r.original for r in backward[1] if r.replacement == "inductor_bi.fixed_order_scatter_add.default"] == [
+        "aten.scatter_add.default"
+    ]
+    want = x.detach().double().requires_grad_()
+    torch.log_softmax(want, -1).gather(-1, t).sum().backward()
+    assert_close_to_reference(x.grad, want.grad)
+
+
 def test_forward_scatter_stays_refused_in_a_training_graph():
     torch._dynamo.reset()
     x = torch.randn(6, 4, requires_grad=True)

@@ -8,7 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import inductor_bi  # noqa: F401  (registers torch.ops.inductor_bi)
-from inductor_bi.kernels.index_accumulate import fixed_order_embedding_dense_backward, fixed_order_index_put_accumulate
+from inductor_bi.kernels.index_accumulate import (
+    fixed_order_embedding_dense_backward,
+    fixed_order_index_put_accumulate,
+    fixed_order_scatter_add,
+)
 from inductor_bi.testing import assert_close_to_reference
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
@@ -243,3 +247,27 @@ def test_sm90_one_binary_for_every_batch_adding_in_fp32_only(dtype):
     ops = [inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*_sm90_launch(dtype, 7, 32000, c))) for c in (4096, 77, 1)]
     assert ops[0] == ops[1] == ops[2]
     assert "add.f32" in ops[0] and all(op == "add.f32" or op.startswith("cvt") for op in ops[0]), ops[0]
+
+
+@settings(max_examples=15, deadline=None)
+@given(dim=st.integers(0, 1), rows=st.integers(1, 6), cols=st.integers(1, 5), data=st.data())
+def test_scatter_add_matches_float64_and_sums_each_element_in_index_order(dim, rows, cols, data):
+    """aten.scatter_add's result (float64 reference), duplicates included; each destination
+    element is the ascending chain of its contributions (row-major over index), bit for bit."""
+    size = (rows, cols)
+    dest = torch.randn(3 + rows, 2 + cols, dtype=torch.float16)
+    index = torch.tensor(data.draw(st.lists(st.integers(0, dest.shape[dim] - 1), min_size=rows * cols, max_size=rows * cols))).view(size)
+    src = torch.randn(rows + 1, cols + 1, dtype=torch.float16)  # larger than index: read over index's shape
+    got = fixed_order_scatter_add(dest, dim, index, src)
+    assert_close_to_reference(got, dest.double().scatter_add(dim, index, src.double()))
+    chain = torch.zeros(dest.shape, dtype=torch.float32)
+    for i in range(rows):
+        for j in range(cols):
+            at = (int(index[i, j]), j) if dim == 0 else (i, int(index[i, j]))
+            chain[at] += src[i, j].float()
+    assert torch.equal(got, (dest.float() + chain).half()), "each element: its contributions in index order, added once"
+
+
+def test_scatter_add_refuses_a_negative_index_as_aten_does():
+    with pytest.raises(IndexError, match="out of bounds"):
+        fixed_order_scatter_add(torch.zeros(3, 2), 0, torch.tensor([[-1, 0]]), torch.ones(1, 2))

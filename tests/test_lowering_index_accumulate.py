@@ -18,7 +18,7 @@ from inductor_bi.lowerings import launch_from_inductor
 bi = torch.ops.inductor_bi
 aten = torch.ops.aten
 LAUNCH = torch.ops.higher_order.triton_kernel_wrapper_mutation
-OPS = (bi.fixed_order_embedding_dense_backward.default, bi.fixed_order_index_put_accumulate.default)
+OPS = (bi.fixed_order_embedding_dense_backward.default, bi.fixed_order_index_put_accumulate.default, bi.fixed_order_scatter_add.default)
 HOST_READS = (aten._local_scalar_dense.default, aten.item.default)
 VOCAB, HIDDEN = 1000, 64
 
@@ -30,6 +30,12 @@ def _embedding_backward(grad, ids):
 def _put(grad, ids):
     dest = grad.new_zeros(VOCAB, HIDDEN)
     return bi.fixed_order_index_put_accumulate(dest, [ids], grad, None)
+
+
+def _scatter_add(grad, ids):
+    """A gather's gradient into a static [VOCAB, HIDDEN]: each token's row adds into row ids[b, s]."""
+    index = ids.reshape(-1, 1).expand(-1, HIDDEN)
+    return bi.fixed_order_scatter_add(grad.new_zeros(VOCAB, HIDDEN), 0, index, grad.reshape(-1, HIDDEN))
 
 
 def _graph(fn, device: str, dtype=torch.bfloat16, batch_hint=3, seq_hint=40):
@@ -46,7 +52,7 @@ def _calls(gm, *targets):
     return [n for n in gm.graph.nodes if n.op == "call_function" and n.target in targets]
 
 
-@pytest.mark.parametrize("fn", [_embedding_backward, _put], ids=["embedding-backward", "index-put"])
+@pytest.mark.parametrize("fn", [_embedding_backward, _put, _scatter_add], ids=["embedding-backward", "index-put", "scatter-add"])
 def test_gradient_sums_become_sort_and_launch_with_no_guard_on_the_tokens(fn):
     gm, env = _graph(fn, "cuda")
     assert launch_from_inductor(gm) == 1

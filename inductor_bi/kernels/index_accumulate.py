@@ -35,7 +35,8 @@ data-dependent loop), every other program exits. No host synchronization anywher
 
 ``fixed_order_embedding_dense_backward`` is ``aten.embedding_dense_backward`` (its decomposition's
 semantics: padding_idx and invalid indices contribute nothing, scale_grad_by_freq divides by
-integer counts) on that kernel.
+integer counts) on that kernel; ``fixed_order_scatter_add`` is ``aten.scatter_add`` (a gather's
+gradient) on it, one destination per element.
 
 Plain launchers (no torch.library registration); ops.py registers the custom ops.
 """
@@ -198,3 +199,36 @@ def fixed_order_embedding_dense_backward(
     mask = (valid & (indices != padding_idx)).reshape(*indices.shape, *([1] * (grad_output.dim() - indices.dim())))
     zeros = grad_output.new_zeros((num_weights, *grad_output.shape[indices.dim() :]))
     return fixed_order_index_put_accumulate(zeros, [indices], grad_output, mask).to(result_dtype)
+
+
+def fixed_order_scatter_add(dest: torch.Tensor, dim: int, index: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """``aten.scatter_add(dest, dim, index, src)`` (a gather's gradient) on
+    ``fixed_order_index_put_accumulate``: element ``i`` of ``index`` adds ``src[i]`` into ``dest``
+    at ``i`` with its ``dim`` coordinate replaced by ``index[i]``, each destination element's
+    contributions in ascending (row-major) position of ``index``. Negative indices are out of
+    range, as in aten."""
+    if index.dim() != dest.dim() or src.dim() != dest.dim():
+        raise RuntimeError(
+            f"fixed_order_scatter_add: index ({index.dim()}-d) and src ({src.dim()}-d) must have dest's {dest.dim()} dims"
+        )
+    if index.dtype != torch.int64:
+        raise TypeError(f"fixed_order_scatter_add: index must be int64, got {index.dtype}")
+    dim = dim % max(dest.dim(), 1)
+    if dest.dim() == 0:  # a 0-d scatter: one element, one position
+        return fixed_order_scatter_add(dest.reshape(1), 0, index.reshape(1), src.reshape(1)).reshape(())
+    for d, size in enumerate(index.shape):  # aten reads src over index's shape only
+        src = src.narrow(d, 0, size)
+    negative = (index < 0).sum() == 0
+    if index.device.type == "cuda":
+        torch._assert_async(negative, "fixed_order_scatter_add: an index is negative")
+    elif not bool(negative):
+        raise IndexError(f"fixed_order_scatter_add: index {int(index.min())} is out of bounds for dimension {dim}")
+    coordinates = []
+    for d, size in enumerate(index.shape):
+        if d == dim:
+            coordinates.append(index)
+        else:  # the element's own coordinate, broadcast along the others
+            shape = [1] * index.dim()
+            shape[d] = size
+            coordinates.append(torch.arange(size, device=index.device).view(shape))
+    return fixed_order_index_put_accumulate(dest, coordinates, src)

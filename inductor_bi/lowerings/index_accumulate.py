@@ -1,5 +1,6 @@
-"""fixed_order_index_put_accumulate / fixed_order_embedding_dense_backward launched by Inductor
-(kernels/index_accumulate.py): a training step's embedding gradient without a Python dispatch.
+"""fixed_order_index_put_accumulate / fixed_order_embedding_dense_backward / fixed_order_scatter_add
+launched by Inductor (kernels/index_accumulate.py): a training step's embedding (and gather)
+gradient without a Python dispatch.
 
 The stable sort of the destination keys and the masks are aten ops Inductor compiles; the
 segment sums are one launch over (source positions x column blocks). The destination's shape
@@ -33,6 +34,14 @@ def _put_traceable(node: torch.fx.Node) -> bool:
     return dest.dtype in index_accumulate_kernel.SUPPORTED_DTYPES and static_sizes(dest, range(dest.dim()))
 
 
+def _scatter_add_traceable(node: torch.fx.Node) -> bool:
+    """CUDA tensors, a destination of a kernel dtype with a static shape."""
+    dest = fake_value(node.args[0])
+    return _tensors(dest) and on_cuda(node, 0, 2, 3) and dest.dtype in index_accumulate_kernel.SUPPORTED_DTYPES and static_sizes(
+        dest, range(dest.dim())
+    )
+
+
 def _embedding_backward_traceable(node: torch.fx.Node) -> bool:
     """CUDA grad and indices, a static weight shape (num_weights and the grad's row width), no
     scale_grad_by_freq."""
@@ -55,4 +64,5 @@ LOWERINGS = {
     torch.ops.inductor_bi.fixed_order_embedding_dense_backward.default: Lowering(
         index_accumulate_kernel.fixed_order_embedding_dense_backward, _embedding_backward_traceable
     ),
+    torch.ops.inductor_bi.fixed_order_scatter_add.default: Lowering(index_accumulate_kernel.fixed_order_scatter_add, _scatter_add_traceable),
 }

@@ -13,6 +13,7 @@ which sums a destination's contributions in ascending source position (kernels/i
 | ``_unsafe_masked_index_put_accumulate(dest, mask, indices, values)`` | indices: integer tensors on dest's leading dims | ``fixed_order_index_put_accumulate(dest, indices, values, mask)`` |
 | ``index_put`` / ``_unsafe_index_put(dest, indices, values, accumulate=True)`` | the same | ``fixed_order_index_put_accumulate(dest, indices, values)`` |
 | ``embedding_dense_backward(grad, indices, num_weights, padding_idx, scale)`` | | ``fixed_order_embedding_dense_backward`` (the same arguments) |
+| ``scatter_add(dest, dim, index, src)`` (a gather's gradient) | int64 index | ``fixed_order_scatter_add`` (the same arguments) |
 
 Only gradients. A node is rewritten when aot_autograd traced it while computing the gradient
 (``partitioner_tag == "is_backward"``, set on every node autograd's backward formulas emit into
@@ -42,6 +43,7 @@ aten = torch.ops.aten
 
 FIXED_ORDER_PUT = "inductor_bi.fixed_order_index_put_accumulate.default"
 FIXED_ORDER_EMBEDDING_BACKWARD = "inductor_bi.fixed_order_embedding_dense_backward.default"
+FIXED_ORDER_SCATTER_ADD = "inductor_bi.fixed_order_scatter_add.default"
 _ORDER = "each destination's contributions summed in ascending source position, fp32 accumulator (fp64 for float64)"
 
 
@@ -121,4 +123,15 @@ def rewrite_gradient_index_puts(gm: torch.fx.GraphModule) -> list[Rewrite]:
                 continue
             rewrites.append(_record(node, FIXED_ORDER_EMBEDDING_BACKWARD, grad.dtype))
             replace_node(node, torch.ops.inductor_bi.fixed_order_embedding_dense_backward.default, tuple(bound[n] for n in names))
+            continue
+        if node.target is aten.scatter_add.default:
+            bound = dict(zip(("self", "dim", "index", "src"), node.args))
+            bound.update(node.kwargs)
+            dest, index, src = (fake_value(bound[n]) for n in ("self", "index", "src"))
+            if dest is None or index is None or src is None or dest.dtype not in SUPPORTED_DTYPES or src.dtype != dest.dtype:
+                continue
+            if index.dtype != torch.int64:
+                continue
+            rewrites.append(_record(node, FIXED_ORDER_SCATTER_ADD, dest.dtype))
+            replace_node(node, torch.ops.inductor_bi.fixed_order_scatter_add.default, tuple(bound[n] for n in ("self", "dim", "index", "src")))
     return rewrites
