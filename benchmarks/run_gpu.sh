@@ -11,6 +11,9 @@
 #   attention attention GPU tests (v5: 164 s; H200, v7: more than 220 s, 29 of 34 done there)
 #   launches  the kernels Inductor launches itself (lowerings) and reduce-overhead mode
 #   hf        Hugging Face models: batch / padding invariance, generate, MoE (~530 s; H200 v10: 406 s)
+#   rl        examples/rl.py's GPU preset (~1B shapes, bf16): stock, then the backend, each up to a
+#             call's limit (RL_CONTENDERS picks one for a call of its own; RL_ARGS e.g. "--steps 10");
+#             rl.json / rl.png
 #   llm       examples/llm.py serving: 500 requests, quick run, stock report (~370 s)
 #   bench     matmul vs cuBLAS, attention vs SDPA, packed and unpacked GQA (not timed as a part)
 #   e2e       the llama-1b model end to end vs stock torch.compile (~300 s with its compiles)
@@ -73,6 +76,9 @@ for part in "${parts[@]}"; do
                 tests/gpu/test_lowering_scan_scatter_gpu.py tests/gpu/test_inductor_launches_gpu.py tests/gpu/test_reduce_overhead_gpu.py ;;
     hf) tests "$log" 570 tests/gpu/test_hf_gpu.py ;;
     llm) tests "$log" 570 -s tests/gpu/test_llm_gpu.py ;;
+    rl) for who in ${RL_CONTENDERS:-stock batch_invariant}; do
+          timeout 570 python3 examples/rl.py --device cuda --contenders "$who" --out "$out" ${RL_ARGS:-} 2>&1 | tee -a "$log" | grep -v Warn | tail -30
+        done ;;
     bench) { timeout 300 python3 benchmarks/bench_matmul.py --out "$out"; timeout 240 python3 benchmarks/bench_attention.py --out "$out"; } 2>&1 | tee -a "$log" | tail -40 ;;
     e2e) timeout 570 python3 benchmarks/bench_e2e.py --out "$out" 2>&1 | tee -a "$log" | tail -12 ;;
     models) timeout 570 python3 benchmarks/bench_hf_models.py --out "$out" ${HF_ARGS:-} 2>&1 | tee -a "$log" | grep -v Warn | tail -60 ;;
@@ -81,6 +87,6 @@ for part in "${parts[@]}"; do
     ab) [ -n "${AB_KNOB:-}" ] || { echo "ab: set AB_KNOB to ab_knob_e2e.py's arguments" >&2; exit 2; }
         (cd benchmarks && timeout 450 python3 ab_knob_e2e.py $AB_KNOB) 2>&1 | tee -a "$log" | grep -v Warn | tail -14 ;;
     tune) { timeout 150 python3 benchmarks/tune_split_k.py; timeout 420 python3 benchmarks/tune_matmul.py --out "$out"; timeout 240 python3 benchmarks/tune_attention.py; } 2>&1 | tee -a "$log" | grep -v Warn | tail -70 ;;
-    *) echo "unknown part: $part (kernels, attention, launches, hf, llm, bench, e2e, models, zoo, ab, tune, all)" >&2; exit 2 ;;
+    *) echo "unknown part: $part (kernels, attention, launches, hf, llm, rl, bench, e2e, models, zoo, ab, tune, all)" >&2; exit 2 ;;
   esac
 done
