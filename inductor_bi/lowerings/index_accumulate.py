@@ -23,23 +23,28 @@ def _tensors(*values) -> bool:
     return all(isinstance(v, torch.Tensor) for v in values)
 
 
+def _static_destination(node: torch.fx.Node, *cuda_args: int) -> bool:
+    """The tensors at ``cuda_args`` on CUDA, a destination (argument 0) of a kernel dtype with a
+    static shape (it sets the keys' range and the column blocks)."""
+    dest = fake_value(node.args[0])
+    return (
+        _tensors(dest)
+        and on_cuda(node, 0, *cuda_args)
+        and dest.dtype in index_accumulate_kernel.SUPPORTED_DTYPES
+        and static_sizes(dest, range(dest.dim()))
+    )
+
+
 def _put_traceable(node: torch.fx.Node) -> bool:
-    """CUDA tensors, a destination of a kernel dtype with a static shape."""
-    dest, values = fake_value(node.args[0]), fake_value(node.args[2])
-    if not _tensors(dest, values) or not on_cuda(node, 0, 2, 3, dtypes=None):
-        return False
+    """(dest, indices, values, mask): CUDA tensors, a static destination."""
     indices = node.args[1]
-    if not all(isinstance(fake_value(i), torch.Tensor) and fake_value(i).device.type == "cuda" for i in indices):
-        return False
-    return dest.dtype in index_accumulate_kernel.SUPPORTED_DTYPES and static_sizes(dest, range(dest.dim()))
+    on_device = all(isinstance(fake_value(i), torch.Tensor) and fake_value(i).device.type == "cuda" for i in indices)
+    return on_device and _tensors(fake_value(node.args[2])) and _static_destination(node, 2, 3)
 
 
 def _scatter_add_traceable(node: torch.fx.Node) -> bool:
-    """CUDA tensors, a destination of a kernel dtype with a static shape."""
-    dest = fake_value(node.args[0])
-    return _tensors(dest) and on_cuda(node, 0, 2, 3) and dest.dtype in index_accumulate_kernel.SUPPORTED_DTYPES and static_sizes(
-        dest, range(dest.dim())
-    )
+    """(dest, dim, index, src): CUDA tensors, a static destination."""
+    return _static_destination(node, 2, 3)
 
 
 def _embedding_backward_traceable(node: torch.fx.Node) -> bool:
