@@ -83,6 +83,18 @@ def input_shapes(node: torch.fx.Node) -> list[tuple]:
     return shapes
 
 
+def node_rewrite(node: torch.fx.Node, replacement: str, dtype, details: dict | None = None) -> Rewrite:
+    """The record of ``node`` rewritten into ``replacement``: its op, input shapes and user source line."""
+    return Rewrite(
+        original=str(node.target),
+        replacement=replacement,
+        shapes=input_shapes(node),
+        dtype=str(dtype),
+        source=user_source_line(node),
+        details=details or {},
+    )
+
+
 def replace_node(node: torch.fx.Node, target, args: tuple, kwargs: dict | None = None) -> torch.fx.Node:
     """Swap ``node`` for a call to ``target``, keeping its metadata (val, stack trace)."""
     graph = node.graph

@@ -37,7 +37,7 @@ import torch.fx
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
 from ..kernels.index_accumulate import INDEX_DTYPES, SUPPORTED_DTYPES
-from ._rewrite import Rewrite, fake_value, input_shapes, replace_node, user_source_line
+from ._rewrite import Rewrite, fake_value, node_rewrite, replace_node
 
 aten = torch.ops.aten
 
@@ -91,17 +91,6 @@ def _put_args(node: torch.fx.Node):
     return bound["self"], list(indices), bound["values"], mask
 
 
-def _record(node: torch.fx.Node, replacement: str, dtype) -> Rewrite:
-    return Rewrite(
-        original=str(node.target),
-        replacement=replacement,
-        shapes=input_shapes(node),
-        dtype=str(dtype),
-        source=user_source_line(node),
-        details={"order": _ORDER},
-    )
-
-
 def rewrite_gradient_index_puts(gm: torch.fx.GraphModule) -> list[Rewrite]:
     """Every accumulating put of a gradient this pass serves -> its fixed-order custom op."""
     rewrites = []
@@ -111,7 +100,7 @@ def rewrite_gradient_index_puts(gm: torch.fx.GraphModule) -> list[Rewrite]:
         put = _put_args(node)
         if put is not None:
             dest, indices, values, mask = put
-            rewrites.append(_record(node, FIXED_ORDER_PUT, fake_value(dest).dtype))
+            rewrites.append(node_rewrite(node, FIXED_ORDER_PUT, fake_value(dest).dtype, {"order": _ORDER}))
             replace_node(node, torch.ops.inductor_bi.fixed_order_index_put_accumulate.default, (dest, indices, values, mask))
             continue
         if node.target is aten.embedding_dense_backward.default:
@@ -121,7 +110,7 @@ def rewrite_gradient_index_puts(gm: torch.fx.GraphModule) -> list[Rewrite]:
             grad, index = fake_value(bound["grad_output"]), fake_value(bound["indices"])
             if grad is None or index is None or grad.dtype not in SUPPORTED_DTYPES or index.dtype not in INDEX_DTYPES:
                 continue
-            rewrites.append(_record(node, FIXED_ORDER_EMBEDDING_BACKWARD, grad.dtype))
+            rewrites.append(node_rewrite(node, FIXED_ORDER_EMBEDDING_BACKWARD, grad.dtype, {"order": _ORDER}))
             replace_node(node, torch.ops.inductor_bi.fixed_order_embedding_dense_backward.default, tuple(bound[n] for n in names))
             continue
         if node.target is aten.scatter_add.default:
@@ -132,6 +121,6 @@ def rewrite_gradient_index_puts(gm: torch.fx.GraphModule) -> list[Rewrite]:
                 continue
             if index.dtype != torch.int64:
                 continue
-            rewrites.append(_record(node, FIXED_ORDER_SCATTER_ADD, dest.dtype))
+            rewrites.append(node_rewrite(node, FIXED_ORDER_SCATTER_ADD, dest.dtype, {"order": _ORDER}))
             replace_node(node, torch.ops.inductor_bi.fixed_order_scatter_add.default, tuple(bound[n] for n in ("self", "dim", "index", "src")))
     return rewrites

@@ -24,7 +24,7 @@ import torch.fx
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
 from ..kernels.matmul import SUPPORTED_DTYPES as MATMUL_DTYPES
 from ..kernels.scatter import HISTC_DTYPES
-from ._rewrite import Rewrite, input_shapes, replace_node, user_source_line
+from ._rewrite import Rewrite, node_rewrite, replace_node
 
 aten = torch.ops.aten
 prims = torch.ops.prims
@@ -62,17 +62,6 @@ def _grouped_mm_args(node: torch.fx.Node):
     return a, b, offs
 
 
-def _record(node, replacement, dtype, details=None) -> Rewrite:
-    return Rewrite(
-        original=str(node.target),
-        replacement=replacement,
-        shapes=input_shapes(node),
-        dtype=str(dtype),
-        source=user_source_line(node),
-        details=details or {},
-    )
-
-
 def rewrite_moe_routing(gm: torch.fx.GraphModule) -> list[Rewrite]:
     rewrites = []
     graph = gm.graph
@@ -83,7 +72,7 @@ def rewrite_moe_routing(gm: torch.fx.GraphModule) -> list[Rewrite]:
         grouped = _grouped_mm_args(node)
         if grouped is not None:
             a, b, offs = grouped
-            record = _record(
+            record = node_rewrite(
                 node, "inductor_bi.invariant_grouped_mm.default", _val(a).dtype, {"kernel": "one grouped launch, invariant_matmul's arithmetic per row"}
             )
             replace_node(node, torch.ops.inductor_bi.invariant_grouped_mm.default, (a, b, offs))
@@ -96,7 +85,7 @@ def rewrite_moe_routing(gm: torch.fx.GraphModule) -> list[Rewrite]:
             x = _val(bound["self"])
             if x is None or x.dtype not in HISTC_DTYPES:
                 continue  # integer histc is exact; bf16 / fp16 stay for the guard
-            record = _record(node, "inductor_bi.exact_histc.default", x.dtype, {"count": "int64"})
+            record = node_rewrite(node, "inductor_bi.exact_histc.default", x.dtype, {"count": "int64"})
             args = (bound["self"], int(bound.get("bins", 100)), float(bound.get("min", 0)), float(bound.get("max", 0)))
             replace_node(node, torch.ops.inductor_bi.exact_histc.default, args)
             rewrites.append(record)
@@ -112,7 +101,7 @@ def rewrite_moe_routing(gm: torch.fx.GraphModule) -> list[Rewrite]:
                 cast = graph.call_function(prims.convert_element_type.default, (src, dtype))
             cast.meta = {k: v for k, v in node.meta.items() if k != "val"}
             cast.meta["val"] = x.to(dtype)
-            record = _record(node, "aten.cumsum.default (integer)", x.dtype, {"cast_first_to": str(dtype)})
+            record = node_rewrite(node, "aten.cumsum.default (integer)", x.dtype, {"cast_first_to": str(dtype)})
             dim = node.args[1] if len(node.args) > 1 else node.kwargs["dim"]
             replace_node(node, aten.cumsum.default, (cast, dim), {"dtype": dtype})  # int32 would widen to int64
             rewrites.append(record)
