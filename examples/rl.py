@@ -49,7 +49,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import llm  # noqa: E402  (examples/llm.py: the model, the serving engine; it registers the backend)
-from llm import Engine, EngineConfig, ModelArgs, Request  # noqa: E402
+from llm import Engine, EngineConfig, ModelArgs, Request, compile_for  # noqa: E402
 
 from inductor_bi.onpolicy import token_logprobs  # noqa: E402  (picks by indexing: its gradient trains under strict mode)
 
@@ -114,17 +114,7 @@ PRESETS = {
     ),
 }
 
-CONTENDERS = ("stock", "batch_invariant")
-
-
-def compile_for(contender: str, fn, strict: bool = True):
-    if contender == "eager":  # a reference for debugging the loop, not a contender
-        return fn
-    if contender == "stock":
-        return torch.compile(fn, dynamic=True)
-    if contender == "batch_invariant":
-        return torch.compile(fn, backend="batch_invariant", dynamic=True, options={"strict": strict})
-    raise ValueError(f"unknown contender {contender!r}; expected one of {('eager',) + CONTENDERS}")
+CONTENDERS = llm.MODES  # stock torch.compile, the backend
 
 
 def request_seed(run_seed: int, step: int, rid: int) -> int:
