@@ -182,8 +182,6 @@ def trainer_logprobs(
         tokens = torch.full((len(seqs), longest), pad_token, dtype=torch.long, device=device)
         for row, s in enumerate(seqs):
             tokens[row, : len(s)] = s
-        with _as_trainer(trainer_forward, trainer_mode):
-            logits = trainer_forward(tokens)
         # Gather the scoring rows of every member into one [N, V] call: a row-invariant
         # logprobs_fn gives each row the bits it would get alone (and the sampler's [T, V] shape).
         rows, cols, targets, counts = [], [], [], []
@@ -195,6 +193,7 @@ def trainer_logprobs(
             targets.append(s[len(s) - k :].to(device=device, dtype=torch.long))
             counts.append(k)
         with _as_trainer(trainer_forward, trainer_mode):
+            logits = trainer_forward(tokens)
             scored = logprobs_fn(logits[torch.cat(rows), torch.cat(cols)], torch.cat(targets))
         for i, lp in zip(members, scored.detach().split(counts)):
             out[i] = lp
