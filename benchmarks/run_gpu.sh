@@ -61,7 +61,7 @@ cat "$out/gpu_env.txt"
 # pytest with every test named (-v) and a per-file time limit, appended to the part's log.
 tests() {
   local log=$1 limit=$2; shift 2
-  timeout "$limit" python3 -m pytest -v -rfEs -p no:cacheprovider -W ignore::DeprecationWarning "$@" 2>&1 \
+  timeout "$limit" python3 -m pytest -v -rfEs -p no:cacheprovider -o faulthandler_timeout=${FAULT_AFTER_S:-240} --durations=15 -W ignore::DeprecationWarning "$@" 2>&1 \
     | tee -a "$log" | grep -E "PASSED|FAILED|ERROR|XPASS|XFAIL| passed| failed| skipped|^\[" || true
 }
 

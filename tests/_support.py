@@ -94,7 +94,10 @@ class GraphRecorder:
 
     def __call__(self, gm):
         rewrites = self._real(gm)
-        self.rewritten.append((gm, rewrites))
+        # a copy as the passes left it: later hooks (Inductor launches on CUDA) change gm in place
+        graph = torch.fx.Graph()
+        graph.output(graph.graph_copy(gm.graph, {}))
+        self.rewritten.append((torch.fx.GraphModule(gm, graph), rewrites))
         return rewrites
 
     @property
