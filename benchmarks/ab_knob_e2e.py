@@ -1,4 +1,4 @@
-"""A/B knobs of ``inductor_bi.kernels.configs`` end to end: the llama-1b model compiled
+"""A/B knobs of ``inductor_bi.kernels.knobs`` end to end: the llama-1b model compiled
 once with the backend, each decode step / prefill timed with a knob on and off in alternation
 (ABAB...), so machine drift hits both sides alike. Knobs read at launch time share the one
 compile; with ``--compile-time`` (knobs read by the passes) each spec compiles a model copy, and
@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 import inductor_bi  # noqa: E402,F401
 import inductor_bi.hooks as hooks  # noqa: E402
 from inductor_bi.backend import batch_invariant  # noqa: E402
-from inductor_bi.kernels import configs  # noqa: E402
+from inductor_bi.kernels import knobs as kernel_knobs  # noqa: E402
 from llm import PRESETS, build_model  # noqa: E402
 
 
@@ -84,7 +84,7 @@ def main():
                     for on in (True, False):
                         fns = on_fns[knob] if on else off
                         label[0] = knob if on else "off"
-                        with configs.overridden(**(knobs_on if on else {})):
+                        with kernel_knobs.overridden(**(knobs_on if on else {})):
                             outs[on] = call(fns).clone()
                             times[on].append(median_ms(lambda: call(fns)))
                 if args.compile_time and b == first_batch and phase == "decode":

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from common import environment, median_ms, write_json
-from inductor_bi.kernels import configs
+from inductor_bi.kernels import attention_table
 from inductor_bi.kernels.attention import fixed_split_attention
 
 HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128  # Llama-3-8B
@@ -32,8 +32,8 @@ def bench_case(kind, batch, lq, lk, dtype=torch.bfloat16):
         median_ms(lambda: fixed_split_attention(q, k, v, is_causal=causal, enable_gqa=True, pack_gqa=pack))
         for pack in (True, False)
     )
-    cfg = configs.attention_config(HEAD_DIM, dtype, interpreted=False)
-    t_ours = t_packed if configs.attention_packs_gqa(lq, HEADS // KV_HEADS, cfg) else t_unpacked
+    cfg = attention_table.attention_config(HEAD_DIM, dtype, interpreted=False)
+    t_ours = t_packed if attention_table.attention_packs_gqa(lq, HEADS // KV_HEADS, cfg) else t_unpacked
     return dict(kind=kind, batch=batch, lq=lq, lk=lk, stock_ms=t_stock, invariant_ms=t_ours, ratio=t_stock / t_ours,
                 gqa_packed_ms=t_packed, gqa_unpacked_ms=t_unpacked)
 
@@ -79,7 +79,7 @@ def main():
         print(f"{r['kind']:8s} B={r['batch']:3d} Lq={r['lq']:5d} Lk={r['lk']:5d}  stock {r['stock_ms']:.3f} ms  invariant {r['invariant_ms']:.3f} ms  ratio {r['ratio']:.2f}"
               f"  (GQA packed {r['gqa_packed_ms']:.3f} ms, unpacked {r['gqa_unpacked_ms']:.3f} ms)")
     write_json(os.path.join(args.out, "attention.json"), {"environment": environment(), "dtype": "bfloat16",
-               "heads": HEADS, "kv_heads": KV_HEADS, "head_dim": HEAD_DIM, "pack_gqa": configs.attention_pack_rule(configs.attention_config(HEAD_DIM, torch.bfloat16, interpreted=False)),
+               "heads": HEADS, "kv_heads": KV_HEADS, "head_dim": HEAD_DIM, "pack_gqa": attention_table.attention_pack_rule(attention_table.attention_config(HEAD_DIM, torch.bfloat16, interpreted=False)),
                "rows": rows})
     plot(rows, os.path.join(args.out, "attention.png"))
 

@@ -21,7 +21,7 @@ import torch
 from triton.runtime.jit import JITFunction
 
 from common import environment, knob_values, median_ms, write_json
-from inductor_bi.kernels import _launch, configs
+from inductor_bi.kernels import _launch, knobs as kernel_knobs
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 from llm import PRESETS, build_model  # noqa: E402
@@ -100,7 +100,7 @@ def main():
     ap.add_argument("--batches", default="1,8,64")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--set", action="append", default=[], metavar="NAME[=VALUE]",
-                    help="configs knobs for the whole run (ab_knob_e2e.py's spec: NAME, NAME=int, several joined by commas), e.g. ONE_BINARY_FOR_ANY_BATCH")
+                    help="kernel knobs for the whole run (ab_knob_e2e.py's spec: NAME, NAME=int, several joined by commas), e.g. ONE_BINARY_FOR_ANY_BATCH")
     ap.add_argument("--plot-only", action="store_true", help="redraw e2e.png from OUT/e2e.json")
     args = ap.parse_args()
     if args.plot_only:
@@ -108,7 +108,7 @@ def main():
             plot(json.load(f), os.path.join(args.out, "e2e.png"))
         return
     knobs = {name: value for spec in args.set for name, value in knob_values(spec).items()}
-    with configs.overridden(**knobs):  # an unknown name raises
+    with kernel_knobs.overridden(**knobs):  # an unknown name raises
         run(args, knobs)
 
 

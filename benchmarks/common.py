@@ -40,23 +40,23 @@ def pinned_matmul_tile(dtype: torch.dtype, cfg, tall=None):
     """Run invariant_matmul with one tile config for every M (both launch shapes set to ``cfg``),
     to time or compile one candidate; or, with ``tall``, a pair of launch shapes (the short
     ``cfg`` and ``tall``) chosen per call as the shipped pair is."""
-    from inductor_bi.kernels import configs
+    from inductor_bi.kernels import matmul_table
 
-    saved = configs.MATMUL_CUDA[dtype], configs.MATMUL_CUDA_TALL.get(dtype)
-    configs.MATMUL_CUDA[dtype], configs.MATMUL_CUDA_TALL[dtype] = cfg, tall or cfg
+    saved = matmul_table.MATMUL_CUDA[dtype], matmul_table.MATMUL_CUDA_TALL.get(dtype)
+    matmul_table.MATMUL_CUDA[dtype], matmul_table.MATMUL_CUDA_TALL[dtype] = cfg, tall or cfg
     try:
         yield
     finally:
-        configs.MATMUL_CUDA[dtype] = saved[0]
+        matmul_table.MATMUL_CUDA[dtype] = saved[0]
         if saved[1] is None:
-            configs.MATMUL_CUDA_TALL.pop(dtype)
+            matmul_table.MATMUL_CUDA_TALL.pop(dtype)
         else:
-            configs.MATMUL_CUDA_TALL[dtype] = saved[1]
+            matmul_table.MATMUL_CUDA_TALL[dtype] = saved[1]
 
 
 def knob_values(spec: str) -> dict:
-    """``configs`` knob values from ``NAME`` (on = True), ``NAME=VALUE`` (an int; ``=0`` turns a
-    shipped-on knob off) or several joined by commas, for ``configs.overridden``."""
+    """Kernel knob values from ``NAME`` (on = True), ``NAME=VALUE`` (an int; ``=0`` turns a
+    shipped-on knob off) or several joined by commas, for ``inductor_bi.kernels.knobs.overridden``."""
     return {name: int(value) if value else True for name, _, value in (part.partition("=") for part in spec.split(","))}
 
 

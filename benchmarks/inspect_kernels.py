@@ -34,13 +34,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import pinned_matmul_tile  # noqa: E402
-from inductor_bi.kernels import _launch, attention, configs, matmul, reduction  # noqa: E402
+from inductor_bi.kernels import _device, _launch, attention, knobs, matmul, reduction, reduction_table  # noqa: E402
 from inductor_bi.kernels._launch import compiled_kernel  # noqa: E402
 
 H100 = GPUTarget("cuda", 90, 32)
 H100_SMS = 132  # H100 SXM
-# What configs._gpu reads from an H100: SM count, capability major, shared memory per block.
-H100_PROPERTIES = configs.GpuProperties(sm_count=H100_SMS, capability_major=9, shared_bytes=232448)
+# What _device.gpu reads from an H100: SM count, capability major, shared memory per block.
+H100_PROPERTIES = _device.GpuProperties(sm_count=H100_SMS, capability_major=9, shared_bytes=232448)
 LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg", "enable_fp_fusion", "launch_pdl")
 
 
@@ -59,13 +59,9 @@ def recorded_launches():
             stack.enter_context(_patched(module, "uses_interpreter", lambda device: False))
         cuda = torch.device("cuda")
         # The H100's answer to "can this dtype be fetched by TMA?" (sm_90 >= TMA_MIN_CAPABILITY_MAJOR).
-        stack.enter_context(_patched(configs, "tma_available", lambda dtype, device: dtype in configs.TMA_DTYPES))
-        stack.enter_context(_patched(configs, "_gpu", lambda device: H100_PROPERTIES))
-        persistent = configs.matmul_persistent_programs  # asked of the H100, not the meta device
-        stack.enter_context(_patched(configs, "matmul_persistent_programs", lambda tiles, device: persistent(tiles, cuda)))
-        launch_options = configs.split_merge_launch_options  # asked of the H100, not the meta device
-        stack.enter_context(_patched(configs, "split_merge_launch_options", lambda device, interpreted: launch_options(cuda, interpreted)))
-        stack.enter_context(_patched(reduction, "reduction_config", lambda r, dtype, device: configs.reduction_config(r, dtype, cuda)))
+        stack.enter_context(_patched(_device, "tma_available", lambda dtype, device: dtype in _device.TMA_DTYPES))
+        stack.enter_context(_patched(_device, "gpu", lambda device: H100_PROPERTIES))
+        stack.enter_context(_patched(reduction, "reduction_config", lambda r, dtype, device: reduction_table.reduction_config(r, dtype, cuda)))
         yield calls
 
 
@@ -158,7 +154,7 @@ def float_ops(compiled) -> list[str]:
 def per_k_step(ops: list[str]) -> tuple[list[str], list[int]]:
     """The float ops with each run of MMA instructions (one tl.dot: BLOCK_K / 16 MMAs chained on
     one accumulator) as one entry, and the runs' lengths: two kernels with equal entries and
-    K chunks issue the same MMA sequence per chunk whatever their K step (configs.MATMUL_MMA_K)."""
+    K chunks issue the same MMA sequence per chunk whatever their K step (matmul_table.MATMUL_MMA_K)."""
     entries, runs = [], []
     for op in ops:
         if op.startswith("wgmma.mma_async") and entries and entries[-1] == op:
@@ -186,7 +182,7 @@ def reduction_calls(rows: int, r: int, dtype=torch.bfloat16):
         reduction.invariant_sum(x, [-1])
         reduction.invariant_var_mean(x, [-1])
         reduction.invariant_softmax(x, -1)
-        reduction.invariant_rms_norm(x, 1, w, 1e-6)
+        reduction.invariant_rms_norm_rows(x, 1e-6, w, dtype, dtype)
         reduction.invariant_layer_norm(x, 1, w, w, 1e-5)
     return calls
 
@@ -222,13 +218,13 @@ def main():
         candidates = CANDIDATES
         (short_call,) = matmul_calls(64, 4096, 4096, tma=True)
         reference_ops = per_k_step(float_ops(compile_for_h100(*short_call)))[0]
-    for cfg, tma, *knobs in candidates:
+    for cfg, tma, *knob_values in candidates:
         if cfg is None:  # the shipped configs: the tall launch shape at 4096 rows, the short one at 64
             report("matmul bf16 shipped, 4096^3", matmul_calls(4096, 4096, 4096))
             report("matmul bf16 shipped, M=64 N=K=4096", matmul_calls(64, 4096, 4096))
             continue
-        with pinned_matmul_tile(torch.bfloat16, cfg), configs.overridden(**(knobs[0] if knobs else {})):
-            report(f"matmul bf16 {name((cfg, tma, *knobs))} (4096^3)", matmul_calls(4096, 4096, 4096, tma=tma), reference_ops)
+        with pinned_matmul_tile(torch.bfloat16, cfg), knobs.overridden(**(knob_values[0] if knob_values else {})):
+            report(f"matmul bf16 {name((cfg, tma, *knob_values))} (4096^3)", matmul_calls(4096, 4096, 4096, tma=tma), reference_ops)
     if not args.matmul_candidates:
         report("attention bf16 prefill 4096, D=128", attention_calls(1, 4096, 4096))
         report("attention bf16 decode B=16 KV 4096", attention_calls(16, 1, 4096, pack_gqa=False))

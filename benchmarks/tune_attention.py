@@ -14,12 +14,12 @@ import torch.nn.functional as F
 
 from bench_attention import HEAD_DIM, HEADS, KV_HEADS
 from common import median_ms
-from inductor_bi.kernels import configs
+from inductor_bi.kernels import attention_table, knobs
 from inductor_bi.kernels.attention import fixed_split_attention
-from inductor_bi.kernels.configs import AttentionConfig
+from inductor_bi.kernels.attention_table import AttentionConfig
 
-# Candidates: (tile config, configs knobs). v7 / v8 (tune_attention_h200_v7.txt, _v8.txt at f76d1af) timed
-# tiles and three knobs, all since decided. v10: K / V by TMA descriptors (ATTENTION_USE_TMA: the
+# Candidates: (tile config, kernel knobs). v7 / v8 (tune_attention_h200_v7.txt, _v8.txt at f76d1af) timed
+# tiles and three knobs, all since decided. v10: K / V by TMA descriptors (the
 # same float ops, fewer spills) against the v9 pointer loads, with one more pipeline stage, and a
 # 128-row tile on 8 warps (the 64-row tile's float ops per warpgroup with TMA, offline: a
 # candidate launch shape for prefill, as the matmul's tall tile). Results: TMA on; the 128-row
@@ -29,7 +29,7 @@ from inductor_bi.kernels.configs import AttentionConfig
 # 3 and Q by TMA won and are on; split max programs 256 helped batch 16 less than the stages.
 SHIPPED = AttentionConfig(block_m=64, block_n=64, kv_split=1024, num_warps=4, num_stages=2)
 V13 = dataclasses.replace(SHIPPED, kv_split=512)
-# v14 (tune_attention_h200_v14.txt at f76d1af): written FMAs (configs.ATTENTION_FMA: one CUDA-core op fewer
+# v14 (tune_attention_h200_v14.txt at f76d1af): written FMAs (one CUDA-core op fewer
 # per score, other bits) and 1024-key splits (another arithmetic, still a function of the head
 # dim: half the merges in prefill, half the split programs in decode). Both shipped; decode at
 # batch 1 and at batch 4 with 1k keys lost (each program walks a 16-block chain).
@@ -69,11 +69,11 @@ def main():
     print(line, flush=True)
     pq, pk, pv = data[CASES[0]]
     first = None
-    for cfg, knobs in CANDIDATES:
-        configs._ATTENTION_CUDA_16BIT[128] = cfg
-        label = f"m{cfg.block_m} n{cfg.block_n} s{cfg.kv_split} w{cfg.num_warps} st{cfg.num_stages}" + "".join(f" {k}={v}" for k, v in knobs.items())
+    for cfg, knob_values in CANDIDATES:
+        attention_table._ATTENTION_CUDA_16BIT[128] = cfg
+        label = f"m{cfg.block_m} n{cfg.block_n} s{cfg.kv_split} w{cfg.num_warps} st{cfg.num_stages}" + "".join(f" {k}={v}" for k, v in knob_values.items())
         line = label.ljust(34)
-        with configs.overridden(**knobs):
+        with knobs.overridden(**knob_values):
             for case in CASES:
                 q, k, v = data[case]
                 t = median_ms(lambda: fixed_split_attention(q, k, v, is_causal=case[0] == "prefill", enable_gqa=True))

@@ -21,8 +21,8 @@ import os
 import torch
 
 from common import environment, median_ms, pinned_matmul_tile
-from inductor_bi.kernels import configs
-from inductor_bi.kernels.configs import MatmulConfig
+from inductor_bi.kernels import knobs as kernel_knobs
+from inductor_bi.kernels.matmul_table import MatmulConfig
 from inductor_bi.kernels.matmul import invariant_matmul
 
 REFERENCE = (MatmulConfig(64, 128, 64, 1024, 4, 4), False)  # the v3/v4 shipped kernel, pointer loads
@@ -53,7 +53,7 @@ CASES = [(m, n, k) for n, k in [(4096, 4096), (1024, 4096), (14336, 4096), (4096
 CASES += [(m, n, k) for n, k in [(2048, 2048), (512, 2048), (8192, 2048), (2048, 8192)] for m in (2048, 256, 8, 1)]
 
 # --pairs: launch pairs (short tile, tall tile), each call choosing between them as the shipped
-# pair does (configs.matmul_config), at every M the e2e model runs. The question (NOTES v13): a
+# pair does (matmul_table.matmul_config), at every M the e2e model runs. The question (NOTES v13): a
 # 64-column pair (m64n64k16 MMAs) for a weight's (N, K), chosen once per weight, never per M.
 # v13 ran the shipped pair (its tall tile then at 4 stages) against three 64-column pairs
 # (64x64x128 | 128x64x64 / 128x64x128, 4 or 6 stages): tune_matmul_pairs_h200_v13.txt at f76d1af. v14: the
@@ -107,7 +107,7 @@ def main():
                 references[chunk] = invariant_matmul(a, w.t(), tma=REFERENCE[1])
         for cfg, tma, *knobs in candidates:
             short, tall = short_and_tall(cfg)
-            with pinned_matmul_tile(dtype, short, tall), configs.overridden(**(knobs[0] if knobs else {})):
+            with pinned_matmul_tile(dtype, short, tall), kernel_knobs.overridden(**(knobs[0] if knobs else {})):
                 out = invariant_matmul(a, w.t(), tma=tma)
                 ok = torch.equal(out, references[short.k_chunk])
                 ok &= torch.equal(out[-1:], invariant_matmul(a[-1:], w.t(), tma=tma))

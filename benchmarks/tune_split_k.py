@@ -17,17 +17,17 @@ import dataclasses
 import torch
 
 from common import environment, median_ms
-from inductor_bi.kernels import configs
+from inductor_bi.kernels import matmul_table
+from inductor_bi.kernels.knobs import overridden
 from inductor_bi.kernels.matmul import invariant_matmul
 
 # (N, K): llama-1b (2048 hidden, 512 kv, 8192 mlp) and Llama-3-8B projections.
 NK = [(2048, 2048), (512, 2048), (8192, 2048), (2048, 8192), (4096, 4096), (1024, 4096), (4096, 14336)]
 MS = [1, 16, 64]
 SMALL_M = 64  # the split strategies are timed up to here; larger M (--ms) times the chunk widths only
-STRATEGIES = {  # name: (invariant_matmul keyword arguments, configs knobs); all the shipped arithmetic
+STRATEGIES = {  # name: (invariant_matmul keyword arguments, kernel knobs); all the shipped arithmetic
     "one program": (dict(split_k=False), {}),
-    "split, merge 64x128": (dict(split_k=True), {"MATMUL_MERGE_TILE": None, "MATMUL_MERGE_IN_LAST_PROGRAM": False}),
-    "split, merge 32x64": (dict(split_k=True), {"MATMUL_MERGE_TILE": (32, 64), "MATMUL_MERGE_IN_LAST_PROGRAM": False}),
+    "split, merge launch": (dict(split_k=True), {"MATMUL_MERGE_IN_LAST_PROGRAM": False}),
     "split, merge in last": (dict(split_k=True), {"MATMUL_MERGE_IN_LAST_PROGRAM": True}),
     "shipped rule": (dict(), {}),
 }
@@ -37,7 +37,7 @@ STRATEGIES = {  # name: (invariant_matmul keyword arguments, configs knobs); all
 def chunk_set(dtype: torch.dtype, chunk: int):
     """Every launch shape of ``dtype`` with K chunk ``chunk`` (the tall shape stays in use at
     large M, so a large-M row times what would ship)."""
-    tables = (configs.MATMUL_CUDA, configs.MATMUL_CUDA_TALL)
+    tables = (matmul_table.MATMUL_CUDA, matmul_table.MATMUL_CUDA_TALL)
     saved = [table[dtype] for table in tables]
     for table, cfg in zip(tables, saved):
         table[dtype] = dataclasses.replace(cfg, k_chunk=chunk)
@@ -69,7 +69,7 @@ def main():
                 if m > SMALL_M and name != "shipped rule":
                     line += "-".rjust(24)
                     continue
-                with configs.overridden(**knobs):
+                with overridden(**knobs):
                     ok = torch.equal(invariant_matmul(a, w.t(), **kw), reference)
                     t = median_ms(lambda: invariant_matmul(a, w.t(), **kw)) * 1000
                 line += f"{t:8.1f} ({cublas / t:.2f}){'' if ok else '!'}".rjust(24)

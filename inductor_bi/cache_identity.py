@@ -3,11 +3,12 @@
 The backend rewrites each aten graph in Inductor's post-grad hooks (hooks.py), after AOTAutograd
 and Inductor have computed their cache keys from the unrewritten graph and Inductor's config.
 Without more, those keys say nothing about our passes, so a cached compilation made by another
-inductor_bi version, or with other ``kernels.configs`` values, would be served as if it were ours
-(seen on an H200: a model copy compiled with a graph knob on ran the knob-off code). Inductor puts
-the ``uuid()`` of its custom graph passes into both its FX graph key and AOTAutograd's key: our
-hooks are ``RewriteIdentity`` passes whose uuid hashes this package's source, the values of
-``kernels.configs`` and the options; each also runs the pass the user had set in its slot, if any.
+inductor_bi version, or with other values in the kernel tables (``kernels.knobs.TABLES``), would
+be served as if it were ours (seen on an H200: a model copy compiled with a graph knob on ran the
+knob-off code). Inductor puts the ``uuid()`` of its custom graph passes into both its FX graph key
+and AOTAutograd's key: our hooks are ``RewriteIdentity`` passes whose uuid hashes this package's
+source, the kernel tables' constants and the options; each also runs the pass the user had set in
+its slot, if any.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 import torch._inductor.config as inductor_config
 from torch._inductor.custom_graph_pass import CustomGraphPass
 
-from .kernels import configs
+from .kernels import knobs
 
 _PACKAGE = pathlib.Path(__file__).parent
 
@@ -36,10 +37,10 @@ def source_digest() -> str:
     return h.hexdigest()
 
 
-def configs_digest() -> str:
-    """sha256 of the current values of ``kernels.configs``' constants (passes read some of them
-    when rewriting, e.g. the graph knobs; ``configs.overridden`` changes them in-process)."""
-    values = sorted((name, repr(value)) for name, value in vars(configs).items() if name.isupper())
+def tables_digest() -> str:
+    """sha256 of the current values of the kernel tables' constants (passes read some of them
+    when rewriting, e.g. the graph knobs; ``knobs.overridden`` changes them in-process)."""
+    values = sorted((table.__name__, name, repr(value)) for table in knobs.TABLES for name, value in vars(table).items() if name.isupper())
     return hashlib.sha256(repr(values).encode()).hexdigest()
 
 
@@ -56,7 +57,7 @@ class RewriteIdentity(CustomGraphPass):
             self._uuid = ""
         else:
             user_uuid = str(user_pass.uuid()) if user_pass is not None else "none"
-            parts = [type(self).__name__, source_digest(), configs_digest(), repr(options), user_uuid]
+            parts = [type(self).__name__, source_digest(), tables_digest(), repr(options), user_uuid]
             self._uuid = hashlib.sha256("|".join(parts).encode()).hexdigest()
 
     def __call__(self, graph: torch.fx.Graph) -> None:

@@ -36,7 +36,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 from torch.utils import _pytree as pytree
 
 from . import inductor_config
-from .kernels import configs
+from .kernels import knobs
 from .backend import config_patches, decompositions
 from .errors import BatchInvarianceError
 from .options import Options
@@ -107,7 +107,7 @@ class ExplainReport:
     mode: str | None
     pinned_knobs: list[tuple[str, Any, str]]  # (name, value, why), the ones this torch has
     unpinned_knobs: list[str]  # pinned knobs this torch does not have
-    speed_knobs: list[tuple[str, Any, str]] = field(default_factory=configs.speed_knobs)  # inductor_bi's own
+    speed_knobs: list[tuple[str, Any, str]] = field(default_factory=knobs.speed_knobs)  # inductor_bi's own
     run_graphs: str = "fake"
     torch_version: str = torch.__version__
 
@@ -457,7 +457,7 @@ class _TextRenderer:
         out += [f"  {name:{width}s} = {value!r:5s}  {why}" for name, value, why in rep.pinned_knobs]
         if rep.unpinned_knobs:
             out.append(f"  not in this torch (nothing to pin): {', '.join(rep.unpinned_knobs)}")
-        out += ["", "inductor_bi speed knobs (inductor_bi/kernels/configs.py: how fast, never whether invariant)"]
+        out += ["", "inductor_bi speed knobs (inductor_bi/kernels/knobs.py: how fast, never whether invariant)"]
         width = max((len(n) for n, _, _ in rep.speed_knobs), default=0)
         out += [f"  {name:{width}s} = {value!r:5s}  {what}" for name, value, what in rep.speed_knobs]
         for g in rep.graphs:
@@ -513,7 +513,7 @@ class _MarkdownRenderer:
         out += [f"| `{name}` | `{value!r}` | {why} |" for name, value, why in rep.pinned_knobs]
         if rep.unpinned_knobs:
             out += ["", "Not in this torch (nothing to pin): " + ", ".join(f"`{k}`" for k in rep.unpinned_knobs) + "."]
-        out += ["", "## inductor_bi speed knobs", "", "From `inductor_bi/kernels/configs.py`: how fast, never whether a row is invariant.", ""]
+        out += ["", "## inductor_bi speed knobs", "", "From `inductor_bi/kernels/knobs.py`: how fast, never whether a row is invariant.", ""]
         out += ["| knob | value | what it chooses |", "| --- | --- | --- |"]
         out += [f"| `{name}` | `{value!r}` | {what} |" for name, value, what in rep.speed_knobs]
         out += ["", "## Graph diffs", ""]

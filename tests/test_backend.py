@@ -165,21 +165,21 @@ class ResidualNorm(nn.Module):
 
 
 def test_compile_cache_never_serves_a_graph_rewritten_under_other_configs(graphs):
-    """A graph knob read by a pass (configs.REDUCTION_FUSE_RMS_NORM) takes part in the cache key:
+    """A graph knob read by a pass (REDUCTION_FUSE_RMS_NORM) takes part in the cache key:
     the same model compiled again with the knob flipped is rewritten again, not served from
     AOTAutograd's / Inductor's cache filled by the first compilation (which Inductor keys on the
     unrewritten graph). The third compilation, knob on again, is the first one's: served from the
     cache (not rewritten again), so the cache stays useful."""
     from torch._inductor.utils import fresh_cache
 
-    from inductor_bi.kernels import configs
+    from inductor_bi.kernels import knobs
 
     model, x, r = ResidualNorm(), torch.randn(3, 32), torch.randn(3, 32)
     outs = []
     with torch.compiler.config.patch(force_disable_caches=False), fresh_cache(), torch.no_grad():
         for fused in (True, False, True):
             torch._dynamo.reset()
-            with configs.overridden(REDUCTION_FUSE_RMS_NORM=fused, REDUCTION_FOLD_RESIDUAL_ADD=fused):
+            with knobs.overridden(REDUCTION_FUSE_RMS_NORM=fused, REDUCTION_FOLD_RESIDUAL_ADD=fused):
                 outs.append(torch.compile(model, backend="batch_invariant")(x, r))
     rewritten = [sorted({rw.original.split(":")[0] for rw in rewrites}) for _gm, rewrites in graphs]
     # 1: the knob-off compilation was served the knob-on graph; 3: the caches never hit
@@ -192,11 +192,11 @@ def test_rewrite_identity_follows_configs_and_keeps_a_users_pass():
     from torch._inductor.custom_graph_pass import CustomGraphPass
 
     from inductor_bi.cache_identity import RewriteIdentity
-    from inductor_bi.kernels import configs
+    from inductor_bi.kernels import knobs, reduction_table
 
     base = RewriteIdentity(None, inductor_bi.Options()).uuid()
     assert RewriteIdentity(None, inductor_bi.Options()).uuid() == base
-    with configs.overridden(REDUCTION_FUSE_RMS_NORM=not configs.REDUCTION_FUSE_RMS_NORM):
+    with knobs.overridden(REDUCTION_FUSE_RMS_NORM=not reduction_table.REDUCTION_FUSE_RMS_NORM):
         assert RewriteIdentity(None, inductor_bi.Options()).uuid() != base
     assert RewriteIdentity(None, inductor_bi.Options(strict=False)).uuid() != base
 

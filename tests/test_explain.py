@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import inductor_bi
 from inductor_bi.__main__ import main as cli_main
 from inductor_bi.kernels import attention as attention_kernels
-from inductor_bi.kernels import configs
+from inductor_bi.kernels import attention_table, knobs, matmul_table, reduction_table
 from inductor_bi.kernels import matmul as matmul_kernels
 from inductor_bi.kernels import reduction as reduction_kernels
 from inductor_bi.passes.guard import EXACT_REDUCTIONS
@@ -76,13 +76,13 @@ def small_report():
 def test_lists_matmul_norm_softmax_rewrites_with_cuda_configs_and_source_lines(small_report):
     (mm,) = by_replacement(small_report, "invariant_matmul")
     assert mm.original == "aten.addmm.default"
-    cuda = configs.MATMUL_CUDA[torch.float32]
+    cuda = matmul_table.MATMUL_CUDA[torch.float32]
     assert mm.details["tile"] == f"{cuda.block_m}x{cuda.block_n}x{cuda.block_k}"
     assert mm.details["k_chunk"] == cuda.k_chunk
     (ln,) = by_replacement(small_report, "invariant_layer_norm")
     (sm,) = by_replacement(small_report, "invariant_softmax")
     assert ln.details["R"] == sm.details["R"] == 16
-    assert ln.details["block_r"] == configs.reduction_config(16, torch.float32, torch.device("cuda")).block_r
+    assert ln.details["block_r"] == reduction_table.reduction_config(16, torch.float32, torch.device("cuda")).block_r
     for r in (mm, ln):
         assert "test_explain.py" in r.source and "h = self.norm(self.lin(x))" in r.source
     assert "p = torch.softmax(h, dim=-1)" in sm.source
@@ -115,12 +115,12 @@ def test_renders_text_and_markdown_with_a_unified_diff(small_report):
 
 
 def test_reports_every_speed_knob_with_its_value(small_report):
-    """The knobs of kernels/configs.py that choose how fast (on, or off until timed) are in both
+    """The speed knobs of the kernel tables (kernels/knobs.py) are in both
     renderings with the values the run used."""
     text, md = small_report.to_text(), small_report.to_markdown()
-    assert [name for name, _, _ in small_report.speed_knobs] == list(configs.SPEED_KNOBS)
+    assert [name for name, _, _ in small_report.speed_knobs] == list(knobs.SPEED_KNOBS)
     for name, value, _ in small_report.speed_knobs:
-        assert value == getattr(configs, name)
+        assert value == getattr(knobs.owner(name), name)
         assert f"| `{name}` | `{value!r}` |" in md
         assert name in text
 
@@ -163,7 +163,7 @@ def test_attention_prepass_is_reported_with_the_cuda_kv_split():
         report = inductor_bi.explain(Attention(), torch.randn(2, 8, 32, dtype=torch.bfloat16))
     (attn,) = by_replacement(report, "fixed_split_attention")
     assert attn.original == "F.scaled_dot_product_attention"
-    assert attn.details["kv_split"] == configs.attention_config(16, torch.bfloat16, interpreted=False).kv_split
+    assert attn.details["kv_split"] == attention_table.attention_config(16, torch.bfloat16, interpreted=False).kv_split
     dynamo = next(g for g in report.graphs if g.kind == "dynamo")
     assert "+" in dynamo.diff and "fixed_split_attention" in dynamo.diff
 
@@ -186,7 +186,7 @@ def test_traced_device_configs_and_graph_breaks():
         report = inductor_bi.explain(f, torch.randn(4, 8), device=None, run_graphs="eager")
     assert [g.name for g in report.graphs] == ["graph 0 dynamo", "graph 0 inference", "graph 1 dynamo", "graph 1 inference"]
     (mm,) = by_replacement(report, "invariant_matmul")
-    interp = configs.MATMUL_INTERPRETER
+    interp = matmul_table.MATMUL_INTERPRETER
     assert mm.details["tile"] == f"{interp.block_m}x{interp.block_n}x{interp.block_k}"
 
 

@@ -24,7 +24,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from inductor_bi.kernels import configs  # noqa: E402
+from inductor_bi.kernels import reduction_table  # noqa: E402
 from inductor_bi.passes.guard import find_violations  # noqa: E402
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal  # noqa: E402
 from tests._support import GraphRecorder  # noqa: E402
@@ -134,7 +134,7 @@ def _check_graph(r, gm):
         and any(str(u.target).startswith("inductor_bi.") for u in n.users)
     ]  # fmt: skip
     assert host_ops_feeding_ours == []
-    rms = "inductor_bi.invariant_rms_norm_rows.default" if configs.REDUCTION_FUSE_RMS_NORM else "inductor_bi.invariant_mean.default"
+    rms = "inductor_bi.invariant_rms_norm_rows.default" if reduction_table.REDUCTION_FUSE_RMS_NORM else "inductor_bi.invariant_mean.default"
     norm = "inductor_bi.invariant_layer_norm.default" if r.name == "gpt2" else rms
     assert norm in targets
     if r.name == "qwen3_moe":  # router softmax and the top-k combine

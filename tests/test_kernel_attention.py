@@ -13,11 +13,8 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from inductor_bi.kernels import _arrivals, configs
-import triton
-import triton.language as tl
-
-from inductor_bi.kernels.attention import _order_free_row_sum, fixed_split_attention, fixed_split_attention_with_lse
+from inductor_bi.kernels import _arrivals, attention_table, knobs
+from inductor_bi.kernels.attention import fixed_split_attention, fixed_split_attention_with_lse
 from inductor_bi.testing import assert_close_to_reference
 from tests._support import float64_attention
 from tests._support import sdpa_float64_reference as reference
@@ -27,7 +24,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Conversion of an array with ndim:DeprecationWarning"),  # Triton's interpreter
 ]
 
-SPLIT = configs.ATTENTION_INTERPRETER.kv_split
+SPLIT = attention_table.ATTENTION_INTERPRETER.kv_split
 DTYPES = [torch.float32, torch.float16]
 # Output tolerance against a float64 reference, per dtype (fp16: p is rounded to fp16 before
 # the P@V product and the output to fp16; fp32: fp32 accumulation and exp2).
@@ -102,7 +99,7 @@ def test_lse_matches_float64_reference(dtype):
     assert lse.dtype == torch.float32 and lse.shape == (2, 2, 20)
     # Row sums by MMA add each p as rounded to the input dtype for the PV product: every term is
     # off by at most eps/2 relative, so the sum's log by at most eps/2 (on top of fp32's own).
-    p_rounding = torch.finfo(dtype).eps / 2 if configs.ATTENTION_ROW_SUM_BY_MMA and dtype != torch.float32 else 0.0
+    p_rounding = torch.finfo(dtype).eps / 2 if dtype != torch.float32 else 0.0
     torch.testing.assert_close(lse.double(), expected, atol=1e-5 + p_rounding, rtol=1e-5)
     assert torch.equal(out[:, :, 3], torch.zeros_like(out[:, :, 3]))
     torch.testing.assert_close(out.double(), reference(q, k, v, attn_mask=mask), **TOL[dtype])
@@ -111,7 +108,7 @@ def test_lse_matches_float64_reference(dtype):
 @pytest.mark.parametrize("path", ["sequential", "split"])
 @pytest.mark.parametrize("pack_gqa", [False, True])
 def test_cache_read_in_place_gives_the_bits_of_the_gathered_cache(path, pack_gqa):
-    """kv_rows (configs.ATTENTION_FOLD_KV_GATHER): batch row b reading cache slot kv_rows[b] in
+    """kv_rows (attention_table.ATTENTION_FOLD_KV_GATHER): batch row b reading cache slot kv_rows[b] in
     place gives exactly what attention over ``cache[kv_rows]`` gives; negative slots wrap."""
     gen = torch.Generator().manual_seed(11)
     slots, b, lk = 6, 4, 300
@@ -217,38 +214,34 @@ def test_head_equals_alone_for_any_head_count(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("is_causal,mask", [(False, None), (True, None), (False, "bool")], ids=["full", "causal", "bool-mask"])
 def test_row_sums_by_mma_match_float64_reference(dtype, is_causal, mask):
-    """configs.ATTENTION_ROW_SUM_BY_MMA sums each block's p (rounded as the PV product takes it)
-    by a ones-matrix MMA: still accurate, and sequential == split bitwise."""
+    """Each block's p (rounded as the PV product takes it) is summed by a ones-matrix MMA: still
+    accurate, and sequential == split bitwise."""
     gen = torch.Generator().manual_seed(7)
     q, k, v = randn(2, 4, 37, 32, dtype=dtype, gen=gen), randn(2, 2, 90, 32, dtype=dtype, gen=gen), randn(2, 2, 90, 32, dtype=dtype, gen=gen)
     attn_mask = (torch.rand(37, 90, generator=gen) > 0.3) if mask == "bool" else None
-    with configs.overridden(ATTENTION_ROW_SUM_BY_MMA=True):
-        seq = fixed_split_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=True, path="sequential")
-        split = fixed_split_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=True, path="split")
+    seq = fixed_split_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=True, path="sequential")
+    split = fixed_split_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=True, path="split")
     assert torch.equal(seq, split)
     want = reference(q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=True)
     torch.testing.assert_close(seq.double(), want, **TOL[dtype])
 
 
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@example(seed=0, dtype=torch.float16, total=80, heads=(4, 2), d=32, row_sum_mma=False)  # crosses two split boundaries
-@example(seed=1, dtype=torch.float32, total=67, heads=(1, 1), d=16, row_sum_mma=False)
-@example(seed=2, dtype=torch.float16, total=75, heads=(4, 2), d=16, row_sum_mma=True)
+@example(seed=0, dtype=torch.float16, total=80, heads=(4, 2), d=32)  # crosses two split boundaries
+@example(seed=1, dtype=torch.float32, total=67, heads=(1, 1), d=16)
+@example(seed=2, dtype=torch.float16, total=75, heads=(4, 2), d=16)
 @given(
     seed=st.integers(0, 2**31 - 1),
     dtype=st.sampled_from(DTYPES),
     total=st.integers(2, 80),
     heads=st.sampled_from([(1, 1), (2, 1), (4, 2)]),
     d=st.sampled_from([16, 32]),
-    row_sum_mma=st.booleans(),
 )
-def test_decode_equals_prefill_bitwise(seed, dtype, total, heads, d, row_sum_mma):
+def test_decode_equals_prefill_bitwise(seed, dtype, total, heads, d):
     """Token t gets the same bits in (i) a causal prefill of all tokens, (ii) a one-query decode
     against a cache of exactly t+1 keys or a longer preallocated cache behind a mask, on either
-    path, and (iii) a chunked prefill of queries at an offset into the cache. With either way of
-    summing a block's rows (configs.ATTENTION_ROW_SUM_BY_MMA)."""
-    with configs.overridden(ATTENTION_ROW_SUM_BY_MMA=row_sum_mma):
-        _check_decode_equals_prefill(seed, dtype, total, heads, d)
+    path, and (iii) a chunked prefill of queries at an offset into the cache."""
+    _check_decode_equals_prefill(seed, dtype, total, heads, d)
 
 
 def _check_decode_equals_prefill(seed, dtype, total, heads, d):
@@ -290,10 +283,10 @@ def _check_decode_equals_prefill(seed, dtype, total, heads, d):
 @given(attention_case(), st.booleans())
 def test_sequential_and_split_paths_identical(case, merge_in_last):
     """Also whichever program merges the splits: a MERGE launch, or the split program of a query
-    tile that finishes last (configs.ATTENTION_MERGE_IN_LAST_PROGRAM)."""
+    tile that finishes last (attention_table.ATTENTION_MERGE_IN_LAST_PROGRAM)."""
     q, k, v, kwargs = case
     out_seq, lse_seq = fixed_split_attention_with_lse(q, k, v, path="sequential", **kwargs)
-    with configs.overridden(ATTENTION_MERGE_IN_LAST_PROGRAM=merge_in_last):
+    with knobs.overridden(ATTENTION_MERGE_IN_LAST_PROGRAM=merge_in_last):
         out_split, lse_split = fixed_split_attention_with_lse(q, k, v, path="split", **kwargs)
     assert torch.equal(out_seq, out_split)
     assert torch.equal(lse_seq, lse_split)
@@ -303,13 +296,13 @@ def test_sequential_and_split_paths_identical(case, merge_in_last):
 @FAST
 @given(attention_case(), st.sampled_from(["sequential", "split"]), st.booleans(), st.booleans())
 def test_tma_and_pointer_loads_give_the_same_bits(case, path, pack_gqa, q_by_tma):
-    """K / V blocks (and the query tile, configs.ATTENTION_Q_BY_TMA) fetched by TMA descriptors
-    (configs.ATTENTION_USE_TMA) or by pointer loads: keys past Lk, queries past Lq and head-dim
+    """K / V blocks (and the query tile, attention_table.ATTENTION_Q_BY_TMA) fetched by TMA descriptors
+    or by pointer loads: keys past Lk, queries past Lq and head-dim
     columns past D arrive as zeros either way, so every row has the same bits (head dims that
     are no power of two included)."""
     q, k, v, kwargs = case
     pointer = fixed_split_attention_with_lse(q, k, v, path=path, pack_gqa=pack_gqa, tma=False, **kwargs)
-    with configs.overridden(ATTENTION_Q_BY_TMA=q_by_tma):
+    with knobs.overridden(ATTENTION_Q_BY_TMA=q_by_tma):
         tma = fixed_split_attention_with_lse(q, k, v, path=path, pack_gqa=pack_gqa, tma=True, **kwargs)
     assert torch.equal(tma[0], pointer[0]) and torch.equal(tma[1], pointer[1])
 
@@ -434,45 +427,6 @@ def test_bad_mask_and_path_raise():
         fixed_split_attention(x, x, x, attn_mask=torch.ones(4, 4, dtype=torch.int32))
     with pytest.raises(ValueError, match="path"):
         fixed_split_attention(x, x, x, path="fast")
-
-
-@triton.jit
-def _row_sum_probe(P, OUT, BLOCK_N: tl.constexpr):
-    rows = tl.arange(0, 16)
-    cols = tl.arange(0, BLOCK_N)
-    p = tl.load(P + rows[:, None] * BLOCK_N + cols[None, :])
-    tl.store(OUT + rows, _order_free_row_sum(p, BLOCK_N))
-
-
-@pytest.mark.parametrize("block_n", [16, 64])
-def test_softmax_row_sum_is_the_same_for_any_column_order(block_n):
-    """The online softmax's per-block row sum is exact whatever order its terms are added in
-    (the compiler's register layout picks tl.sum's tree), and matches float64 to fp32 rounding."""
-    from inductor_bi.kernels._launch import launch
-
-    g = torch.Generator().manual_seed(0)
-    # p = exp2(score - row max): 1 at the max, spread over many binades below it
-    p = torch.exp2(-torch.rand(16, block_n, generator=g, dtype=torch.float64) * 40).float()
-    p[:, 3] = 1.0
-    p[5] = torch.exp2(-torch.rand(block_n, generator=g, dtype=torch.float64) * 140).float()  # tiny terms only
-
-    def row_sum(x):
-        out = torch.empty(16, dtype=torch.float32)
-        launch(_row_sum_probe, (1,), x.device, x.contiguous(), out, BLOCK_N=block_n)
-        return out
-
-    ref = row_sum(p)
-    plain_orders = set()
-    for seed in range(8):
-        perm = torch.randperm(block_n, generator=torch.Generator().manual_seed(seed))
-        assert torch.equal(row_sum(p[:, perm]), ref)
-        plain = torch.zeros(16)
-        for j in perm.tolist():  # a plain sequential fp32 sum, in this order
-            plain = plain + p[:, j]
-        plain_orders.add(plain.numpy().tobytes())
-    assert len(plain_orders) > 1, "the data must be able to tell orders apart"
-    exact = p.double().sum(1)
-    assert torch.all((ref.double() - exact).abs() <= exact * 2.0**-23 + block_n * 2.0**-37)
 
 
 def test_output_is_laid_out_token_major_so_merging_heads_is_a_view():

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inductor_bi.kernels import _arrivals, configs, matmul
+from inductor_bi.kernels import _arrivals, knobs, matmul, matmul_table
 from inductor_bi.kernels._launch import launch
 from inductor_bi.kernels.matmul import invariant_matmul
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
@@ -68,15 +68,15 @@ def test_row_is_independent_of_its_companions(m, k, data):
 
 @given(
     m=st.integers(1, 40), k=st.integers(1, 400), alpha=st.sampled_from([1.0, 0.5]), beta=st.sampled_from([1.0, 3.0]),
-    merge_tile=st.sampled_from([None, (8, 16), (16, 8)]), merge_in_last=st.booleans(), batches=st.sampled_from([0, 2]),
+    merge_in_last=st.booleans(), batches=st.sampled_from([0, 2]),
 )
-def test_split_k_gives_the_same_bits_as_one_program(m, k, alpha, beta, merge_tile, merge_in_last, batches):
-    """Whichever program merges: a separate MERGE launch on any tile (the merge is elementwise) or
-    the chunk program that finishes last (configs.MATMUL_MERGE_IN_LAST_PROGRAM)."""
+def test_split_k_gives_the_same_bits_as_one_program(m, k, alpha, beta, merge_in_last, batches):
+    """Whichever program merges: a separate MERGE launch or the chunk program that finishes last
+    (matmul_table.MATMUL_MERGE_IN_LAST_PROGRAM)."""
     lead = (batches,) if batches else ()
     a, b, bias = torch.randn(*lead, m, k), torch.randn(*lead, k, 40), torch.randn(*lead, m, 40)
     one = invariant_matmul(a, b, bias, beta=beta, alpha=alpha, split_k=False)
-    with configs.overridden(MATMUL_MERGE_TILE=merge_tile, MATMUL_MERGE_IN_LAST_PROGRAM=merge_in_last):
+    with knobs.overridden(MATMUL_MERGE_IN_LAST_PROGRAM=merge_in_last):
         split = invariant_matmul(a, b, bias, beta=beta, alpha=alpha, split_k=True)
     assert_rows_equal(split, one, "split-K vs single program")
 
@@ -84,7 +84,7 @@ def test_split_k_gives_the_same_bits_as_one_program(m, k, alpha, beta, merge_til
 def test_merge_in_the_last_program_leaves_every_arrival_counter_at_zero(monkeypatch):
     """The counters are reused by the next split launch on the stream: the merging program must
     put each one back, or the next launch would merge before its partials are written."""
-    monkeypatch.setattr(configs, "MATMUL_MERGE_IN_LAST_PROGRAM", True)
+    monkeypatch.setattr(matmul_table, "MATMUL_MERGE_IN_LAST_PROGRAM", True)
     a, b = torch.randn(2, 40, 300), torch.randn(2, 300, 70)  # several tiles, batches and chunks
     with _launch_flags() as flags:
         out = invariant_matmul(a, b, split_k=True)
@@ -95,8 +95,8 @@ def test_merge_in_the_last_program_leaves_every_arrival_counter_at_zero(monkeypa
 
 
 def test_split_falls_back_to_a_merge_launch_when_a_stream_has_no_counters(monkeypatch):
-    monkeypatch.setattr(configs, "MATMUL_MERGE_IN_LAST_PROGRAM", True)
-    monkeypatch.setattr(configs, "SPLIT_ARRIVAL_SET_SIZE", 1)  # more tiles than a set holds
+    monkeypatch.setattr(matmul_table, "MATMUL_MERGE_IN_LAST_PROGRAM", True)
+    monkeypatch.setattr(_arrivals, "SPLIT_ARRIVAL_SET_SIZE", 1)  # more tiles than a set holds
     a, b = torch.randn(40, 300), torch.randn(300, 70)
     with _launch_flags() as flags:
         out = invariant_matmul(a, b, split_k=True)
@@ -134,26 +134,6 @@ def test_tma_descriptor_loads_give_the_same_bits_as_pointer_loads(m, n, k, dtype
     cols_fit = ((k if weight_kmajor else n) * a.element_size()) % 16 == 0
     assert flags["USE_TMA"] == (rows_fit and cols_fit)  # descriptors where TMA allows, else pointers
     assert torch.equal(tma, pointer)
-
-
-@given(
-    m=st.integers(1, 90), n=st.integers(1, 100), k=st.sampled_from([8, 64, 200]), programs=st.integers(1, 7),
-    bias=st.booleans(), alpha=st.sampled_from([1.0, 0.5]),
-)
-def test_persistent_launch_gives_the_same_bits_as_one_program_per_tile(m, n, k, programs, bias, alpha):
-    """configs.MATMUL_PERSISTENT: a few programs walking every tile (here 1-7, on the GPU one per
-    SM) compute each tile as the FULL launch's own program does: same loads, K loop, epilogue."""
-    a, w = torch.randn(m, k), torch.randn(n, k)
-    c = torch.randn(m, n) if bias else None
-    one_per_tile = invariant_matmul(a, w.t(), c, 0.7, alpha, split_k=False, tma=True)
-    with configs.overridden(matmul_persistent_programs=lambda tiles, device: min(tiles, programs)), _launch_flags() as flags:
-        persistent = invariant_matmul(a, w.t(), c, 0.7, alpha, split_k=False, tma=True)
-    tile = configs.MATMUL_INTERPRETER
-    if (k * a.element_size()) % 16 == 0:  # TMA descriptors (the persistent kernel's only fetch path)
-        assert flags["NUM_PROGRAMS"] == min(programs, -(-m // tile.block_m) * -(-n // tile.block_n))
-    assert torch.equal(persistent, one_per_tile)
-    expected = alpha * (a.double() @ w.double().t()) + (0.7 * c.double() if bias else 0.0)
-    assert_close_to_reference(persistent, expected, dtype=torch.float32)
 
 
 def test_batched_row_equals_alone():
@@ -214,13 +194,13 @@ def test_interpreted_launch_leaves_triton_language_as_it_was():
     assert [key for key in before if after[key] is not before[key]] == []
 
 
-def test_configs_overridden_puts_values_back_and_rejects_unknown_names():
-    before = configs.MATMUL_MERGE_TILE
+def test_knobs_overridden_puts_values_back_and_rejects_unknown_names():
+    before = matmul_table.MATMUL_MERGE_IN_LAST_PROGRAM
     with pytest.raises(RuntimeError):
-        with configs.overridden(MATMUL_MERGE_TILE=(8, 8)):
-            assert configs.MATMUL_MERGE_TILE == (8, 8)
+        with knobs.overridden(MATMUL_MERGE_IN_LAST_PROGRAM=not before):
+            assert matmul_table.MATMUL_MERGE_IN_LAST_PROGRAM is (not before)
             raise RuntimeError("inside")
-    assert configs.MATMUL_MERGE_TILE == before
+    assert matmul_table.MATMUL_MERGE_IN_LAST_PROGRAM is before
     with pytest.raises(AttributeError, match="MATMUL_MERGE_TILES"):
-        with configs.overridden(MATMUL_MERGE_TILES=None):
+        with knobs.overridden(MATMUL_MERGE_TILES=None):
             pass

@@ -1,7 +1,7 @@
 """Row reductions (sum, mean, var_mean, softmax, log_softmax, rms_norm, layer_norm) on CPU through
 Triton's interpreter: bitwise row invariance, accuracy against float64, and bad inputs.
 
-The interpreter's BLOCK_R cap is small (configs.REDUCTION_BLOCK_CAP_INTERPRETER), so extents of a
+The interpreter's BLOCK_R cap is small (reduction_table.REDUCTION_BLOCK_CAP_INTERPRETER), so extents of a
 few hundred already run the multi-step accumulation loop.
 """
 
@@ -12,12 +12,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inductor_bi.kernels.configs import reduction_config
+from inductor_bi.kernels.reduction_table import reduction_config
 from inductor_bi.kernels.reduction import (
     invariant_layer_norm,
     invariant_log_softmax,
     invariant_mean,
-    invariant_rms_norm,
     invariant_rms_norm_rows,
     invariant_softmax,
     invariant_std_mean,
@@ -141,7 +140,7 @@ def test_residual_add_is_rounded_to_its_dtype_before_squaring(dtype):
 
 @given(batches(), st.sampled_from([torch.float32, torch.float16]), st.booleans(), st.booleans())
 def test_rms_norm_rows_row_equals_alone_and_matches_float64(case, dtype, residual, cast):
-    """The fused hand-written RMSNorm (configs.REDUCTION_FUSE_RMS_NORM): a row's output and its
+    """The fused hand-written RMSNorm (reduction_table.REDUCTION_FUSE_RMS_NORM): a row's output and its
     stored residual sum are the same bits alone as in any batch, h is exactly x + r as the add
     rounds it, and the output is within the dtype's tolerance of float64."""
     _, _, row, before, after, other = case
@@ -222,13 +221,6 @@ def test_softmax_row_equals_alone_for_any_batch(case, log):
     _, _, row, before, after, other = case
     fn = invariant_log_softmax if log else invariant_softmax
     assert_row_equals_alone(lambda x: fn(x, -1), row, before, after, other)
-
-
-@given(batches(), st.booleans())
-def test_rms_norm_row_equals_alone_for_any_batch(case, with_weight):
-    dtype, inner, row, before, after, other = case
-    w = _randn(inner, dtype, 7) if with_weight else None
-    assert_row_equals_alone(lambda x: invariant_rms_norm(x, 1, w), row, before, after, other)
 
 
 @given(batches(inner_ndim=2), st.booleans())
@@ -313,24 +305,6 @@ def test_softmax_half_to_float_returns_fp32():
     out = invariant_softmax(x, -1, half_to_float=True)
     assert out.dtype == torch.float32
     assert_close_to_reference(out, torch.softmax(x.double(), -1), torch.float32)
-
-
-@pytest.mark.parametrize("dtype", DTYPES + [torch.bfloat16])
-def test_rms_norm_close_to_float64(dtype):
-    x = _randn((5, 3, 50), dtype, 6, shift=1.0)
-    w = _randn((3, 50), dtype, 7)
-    for weight, eps in ((None, None), (w, 1e-6)):
-        out = invariant_rms_norm(x, 2, weight, eps)
-        ref = torch.nn.functional.rms_norm(x.double(), [3, 50], None if weight is None else weight.double(), eps)
-        assert out.dtype == dtype and out.shape == x.shape
-        assert_close_to_reference(out, ref, dtype)
-
-
-def test_rms_norm_default_eps_is_torchs():
-    # torch's default eps is the epsilon of the compute dtype (fp32 for fp16), not of fp16:
-    # it matters for rows of tiny values.
-    x = torch.full((2, 8), 1e-4, dtype=torch.float16)
-    assert_close_to_reference(invariant_rms_norm(x, 1), torch.nn.functional.rms_norm(x, [8]).double(), torch.float16)
 
 
 @pytest.mark.parametrize("dtype", DTYPES + [torch.bfloat16])
@@ -479,7 +453,6 @@ def test_integer_and_bool_inputs_raise_type_error_pointing_to_aten(dtype):
         lambda: invariant_var_mean(x, [1]),
         lambda: invariant_softmax(x, 1),
         lambda: invariant_log_softmax(x, 1),
-        lambda: invariant_rms_norm(x, 1),
         lambda: invariant_layer_norm(x, 1),
     ):
         with pytest.raises(TypeError, match="exact.*aten"):
@@ -494,7 +467,6 @@ def test_empty_reduced_extent_matches_torch():
     assert var.isnan().all() and mean.isnan().all() and var.shape == (3,)
     assert invariant_softmax(x, 1).shape == (3, 0)
     assert invariant_log_softmax(x, 1).shape == (3, 0)
-    assert invariant_rms_norm(x, 1).shape == (3, 0)
     out, mean, rstd = invariant_layer_norm(x, 1)
     ref = aten.native_layer_norm(x, [0], None, None, 1e-5)
     assert out.shape == (3, 0) and torch.equal(mean, ref[1]) and rstd.isnan().all() and rstd.shape == ref[2].shape
@@ -506,7 +478,6 @@ def test_zero_rows_give_empty_outputs():
     assert invariant_mean(x, [1, 2], keepdim=True).shape == (0, 1, 1)
     assert [t.shape for t in invariant_var_mean(x, [2])] == [(0, 5), (0, 5)]
     assert invariant_softmax(x, -1).shape == (0, 5, 7)
-    assert invariant_rms_norm(x, 2).shape == (0, 5, 7)
     assert [t.shape for t in invariant_layer_norm(x, 1)] == [(0, 5, 7), (0, 5, 1), (0, 5, 1)]
 
 
@@ -557,6 +528,5 @@ def test_non_contiguous_inputs_give_correct_results():
     x64 = x.double()
     assert_close_to_reference(invariant_sum(x, [0, 2]), x64.sum((0, 2)), torch.float32)
     assert_close_to_reference(invariant_softmax(x, 1), torch.softmax(x64, 1), torch.float32)
-    assert_close_to_reference(invariant_rms_norm(x, 2), torch.nn.functional.rms_norm(x64, [10, 6]), torch.float32)
     expanded = torch.randn(1, 40).expand(5, 40)
     assert_close_to_reference(invariant_layer_norm(expanded, 1)[0], aten.native_layer_norm(expanded.double(), [40], None, None, 1e-5)[0])

@@ -1,6 +1,6 @@
 """Scans (kernels/scan.py and the custom ops over it): cumsum, cumprod, logcumsumexp.
 
-On CPU through Triton's interpreter (the block is configs' small interpreter block, so rows of a
+On CPU through Triton's interpreter (the block is the small interpreter block, so rows of a
 few dozen elements carry a prefix across blocks); on CUDA too when there is one. Checked: a row's
 bits alone == inside any batch at any position (Hypothesis), a prefix's bits == the same positions
 of a longer row, accuracy against float64, aten's dtype rules, edge cases (length 0 / 1, 0-dim,

@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 import torch
 
-from inductor_bi.kernels import configs
+from inductor_bi.kernels import _device, attention_table, matmul_table, reduction_table
 
 from tests._support import load_file
 
@@ -43,19 +43,19 @@ def _matmul_float_ops(m, n, **kwargs):
 def test_matmul_float_ops_are_the_same_for_any_rows_or_columns(monkeypatch):
     """Triton compiles a variant per argument value class (== 1, divisible by 16); the matmul's
     arithmetic must not follow it. (This check found nothing to fix in the matmul; the attention
-    kernel's variants differ in their row-sum tree, which is why that sum is order-free.) The
+    kernel's variants differed in their tl.sum tree, which is why its row sums go through the MMA unit.) The
     calls with enough tall tiles run the tall launch shape, the others the short one: one
     arithmetic, each MMA run covering its shape's K step."""
     reference, reference_runs = inspect_kernels.per_k_step(_matmul_float_ops(4096, 4096))
     assert any(op.startswith("wgmma") for op in reference)
-    tall, short = configs.MATMUL_CUDA_TALL[torch.bfloat16], configs.MATMUL_CUDA[torch.bfloat16]
-    assert reference_runs == [tall.block_k // configs.MATMUL_MMA_K]
-    monkeypatch.setattr(configs, "_gpu", lambda device: inspect_kernels.H100_PROPERTIES)
+    tall, short = matmul_table.MATMUL_CUDA_TALL[torch.bfloat16], matmul_table.MATMUL_CUDA[torch.bfloat16]
+    assert reference_runs == [tall.block_k // matmul_table.MATMUL_MMA_K]
+    monkeypatch.setattr(_device, "gpu", lambda device: inspect_kernels.H100_PROPERTIES)
     for m, n in [(1, 4096), (7, 4096), (77, 4096), (128, 4096), (4096, 1), (4096, 77)]:
         entries, runs = inspect_kernels.per_k_step(_matmul_float_ops(m, n))
         assert entries == reference, (m, n)
-        launched = configs.matmul_config(torch.bfloat16, torch.device("cuda"), False, output=(1, m, n))
-        assert launched in (tall, short) and runs == [launched.block_k // configs.MATMUL_MMA_K], (m, n, runs)
+        launched = matmul_table.matmul_config(torch.bfloat16, torch.device("cuda"), False, output=(1, m, n))
+        assert launched in (tall, short) and runs == [launched.block_k // matmul_table.MATMUL_MMA_K], (m, n, runs)
 
 
 def test_the_short_tiles_128_wide_k_step_is_two_of_the_tall_tiles_steps():
@@ -63,12 +63,12 @@ def test_the_short_tiles_128_wide_k_step_is_two_of_the_tall_tiles_steps():
     instruction, eight a step instead of four, between the same float ops, so the two launch
     shapes run one arithmetic (the H200 sweep, tune_matmul_h200_v9: the same bits in all 30
     cases). A K step that is not whole MMAs would not share it."""
-    short, tall = configs.MATMUL_CUDA[torch.bfloat16], configs.MATMUL_CUDA_TALL[torch.bfloat16]
-    assert short.block_k == 2 * tall.block_k and configs.tall_shares_arithmetic(short, tall)
+    short, tall = matmul_table.MATMUL_CUDA[torch.bfloat16], matmul_table.MATMUL_CUDA_TALL[torch.bfloat16]
+    assert short.block_k == 2 * tall.block_k and matmul_table.tall_shares_arithmetic(short, tall)
     entries, runs = inspect_kernels.per_k_step(_matmul_float_ops(64, 4096))
     reference, reference_runs = inspect_kernels.per_k_step(_matmul_float_ops(4096, 4096))
     assert entries == reference and runs == [8] and reference_runs == [4]
-    assert not configs.tall_shares_arithmetic(dataclasses.replace(short, block_k=120), tall)  # not whole MMAs
+    assert not matmul_table.tall_shares_arithmetic(dataclasses.replace(short, block_k=120), tall)  # not whole MMAs
 
 
 @pytest.mark.parametrize("m", [64, 4096], ids=["short", "tall"])
@@ -78,17 +78,17 @@ def test_matmul_tma_and_pointer_loads_run_the_same_float_ops(m):
 
 
 def test_matmul_tall_launch_shape_is_the_short_tile_per_warpgroup(monkeypatch):
-    for dtype, tall in configs.MATMUL_CUDA_TALL.items():
-        assert configs.tall_shares_arithmetic(configs.MATMUL_CUDA[dtype], tall), dtype
-    monkeypatch.setattr(configs, "_gpu", lambda device: inspect_kernels.H100_PROPERTIES)
+    for dtype, tall in matmul_table.MATMUL_CUDA_TALL.items():
+        assert matmul_table.tall_shares_arithmetic(matmul_table.MATMUL_CUDA[dtype], tall), dtype
+    monkeypatch.setattr(_device, "gpu", lambda device: inspect_kernels.H100_PROPERTIES)
     cuda = torch.device("cuda")
-    tall, short = configs.MATMUL_CUDA_TALL[torch.bfloat16], configs.MATMUL_CUDA[torch.bfloat16]
-    assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 4096, 4096)) is tall
-    assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 256, 4096)) is short  # 64 tall tiles
-    assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 512, 4096)) is tall  # 128 of 132 SMs
-    assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 1, 128256)) is short  # lm_head decode
-    monkeypatch.setattr(configs, "_gpu", lambda device: configs.GpuProperties(108, 8, 166912))  # an A100: mma.sync, no warpgroups
-    assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 4096, 4096)) is short
+    tall, short = matmul_table.MATMUL_CUDA_TALL[torch.bfloat16], matmul_table.MATMUL_CUDA[torch.bfloat16]
+    assert matmul_table.matmul_config(torch.bfloat16, cuda, False, output=(1, 4096, 4096)) is tall
+    assert matmul_table.matmul_config(torch.bfloat16, cuda, False, output=(1, 256, 4096)) is short  # 64 tall tiles
+    assert matmul_table.matmul_config(torch.bfloat16, cuda, False, output=(1, 512, 4096)) is tall  # 128 of 132 SMs
+    assert matmul_table.matmul_config(torch.bfloat16, cuda, False, output=(1, 1, 128256)) is short  # lm_head decode
+    monkeypatch.setattr(_device, "gpu", lambda device: _device.GpuProperties(108, 8, 166912))  # an A100: mma.sync, no warpgroups
+    assert matmul_table.matmul_config(torch.bfloat16, cuda, False, output=(1, 4096, 4096)) is short
 
 
 def test_matmul_split_k_programs_run_the_short_tile_float_ops():
@@ -101,59 +101,30 @@ def test_matmul_stages_fit_the_gpus_shared_memory(monkeypatch):
     """Pipeline depth is not arithmetic: a GPU with less shared memory per block gets fewer stages
     of the same tile instead of a launch failure."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    cuda, short = torch.device("cuda"), configs.MATMUL_CUDA[torch.bfloat16]
-    monkeypatch.setattr(configs, "_gpu", lambda device: inspect_kernels.H100_PROPERTIES)
-    assert configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 16, 4096)) == short
-    monkeypatch.setattr(configs, "_gpu", lambda device: configs.GpuProperties(128, 8, 101376))  # 99 KiB per block (sm_89)
-    fitted = configs.matmul_config(torch.bfloat16, cuda, False, output=(1, 16, 4096))
+    cuda, short = torch.device("cuda"), matmul_table.MATMUL_CUDA[torch.bfloat16]
+    monkeypatch.setattr(_device, "gpu", lambda device: inspect_kernels.H100_PROPERTIES)
+    assert matmul_table.matmul_config(torch.bfloat16, cuda, False, output=(1, 16, 4096)) == short
+    monkeypatch.setattr(_device, "gpu", lambda device: _device.GpuProperties(128, 8, 101376))  # 99 KiB per block (sm_89)
+    fitted = matmul_table.matmul_config(torch.bfloat16, cuda, False, output=(1, 16, 4096))
     assert fitted.num_stages == 2 and dataclasses.replace(fitted, num_stages=short.num_stages) == short
 
 
-@pytest.mark.parametrize(
-    "calls",
-    [lambda: inspect_kernels.matmul_calls(16, 4096, 4096, split_k=True), lambda: inspect_kernels.attention_calls(4, 1, 4096, path="split")],
-    ids=["matmul", "attention"],
-)
-def test_merge_launched_early_waits_for_the_split_and_adds_the_same_way(calls, monkeypatch):
-    """Programmatic dependent launch (configs.SPLIT_MERGE_PDL) lets the merge grid start while the
-    split grid runs: the merge must wait (griddepcontrol.wait) before it reads a partial, and
-    both kernels must keep the float ops they have without it (shipped off: see configs)."""
-    monkeypatch.setattr(configs, "SPLIT_MERGE_PDL", True)
-    monkeypatch.setattr(configs, "MATMUL_MERGE_IN_LAST_PROGRAM", False)  # a merge launch to release early
-    monkeypatch.setattr(configs, "ATTENTION_MERGE_IN_LAST_PROGRAM", False)
-    (split, merge) = calls()
-    assert merge[2].get("launch_pdl") and not split[2].get("launch_pdl")
-    monkeypatch.setattr(configs, "SPLIT_MERGE_PDL", False)
-    (split_plain, merge_plain) = calls()
-    assert "launch_pdl" not in merge_plain[2]
-    compiled = {name: inspect_kernels.compile_for_h100(*call) for name, call in
-                [("split", split), ("merge", merge), ("split_plain", split_plain), ("merge_plain", merge_plain)]}
-    merge_ptx = compiled["merge"].asm["ptx"]
-    assert "griddepcontrol.wait" in merge_ptx
-    assert merge_ptx.index("griddepcontrol.wait") < merge_ptx.index("ld.global")  # before any partial is read
-    assert "griddepcontrol.launch_dependents" in compiled["split"].asm["ptx"]
-    assert "griddepcontrol" not in compiled["merge_plain"].asm["ptx"]
-    for name in ("split", "merge"):
-        assert inspect_kernels.float_ops(compiled[name]) == inspect_kernels.float_ops(compiled[name + "_plain"]), name
-
-
-MERGE_IN_LAST = {  # kernel: (its configs knob, one small split launch as a Llama-sized decode makes it)
-    "matmul": ("MATMUL_MERGE_IN_LAST_PROGRAM", lambda: inspect_kernels.matmul_calls(1, 2048, 2048, split_k=True)),
-    "attention": ("ATTENTION_MERGE_IN_LAST_PROGRAM", lambda: inspect_kernels.attention_calls(4, 1, 4096, path="split")),
+MERGE_IN_LAST = {  # kernel: (its table, its knob, one small split launch as a Llama-sized decode makes it)
+    "matmul": (matmul_table, "MATMUL_MERGE_IN_LAST_PROGRAM", lambda: inspect_kernels.matmul_calls(1, 2048, 2048, split_k=True)),
+    "attention": (attention_table, "ATTENTION_MERGE_IN_LAST_PROGRAM", lambda: inspect_kernels.attention_calls(4, 1, 4096, path="split")),
 }
 
 
 @pytest.mark.parametrize("kernel", list(MERGE_IN_LAST))
 def test_merge_in_the_last_program_counts_in_after_its_store_and_adds_as_the_merge_launch(kernel, monkeypatch):
-    """configs.*_MERGE_IN_LAST_PROGRAM: the split kernel must store its partial, wait for every
+    """*_MERGE_IN_LAST_PROGRAM: the split kernel must store its partial, wait for every
     thread (bar.sync), count itself in with one acq_rel atomic at GPU scope, read the other
     partials past L1 (.cg), and run exactly the float ops of the split plus the merge launch."""
-    knob, calls = MERGE_IN_LAST[kernel]
-    monkeypatch.setattr(configs, knob, True)
+    table, knob, calls = MERGE_IN_LAST[kernel]
+    monkeypatch.setattr(table, knob, True)
     (last,) = calls()
     assert last[2]["MERGE_IN_LAST"] and last[2]["MODE"] == 1
-    monkeypatch.setattr(configs, knob, False)
-    monkeypatch.setattr(configs, "MATMUL_MERGE_TILE", None)  # the matmul's merge launch on its own tile
+    monkeypatch.setattr(table, knob, False)
     split, merge = calls()
     compiled = inspect_kernels.compile_for_h100(*last)
     lines = compiled.asm["ptx"].splitlines()
@@ -175,12 +146,10 @@ def test_merge_in_the_last_program_counts_in_after_its_store_and_adds_as_the_mer
         assert ops[len(split_ops):] == merge_ops
 
 
-def test_attention_with_mma_row_sums_runs_the_same_arithmetic_for_any_length(monkeypatch):
-    """configs.ATTENTION_ROW_SUM_BY_MMA leaves no tl.sum in the attention kernel, so the length
-    variants Triton compiles (77 keys vs 80: divisibility by 16) may differ only in the selects of
-    masked loads, not in any arithmetic op (the v3 kernel's tl.sum tree did differ there, which is
-    why the default row sum is order-free)."""
-    monkeypatch.setattr(configs, "ATTENTION_ROW_SUM_BY_MMA", True)
+def test_attention_with_mma_row_sums_runs_the_same_arithmetic_for_any_length():
+    """Row sums by MMA leave no tl.sum in the attention kernel, so the length variants Triton
+    compiles (77 keys vs 80: divisibility by 16) may differ only in the selects of masked loads,
+    not in any arithmetic op (a tl.sum tree follows the register layout, which may differ there)."""
 
     def arithmetic(lk):
         (call,) = inspect_kernels.attention_calls(1, lk, lk)
@@ -199,13 +168,13 @@ def test_attention_with_mma_row_sums_runs_the_same_arithmetic_for_any_length(mon
     ids=["prefill-unpacked", "prefill", "decode"],
 )
 def test_attention_tma_and_pointer_loads_run_the_same_float_ops(shape, path, pack_gqa, monkeypatch):
-    """configs.ATTENTION_USE_TMA (K / V) and ATTENTION_Q_BY_TMA (the query tile, where not
-    GQA-packed) change how tiles reach shared memory, not one float op; and they free registers
+    """K / V by TMA and ATTENTION_Q_BY_TMA (the query tile, where not GQA-packed) change how
+    tiles reach shared memory, not one float op; and they free registers
     the pointer loads held (prefill spilled 49 stores by pointers, 17 with K / V by TMA, 8 with Q
     too, when this test was written)."""
     kernels = {}
     for tma, q_by_tma in ((False, False), (True, False), (True, True)):
-        monkeypatch.setattr(configs, "ATTENTION_Q_BY_TMA", q_by_tma)
+        monkeypatch.setattr(attention_table, "ATTENTION_Q_BY_TMA", q_by_tma)
         calls = inspect_kernels.attention_calls(*shape, pack_gqa=pack_gqa, path=path, tma=tma)
         # The query tile goes by TMA only where its rows are one head's positions (not GQA-packed).
         assert all(kwargs["USE_TMA"] is tma and kwargs["Q_BY_TMA"] is (q_by_tma and kwargs["HEADS_PER_PROG"] == 1) for _, _, kwargs in calls)
@@ -219,33 +188,33 @@ def test_attention_tma_and_pointer_loads_run_the_same_float_ops(shape, path, pac
 
 @pytest.mark.parametrize("stages", [3, 4, 5])
 def test_attention_pipeline_depth_is_not_arithmetic(stages, monkeypatch):
-    """configs.ATTENTION_SPLIT_STAGES may give decode (split launches) another pipeline depth
+    """attention_table.ATTENTION_SPLIT_STAGES may give decode (split launches) another pipeline depth
     than prefill: the arithmetic must stay the tile's (only masked-load selects may differ)."""
     def arithmetic():
         ops = [inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*call)) for call in inspect_kernels.attention_calls(16, 1, 4096, path="split")]
         return [[op for op in kernel if not op.startswith("selp")] for kernel in ops]
 
-    monkeypatch.setattr(configs, "ATTENTION_SPLIT_STAGES", None)  # the tile's own depth
+    monkeypatch.setattr(attention_table, "ATTENTION_SPLIT_STAGES", None)  # the tile's own depth
     reference = arithmetic()
-    monkeypatch.setattr(configs, "ATTENTION_SPLIT_STAGES", stages)
+    monkeypatch.setattr(attention_table, "ATTENTION_SPLIT_STAGES", stages)
     split = inspect_kernels.attention_calls(16, 1, 4096, path="split")[0]
     assert split[2]["num_stages"] == stages
     assert arithmetic() == reference
 
 
 def test_one_wave_sequential_launches_may_take_another_depth_not_other_arithmetic(monkeypatch):
-    """configs.ATTENTION_ONE_WAVE_STAGES: a sequential launch of at most one program per SM (decode
+    """attention_table.ATTENTION_ONE_WAVE_STAGES: a sequential launch of at most one program per SM (decode
     at batch 16: 128 programs) may run a deeper pipeline than the tile's; its arithmetic stays the
     tile's (only masked-load selects may differ), and launches of more programs keep the tile's."""
-    cuda, tile = torch.device("cuda"), configs.attention_config(128, torch.bfloat16, interpreted=False)
-    monkeypatch.setattr(configs, "_gpu", lambda device: inspect_kernels.H100_PROPERTIES)
-    monkeypatch.setattr(configs, "ATTENTION_ONE_WAVE_STAGES", 3)
-    assert configs.attention_stages(tile, False, 128, cuda) == 3
-    assert configs.attention_stages(tile, False, 133, cuda) == tile.num_stages  # more than one wave
-    assert configs.attention_stages(tile, True, 128, cuda) == configs.attention_stages(tile, True)  # split: its own knob
+    cuda, tile = torch.device("cuda"), attention_table.attention_config(128, torch.bfloat16, interpreted=False)
+    monkeypatch.setattr(_device, "gpu", lambda device: inspect_kernels.H100_PROPERTIES)
+    monkeypatch.setattr(attention_table, "ATTENTION_ONE_WAVE_STAGES", 3)
+    assert attention_table.attention_stages(tile, False, 128, cuda) == 3
+    assert attention_table.attention_stages(tile, False, 133, cuda) == tile.num_stages  # more than one wave
+    assert attention_table.attention_stages(tile, True, 128, cuda) == attention_table.attention_stages(tile, True)  # split: its own knob
 
     def arithmetic(stages):
-        monkeypatch.setitem(configs._ATTENTION_CUDA_16BIT, 128, dataclasses.replace(tile, num_stages=stages))
+        monkeypatch.setitem(attention_table._ATTENTION_CUDA_16BIT, 128, dataclasses.replace(tile, num_stages=stages))
         (call,) = inspect_kernels.attention_calls(16, 1, 4096, path="sequential")
         assert call[2]["num_stages"] == stages
         return [op for op in inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*call)) if not op.startswith("selp")]
@@ -255,7 +224,7 @@ def test_one_wave_sequential_launches_may_take_another_depth_not_other_arithmeti
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_residual_add_folded_into_the_row_sum_is_one_rounded_add(dtype):
-    """configs.REDUCTION_FOLD_RESIDUAL_ADD: the row kernel's only new arithmetic is the add itself,
+    """reduction_table.REDUCTION_FOLD_RESIDUAL_ADD: the row kernel's only new arithmetic is the add itself,
     one packed add in the input dtype per element pair (IEEE round-to-nearest of the exact sum:
     what Inductor's fp32 add then cast to the 16-bit dtype stores); the squares and their order
     are the unfolded kernel's."""
@@ -264,7 +233,7 @@ def test_residual_add_folded_into_the_row_sum_is_one_rounded_add(dtype):
     rows, r = 64, 2048
     x, y = (torch.empty(rows, r, dtype=dtype, device="meta") for _ in range(2))
     out = torch.empty(rows, dtype=torch.float32, device="meta")
-    cfg = configs.reduction_config(r, dtype, torch.device("cuda"))
+    cfg = reduction_table.reduction_config(r, dtype, torch.device("cuda"))
 
     def ops(add):
         options = dict(DIVIDE_BY_R=True, SQUARE=True, ADD=add, ACC=reduction.tl.float32, BLOCK_R=cfg.block_r, num_warps=cfg.num_warps)
@@ -279,7 +248,7 @@ def test_residual_add_folded_into_the_row_sum_is_one_rounded_add(dtype):
 @pytest.mark.parametrize("eps_from_pointer", [False, True], ids=["eps-argument", "eps-on-the-gpu"])
 @pytest.mark.parametrize("r", [2048, 4096])
 def test_fused_rms_norm_kernel_compiles_without_spills(r, eps_from_pointer):
-    """configs.REDUCTION_FUSE_RMS_NORM's row kernel (sum of squares of x + r, rsqrt, normalize,
+    """reduction_table.REDUCTION_FUSE_RMS_NORM's row kernel (sum of squares of x + r, rsqrt, normalize,
     bf16 cast, weight) for Llama widths: no spills, one rsqrt a row, the residual sum stored;
     eps as a kernel argument (the custom op) or loaded from the GPU (an Inductor launch)."""
     from inductor_bi.kernels import reduction
@@ -287,7 +256,7 @@ def test_fused_rms_norm_kernel_compiles_without_spills(r, eps_from_pointer):
     x, y, out, h = (torch.empty(64, r, dtype=torch.bfloat16, device="meta") for _ in range(4))
     eps = torch.empty((), dtype=torch.float32, device="meta") if eps_from_pointer else 1e-6
     w = torch.empty(r, dtype=torch.bfloat16, device="meta")
-    cfg = configs.reduction_config(r, torch.bfloat16, torch.device("cuda"))
+    cfg = reduction_table.reduction_config(r, torch.bfloat16, torch.device("cuda"))
     options = dict(ADD=True, HAS_WEIGHT=True, NORMALIZED_DTYPE=reduction.tl.bfloat16, EPS_FROM_POINTER=eps_from_pointer,
                    ACC=reduction.tl.float32, BLOCK_R=cfg.block_r, num_warps=cfg.num_warps)  # fmt: skip
     compiled = inspect_kernels.compile_for_h100(reduction._row_rms_normalize_kernel, (x, y, eps, w, out, h, r), options)
@@ -296,21 +265,6 @@ def test_fused_rms_norm_kernel_compiles_without_spills(r, eps_from_pointer):
     ops = inspect_kernels.float_ops(compiled)
     assert sum(op.startswith("rsqrt") for op in ops) == 1, ops
     assert compiled.asm["ptx"].count("st.global") >= 2  # h and the output
-
-
-@pytest.mark.parametrize("m", [4096, 16384])
-def test_persistent_matmul_runs_the_full_kernels_float_ops_without_spills(m, monkeypatch):
-    """configs.MATMUL_PERSISTENT: the persistent launch's PTX float ops (wgmma shape, the chunk
-    adds, the epilogue's casts) are exactly the FULL kernel's, the flattened loop keeps its TMA
-    loads in flight, and 132 programs' worth of registers do not spill."""
-    (full,) = inspect_kernels.matmul_calls(m, 4096, 4096)
-    monkeypatch.setattr(configs, "MATMUL_PERSISTENT", True)
-    (persistent,) = inspect_kernels.matmul_calls(m, 4096, 4096)
-    assert persistent[0].__name__ == "_invariant_matmul_persistent_kernel" and persistent[2]["NUM_PROGRAMS"] == inspect_kernels.H100_SMS
-    compiled = inspect_kernels.compile_for_h100(*persistent)
-    info = inspect_kernels.resources(compiled)
-    assert info["spill_stores"] == 0 and info["spill_loads"] == 0 and info["async_copies_in_loop"] >= 2, info
-    assert inspect_kernels.float_ops(compiled) == inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*full))
 
 
 def test_cache_read_in_place_changes_no_arithmetic(monkeypatch):
@@ -351,12 +305,12 @@ def test_one_binary_serves_every_batch_size(monkeypatch):
     """Attention takes no size that follows the batch: one compiled binary per launch shape for
     every batch size. The matmul takes M: Triton compiles a variant per value class (== 1, a
     multiple of 16, neither), whose float ops the tests above compare; with
-    configs.ONE_BINARY_FOR_ANY_BATCH it takes M unspecialized and one binary serves them all."""
+    matmul_table.ONE_BINARY_FOR_ANY_BATCH it takes M unspecialized and one binary serves them all."""
     calls = _batch_classes_calls()
     assert _binaries(calls["decode"]) == 1 and _binaries(calls["prefill"]) == 1
-    monkeypatch.setattr(configs, "ONE_BINARY_FOR_ANY_BATCH", False)
+    monkeypatch.setattr(matmul_table, "ONE_BINARY_FOR_ANY_BATCH", False)
     assert _binaries(_batch_classes_calls()["matmul"]) == 3
-    monkeypatch.setattr(configs, "ONE_BINARY_FOR_ANY_BATCH", True)
+    monkeypatch.setattr(matmul_table, "ONE_BINARY_FOR_ANY_BATCH", True)
     assert _binaries(_batch_classes_calls()["matmul"]) == 1
 
 
@@ -365,7 +319,7 @@ def test_the_one_matmul_binary_runs_the_specialized_binaries_float_ops(m, monkey
     """With M unspecialized the compiler knows less (no M == 1 constant, no alignment fact on M):
     the float ops must still be the specialized binary's, with no spills."""
     def compiled(one_binary):
-        monkeypatch.setattr(configs, "ONE_BINARY_FOR_ANY_BATCH", one_binary)
+        monkeypatch.setattr(matmul_table, "ONE_BINARY_FOR_ANY_BATCH", one_binary)
         (call,) = inspect_kernels.matmul_calls(m, 8192, 2048)
         return inspect_kernels.compile_for_h100(*call)
 
@@ -374,12 +328,11 @@ def test_the_one_matmul_binary_runs_the_specialized_binaries_float_ops(m, monkey
     assert inspect_kernels.resources(one)["spill_stores"] == 0
 
 
-def test_attention_fmas_are_the_written_ones_never_contracted(monkeypatch):
+def test_attention_fmas_are_the_written_ones_never_contracted():
     """FMA contraction is off in attention (the compiler could fuse a * b + c in one variant and
-    not another); configs.ATTENTION_FMA writes its fused multiply-adds with tl.fma (fma.rn.f32).
-    Off, the kernels have none; on, prefill and split decode both have them (the step and the
-    merges). The only other fmas are libdevice's log2 for the log-sum-exp (fma.rn.ftz.f32), the
-    same either way."""
+    not another); the kernel writes its fused multiply-adds with tl.fma (fma.rn.f32): prefill and
+    split decode both have them (the step and the merges). The only other fmas are libdevice's
+    log2 for the log-sum-exp (fma.rn.ftz.f32)."""
     def fmas():
         """Per kernel: (written fmas, libdevice's fmas); no other fma kind."""
         found = []
@@ -390,13 +343,8 @@ def test_attention_fmas_are_the_written_ones_never_contracted(monkeypatch):
                 found.append((ops.count("fma.rn.f32"), ops.count("fma.rn.ftz.f32")))
         return found
 
-    monkeypatch.setattr(configs, "ATTENTION_FMA", False)
-    off = fmas()
-    monkeypatch.setattr(configs, "ATTENTION_FMA", True)
-    on = fmas()
-    assert all(written == 0 for written, _ in off), off
-    assert all(written > 0 for written, _ in on), on
-    assert [ftz for _, ftz in off] == [ftz for _, ftz in on]
+    found = fmas()
+    assert all(written > 0 for written, _ in found), found
 
 
 def _as_inductor_types_floats(kernel, args, kwargs, float_type: str):
@@ -430,7 +378,7 @@ def test_float_arguments_passed_as_fp64_compile_to_the_fp32_arithmetic(family, m
     """A kernel Inductor launches gets its Python floats (scale, eps, divisor, alpha / beta) as
     fp64: it must compile (it did not: an fp64 scale reached tl.dot's fp32 accumulator) and,
     after rounding them to fp32 once (float_arg), run the fp32 launch's float ops."""
-    monkeypatch.setattr(configs, "_gpu", lambda device: inspect_kernels.H100_PROPERTIES)
+    monkeypatch.setattr(_device, "gpu", lambda device: inspect_kernels.H100_PROPERTIES)
     checked = 0
     for kernel, args, kwargs in _float_arg_calls()[family]:
         floats, as_fp32 = _as_inductor_types_floats(kernel, args, kwargs, "fp32")

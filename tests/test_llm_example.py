@@ -178,7 +178,7 @@ def test_diverging_layer_is_found_through_a_compiled_module():
 
 
 def test_cache_read_in_place_and_fused_norms_give_the_same_step(model, graphs):
-    """configs.ATTENTION_FOLD_KV_GATHER, REDUCTION_FOLD_RESIDUAL_ADD and REDUCTION_FUSE_RMS_NORM
+    """The graph knobs ATTENTION_FOLD_KV_GATHER, REDUCTION_FOLD_RESIDUAL_ADD and REDUCTION_FUSE_RMS_NORM
     on (a second compilation of a copy of the model): the serving step's logits are bitwise the
     knob-off step's, the gathers and norms are gone from the graph, and a cache slot out of range
     raises as torch's indexing would."""
@@ -186,7 +186,7 @@ def test_cache_read_in_place_and_fused_norms_give_the_same_step(model, graphs):
     import functools
 
     from inductor_bi.backend import batch_invariant
-    from inductor_bi.kernels import configs
+    from inductor_bi.kernels import knobs
 
     models = [copy.deepcopy(model), copy.deepcopy(model)]
     for m in models:
@@ -195,11 +195,11 @@ def test_cache_read_in_place_and_fused_norms_give_the_same_step(model, graphs):
     args = llm.ModelArgs()
     b = 3
     call = (torch.randint(0, args.vocab_size, (b,)), torch.arange(b) % args.max_batch, torch.full((b,), 6), 9)
-    knobs = dict(ATTENTION_FOLD_KV_GATHER=True, REDUCTION_FOLD_RESIDUAL_ADD=True, REDUCTION_FUSE_RMS_NORM=True)
+    graph_knobs = dict(ATTENTION_FOLD_KV_GATHER=True, REDUCTION_FOLD_RESIDUAL_ADD=True, REDUCTION_FUSE_RMS_NORM=True)
     with torch.no_grad():
-        with configs.overridden(**{name: False for name in knobs}):
+        with knobs.overridden(**{name: False for name in graph_knobs}):
             plain = steps[0](*call)
-        with configs.overridden(**knobs):
+        with knobs.overridden(**graph_knobs):
             folded = steps[1](*call)
             with pytest.raises(RuntimeError, match="KV cache slot is out of range|index out of bounds"):
                 steps[1](call[0], torch.tensor([0, 1, args.max_batch]), *call[2:])

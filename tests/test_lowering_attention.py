@@ -20,7 +20,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv
 
 import inductor_bi  # noqa: F401
-from inductor_bi.kernels import attention, configs
+from inductor_bi.kernels import attention, attention_table, _device
 from inductor_bi.kernels._launch import size_hint
 from inductor_bi.lowerings import launch_from_inductor
 
@@ -33,7 +33,7 @@ MODE = {"sequential": 0, "split": 1, "merge": 2}
 
 @pytest.fixture
 def an_h100(monkeypatch):
-    monkeypatch.setattr(configs, "_gpu", lambda device: configs.GpuProperties(132, 9, 232448))
+    monkeypatch.setattr(_device, "gpu", lambda device: _device.GpuProperties(132, 9, 232448))
 
 
 def _calls(gm, target):
@@ -121,7 +121,7 @@ def test_decode_against_a_growing_cache_becomes_split_and_merge_launches_with_no
     # no arrival counters (the MERGE launch instead), no TMA descriptors, nothing else persistent
     for launch in (split, merge):
         assert launch["MERGE_IN_LAST"] is False and launch["USE_TMA"] is False and launch["Q_BY_TMA"] is False
-        assert launch["USE_PDL"] is False and launch["HEADS_PER_PROG"] == 4 and launch["MASK_KIND"] == 1
+        assert launch["HEADS_PER_PROG"] == 4 and launch["MASK_KIND"] == 1
         assert "enable_fp_fusion" not in launch  # Inductor would drop it: see contraction_changes_nothing
 
 
@@ -167,7 +167,7 @@ def _custom_op_launches(monkeypatch, q, k, v, **kwargs):
     """The launches the custom op makes for these (fake, static) tensors on an H100, recorded."""
     recorded = []
     monkeypatch.setattr(attention, "launch", lambda kernel, grid, device, *args, **kw: recorded.append((grid, args, kw)))
-    monkeypatch.setattr(configs, "ATTENTION_MERGE_IN_LAST_PROGRAM", False)  # a real counter buffer; the same bits
+    monkeypatch.setattr(attention_table, "ATTENTION_MERGE_IN_LAST_PROGRAM", False)  # a real counter buffer; the same bits
     attention.fixed_split_attention(q, k, v, tma=False, **kwargs)
     return recorded
 

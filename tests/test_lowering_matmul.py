@@ -12,7 +12,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 import inductor_bi  # noqa: F401
-from inductor_bi.kernels import configs
+from inductor_bi.kernels import _device
 from inductor_bi.lowerings import launch_from_inductor
 
 MATMUL = torch.ops.inductor_bi.invariant_matmul.default
@@ -41,7 +41,7 @@ def _calls(gm, target):
 
 @pytest.fixture
 def an_h100(monkeypatch):
-    monkeypatch.setattr(configs, "_gpu", lambda device: configs.GpuProperties(132, 9, 232448))
+    monkeypatch.setattr(_device, "gpu", lambda device: _device.GpuProperties(132, 9, 232448))
 
 
 @pytest.mark.parametrize("rows_hint, launches", [(40, 2), (4096, 1)], ids=["few-rows-split-k", "many-rows-one-launch"])

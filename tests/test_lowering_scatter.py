@@ -21,7 +21,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 import inductor_bi  # noqa: F401
-from inductor_bi.kernels import _launch, configs
+from inductor_bi.kernels import _device, _launch, matmul_table
 from inductor_bi.kernels import scatter as scatter_kernel
 from inductor_bi.kernels.matmul import invariant_matmul
 from inductor_bi.lowerings import LOWERINGS, launch_from_inductor
@@ -36,7 +36,7 @@ HOST_READS = (aten._local_scalar_dense.default, aten.item.default)
 
 @pytest.fixture
 def an_h100(monkeypatch):
-    monkeypatch.setattr(configs, "_gpu", lambda device: configs.GpuProperties(132, 9, 232448))
+    monkeypatch.setattr(_device, "gpu", lambda device: _device.GpuProperties(132, 9, 232448))
 
 
 def _symbol(env: ShapeEnv, name: str, hint: int):
@@ -221,7 +221,7 @@ def test_grouped_rows_are_invariant_matmul_rows(dtype):
 def test_every_row_of_a_worst_case_routing_is_computed(partial, full):
     """Every group and the rows past the last offset end in a partial tile, the partial rows
     filling less than one tile: the grid's cdiv(S, BLOCK_M) + G row tiles are all needed."""
-    block_m = configs.MATMUL_INTERPRETER.block_m
+    block_m = matmul_table.MATMUL_INTERPRETER.block_m
     counts = [full * block_m + p for p in partial]
     assert sum(-(-c // block_m) for c in counts) == -(-sum(counts) // block_m) + G
     a, b = torch.randn(sum(counts), K), torch.randn(G, K, N)
@@ -279,7 +279,7 @@ def test_grouped_kernel_runs_invariant_matmuls_float_ops_on_sm90(monkeypatch, dt
     monkeypatch.setattr(scatter_kernel, "launch", lambda kernel, grid, device, *args, **kwargs: launches.append((kernel, args, kwargs)))
     monkeypatch.setattr(_launch, "uses_interpreter", lambda device: False)
     monkeypatch.setattr(scatter_kernel, "_group_bounds", lambda *args: None)  # meta offsets: no values
-    monkeypatch.setattr(configs, "_gpu", lambda device: inspect_kernels.H100_PROPERTIES)
+    monkeypatch.setattr(_device, "gpu", lambda device: inspect_kernels.H100_PROPERTIES)
     a = torch.empty(300, 4096, device="meta", dtype=dtype)
     b = torch.empty(8, 1024, 4096, device="meta", dtype=dtype).transpose(1, 2)
     scatter_kernel.invariant_grouped_mm(a, b, torch.empty(8, device="meta", dtype=torch.int32))
@@ -289,4 +289,4 @@ def test_grouped_kernel_runs_invariant_matmuls_float_ops_on_sm90(monkeypatch, dt
     (matmul,) = calls
     grouped_ops = _arithmetic(inspect_kernels.compile_for_h100(*grouped), inspect_kernels)
     assert grouped_ops == _arithmetic(inspect_kernels.compile_for_h100(*matmul), inspect_kernels)
-    assert dtype != torch.bfloat16 or grouped_ops[1] == [configs.MATMUL_CUDA[dtype].block_k // configs.MATMUL_MMA_K]
+    assert dtype != torch.bfloat16 or grouped_ops[1] == [matmul_table.MATMUL_CUDA[dtype].block_k // matmul_table.MATMUL_MMA_K]

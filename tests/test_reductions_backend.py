@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import inductor_bi
-from inductor_bi.kernels import configs
+from inductor_bi.kernels import reduction_table
 from inductor_bi.passes.guard import find_violations
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
 from tests._support import error_chain_text
@@ -82,7 +82,7 @@ def test_no_float_reduction_is_left_to_inductor(graphs):
 def test_rms_norm_squares_are_summed_in_the_kernel_not_written(graphs, monkeypatch):
     """x.float().pow(2).mean(-1) reads x once: the pow folds into the mean (no fp32 copy of the
     squares), and the result keeps row invariance and accuracy."""
-    monkeypatch.setattr(configs, "REDUCTION_FUSE_RMS_NORM", False)  # the mean on its own
+    monkeypatch.setattr(reduction_table, "REDUCTION_FUSE_RMS_NORM", False)  # the mean on its own
     torch._dynamo.reset()
     norm = RMSNorm(64).to(torch.float16)
 
@@ -106,7 +106,7 @@ def test_rms_norm_squares_are_summed_in_the_kernel_not_written(graphs, monkeypat
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_residual_add_folds_into_the_norm_with_the_same_row_sums(graphs, monkeypatch, dtype):
-    """configs.REDUCTION_FOLD_RESIDUAL_ADD: the norm's row kernel reads x and r of h = x + r
+    """reduction_table.REDUCTION_FOLD_RESIDUAL_ADD: the norm's row kernel reads x and r of h = x + r
     itself. Rows stay invariant, and the output is what the unfolded graph computes (bitwise in
     fp32; in fp16 Inductor may feed the norm's multiply the unrounded sum, so close)."""
     weight, eps = torch.ones(64, dtype=dtype) + 0.1 * torch.randn(64).to(dtype), 1e-6
@@ -118,11 +118,11 @@ def test_residual_add_folds_into_the_norm_with_the_same_row_sums(graphs, monkeyp
 
     x, r = torch.randn(5, 3, 64, dtype=dtype), torch.randn(5, 3, 64, dtype=dtype)
     outs = {}
-    monkeypatch.setattr(configs, "REDUCTION_FUSE_RMS_NORM", False)  # the mean on its own (fused: the next test)
+    monkeypatch.setattr(reduction_table, "REDUCTION_FUSE_RMS_NORM", False)  # the mean on its own (fused: the next test)
     for fold in (False, True):
         torch._dynamo.reset()
         graphs.clear()
-        monkeypatch.setattr(configs, "REDUCTION_FOLD_RESIDUAL_ADD", fold)
+        monkeypatch.setattr(reduction_table, "REDUCTION_FOLD_RESIDUAL_ADD", fold)
         compiled = torch.compile(residual_norm, backend="batch_invariant", dynamic=True)
         with torch.no_grad():
             outs[fold], alone = compiled(x, r), compiled(x[2:3], r[2:3])
@@ -140,12 +140,12 @@ def test_residual_add_folds_into_the_norm_with_the_same_row_sums(graphs, monkeyp
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_rms_norm_and_its_residual_add_run_as_one_row_kernel(graphs, monkeypatch, dtype):
-    """configs.REDUCTION_FUSE_RMS_NORM with REDUCTION_FOLD_RESIDUAL_ADD: HF's RMSNorm after a
+    """reduction_table.REDUCTION_FUSE_RMS_NORM with REDUCTION_FOLD_RESIDUAL_ADD: HF's RMSNorm after a
     residual add becomes one invariant_rms_norm_rows call that also stores h for the residual
     stream; no add, mean, rsqrt or normalize is left for Inductor. Rows stay invariant, h is
     exactly x + r, the output is within tolerance of float64."""
-    monkeypatch.setattr(configs, "REDUCTION_FOLD_RESIDUAL_ADD", True)
-    monkeypatch.setattr(configs, "REDUCTION_FUSE_RMS_NORM", True)
+    monkeypatch.setattr(reduction_table, "REDUCTION_FOLD_RESIDUAL_ADD", True)
+    monkeypatch.setattr(reduction_table, "REDUCTION_FUSE_RMS_NORM", True)
     weight, eps = torch.ones(64, dtype=dtype) + 0.1 * torch.randn(64).to(dtype), 1e-6
 
     def residual_norm(x, r):  # the residual stream reads h after the norm, as in a transformer
@@ -189,7 +189,7 @@ def test_unspecialized_eps_is_read_by_the_row_kernel_not_converted_by_a_host_ker
     too (v12, H200, under cProfile: C++ builds and a CPU ISA probe, 37 s of the llama-1b compile).
     The fused norm reads the tensor itself on the host, as the same fp32 value: no op on a host
     scalar is left in the graph, and the output is the norm's."""
-    monkeypatch.setattr(configs, "REDUCTION_FUSE_RMS_NORM", True)
+    monkeypatch.setattr(reduction_table, "REDUCTION_FUSE_RMS_NORM", True)
     torch._dynamo.reset()
     norm = WidenedRMSNorm(32)
     x = torch.randn(5, 3, 32)
@@ -216,7 +216,7 @@ def test_unspecialized_eps_is_read_by_the_row_kernel_not_converted_by_a_host_ker
 
 
 def test_rms_norm_whose_pieces_are_reused_is_not_fused(graphs, monkeypatch):
-    monkeypatch.setattr(configs, "REDUCTION_FUSE_RMS_NORM", True)
+    monkeypatch.setattr(reduction_table, "REDUCTION_FUSE_RMS_NORM", True)
     torch._dynamo.reset()
 
     def norm_and_scale(x):
@@ -231,7 +231,7 @@ def test_rms_norm_whose_pieces_are_reused_is_not_fused(graphs, monkeypatch):
 
 
 def test_broadcast_add_is_not_folded(graphs, monkeypatch):
-    monkeypatch.setattr(configs, "REDUCTION_FOLD_RESIDUAL_ADD", True)
+    monkeypatch.setattr(reduction_table, "REDUCTION_FOLD_RESIDUAL_ADD", True)
     torch._dynamo.reset()
     x, bias = torch.randn(3, 40), torch.randn(40)
     with torch.no_grad():

@@ -20,7 +20,12 @@ import threading
 
 import torch
 
-from . import configs
+# One set of counters per CUDA stream, eager or capturing, a counter per output tile. A split
+# launch has fewer programs per split than MATMUL_SPLIT_K_MAX_TILES / ATTENTION_SPLIT_MAX_PROGRAMS
+# unless forced, and PyTorch streams come from a pool of 32 per priority: 64 x 1024 int32 = 256 KiB
+# per device covers them.
+SPLIT_ARRIVAL_SETS = 64
+SPLIT_ARRIVAL_SET_SIZE = 1024
 
 _BLOCKS: dict[torch.device, torch.Tensor] = {}
 _SETS: dict[tuple[torch.device, int, bool], int] = {}
@@ -29,7 +34,7 @@ _LOCK = threading.Lock()
 
 def tile_arrivals(device: torch.device, tiles: int) -> torch.Tensor | None:
     """``tiles`` zeroed int32 counters for a launch on the current stream, or None."""
-    if tiles > configs.SPLIT_ARRIVAL_SET_SIZE:
+    if tiles > SPLIT_ARRIVAL_SET_SIZE:
         return None
     cuda = device.type == "cuda"
     stream, capturing = 0, False
@@ -47,7 +52,7 @@ def tile_arrivals(device: torch.device, tiles: int) -> torch.Tensor | None:
         index = _SETS.get(key)
         if index is None:
             index = sum(1 for d, *_ in _SETS if d == device)
-            if index >= configs.SPLIT_ARRIVAL_SETS:
+            if index >= SPLIT_ARRIVAL_SETS:
                 return None
             _SETS[key] = index
     return block[index]
@@ -62,7 +67,7 @@ def _allocate_outside_graph_pools(device: torch.device) -> torch.Tensor:
 
     def allocate():
         try:
-            block = torch.zeros(configs.SPLIT_ARRIVAL_SETS, configs.SPLIT_ARRIVAL_SET_SIZE, dtype=torch.int32, device=device)
+            block = torch.zeros(SPLIT_ARRIVAL_SETS, SPLIT_ARRIVAL_SET_SIZE, dtype=torch.int32, device=device)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)  # zeroed before any stream uses it
             made.append(block)

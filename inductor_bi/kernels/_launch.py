@@ -26,7 +26,7 @@ from triton.runtime.errors import OutOfResources
 from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
 
-from . import configs
+from . import _device, matmul_table
 
 _warned_cpu = False
 
@@ -60,20 +60,20 @@ def uses_interpreter(device: torch.device) -> bool:
 
 def tma_descriptor(t: torch.Tensor, box: list[int]):
     """A TMA descriptor of ``t`` as it lies in memory with ``box`` blocks, or None when its
-    layout does not allow one (configs.tma_describable): the caller then uses pointer loads."""
+    layout does not allow one (_device.tma_describable): the caller then uses pointer loads."""
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    return TensorDescriptor(t, list(t.shape), list(t.stride()), box) if configs.tma_describable(t) else None
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), box) if _device.tma_describable(t) else None
 
 
 # kernel -> its twin compiled with the sizes that follow the batch unspecialized
-# (configs.ONE_BINARY_FOR_ANY_BATCH).
+# (matmul_table.ONE_BINARY_FOR_ANY_BATCH).
 _TWINS: dict[JITFunction, JITFunction] = {}
 
 
 def sizes_follow_the_batch(*names: str):
     """Mark a kernel's integer arguments that follow the batch (the matmul's M): with
-    configs.ONE_BINARY_FOR_ANY_BATCH the kernel launches as a twin that takes them unspecialized
+    matmul_table.ONE_BINARY_FOR_ANY_BATCH the kernel launches as a twin that takes them unspecialized
     (Triton's ``do_not_specialize``), one binary for every value."""
 
     def register(kernel: JITFunction) -> JITFunction:
@@ -94,7 +94,7 @@ def binaries_compiled(kernel: JITFunction) -> int:
 
 def compiled_kernel(kernel: JITFunction) -> JITFunction:
     """The JIT function a CUDA launch of ``kernel`` goes through (its twin when asked for)."""
-    return _TWINS.get(kernel, kernel) if configs.ONE_BINARY_FOR_ANY_BATCH else kernel
+    return _TWINS.get(kernel, kernel) if matmul_table.ONE_BINARY_FOR_ANY_BATCH else kernel
 
 
 # (kernel, launch kwargs, argument dtypes, device) -> the pipeline depth that fit in shared memory.
@@ -105,7 +105,7 @@ def launch_with_stages_that_fit(kernel, grid, device: torch.device, args, kwargs
     """``kernel[grid](*args, **kwargs)``; a pipeline deeper than this GPU's shared memory per block
     allows is launched one stage shallower until it fits (remembered per launch shape). Stages
     decide how many blocks are in flight, never the arithmetic (tests/test_kernels_sm90_codegen),
-    so a GPU with less shared memory than the one the configs were pinned on gets the same bits."""
+    so a GPU with less shared memory than the one the tiles were pinned on gets the same bits."""
     def shape_key():
         return (kernel, tuple(sorted((k, repr(v)) for k, v in kwargs.items())), tuple(str(getattr(a, "dtype", "")) for a in args), str(device))
 

@@ -10,9 +10,8 @@ Order of the arithmetic for one query row (the invariance contract), in the log2
           hidden keys: s = -inf
           if the row sees no key of the block: (m, l, a) unchanged   # exact no-op
           else: online-softmax update of (m, l, a)           # pinned tile => pinned MMA
-                (configs.ATTENTION_FMA: block max round(max(s) * c), or the max of
-                round(round(s * c) + b) with a float mask; p = 2^fma(s, c, b - m);
-                l = fma(l, alpha, sum p); off: scores round(s * c) (+ b), p = 2^(score - m))
+                block max round(max(s) * c), or the max of round(round(s * c) + b) with a
+                float mask; p = 2^fma(s, c, b - m); l = fma(l, alpha, rowsum(p) by MMA)
       if the row sees no key of s: (M, L, A) unchanged         # exact no-op
       else: M' = max(M, m); L' = L*2^(M-M') + l*2^(m-M'); A' likewise
   out = A / L (0 when the row sees no key, like torch); lse = (M + log2 L) * ln 2
@@ -32,9 +31,8 @@ import math
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from . import configs
+from . import attention_table
 from ._arrivals import tile_arrivals
 from ._launch import float_arg, interpreter_dtype, launch, size_hint, tma_descriptor, tracing_for_inductor, uses_interpreter
 from .matmul import _input_precision
@@ -43,36 +41,8 @@ _SEQUENTIAL, _SPLIT, _MERGE = 0, 1, 2
 _NO_MASK, _BOOL_MASK, _FLOAT_MASK = 0, 1, 2
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-# Columns of the ones matrix that sums a block's rows by MMA (configs.ATTENTION_ROW_SUM_BY_MMA):
-# 16, the narrowest N that tl.dot takes.
+# Columns of the ones matrix that sums a block's rows by MMA: 16, the narrowest N that tl.dot takes.
 ROW_SUM_COLUMNS: tl.constexpr = tl.constexpr(16)
-
-
-@triton.jit
-def _order_free_row_sum(p, BLOCK_N: tl.constexpr):
-    """Row sums of ``p`` ([rows, BLOCK_N] fp32, every value in [0, 1]) that do not depend on the
-    order of the additions.
-
-    ``tl.sum``'s tree follows the register layout, and the compiler picks the layout per kernel
-    variant (Triton specializes integer arguments by divisibility by 16, so an 80-key cache and a
-    77-key one compile differently): measured on an H100, one query row's bits changed with the
-    padded length. Here every term is split into two parts on fixed grids, coarse enough that any
-    partial sum of BLOCK_N parts is an exact fp32 number, so each sum is exact whatever the order;
-    the split and the final add are elementwise. The remainder dropped (2**-38 per term at
-    BLOCK_N = 64) is far under the fp32 rounding of a row's total, which is >= 1.
-    """
-    # BLOCK_N = 2**G terms per row (a power of two >= 16, as tl.dot needs).
-    # hi: p rounded to a multiple of 2**(G-24); 2**G such values sum to at most 2**G, and every
-    # partial sum is a multiple of 2**(G-24) below 2**(G+1): exact in fp32. (x + C) - C rounds x
-    # to a multiple of ulp(C) while |x| stays well below C; C_HI = 1.5 * 2**(G-1).
-    C_HI: tl.constexpr = 0.75 * BLOCK_N
-    # mid: the remainder (|r| <= 2**(G-25)) rounded to a multiple of 2**(2G-49): exact sums by the
-    # same count; C_MID = 1.5 * 2**(2G-26). What is dropped is at most 2**(2G-50) per term.
-    C_MID: tl.constexpr = 1.5 * BLOCK_N * BLOCK_N / 67108864.0
-    hi = (p + C_HI) - C_HI
-    rest = p - hi  # exact: |rest| <= 2**(G-25) and it lies on p's own grid
-    mid = (rest + C_MID) - C_MID
-    return tl.sum(hi, 1) + tl.sum(mid, 1)
 
 
 @triton.jit
@@ -86,9 +56,7 @@ def _online_softmax_step(
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_DV: tl.constexpr,
-    ROW_SUM_MMA: tl.constexpr,
     USE_TMA: tl.constexpr,
-    FMA: tl.constexpr,
 ):
     """Fold keys [n_start, n_start + BLOCK_N) into one split's (m, l, a). ``MASKED=False`` is
     only for a block every row sees whole: it then computes exactly what the masked step would
@@ -111,12 +79,10 @@ def _online_softmax_step(
     else:
         k = tl.load(k_base + offs_n64[None, :] * stride_kn, mask=d_ok[:, None], other=0.0)
         v = tl.load(v_base + offs_n64[:, None] * stride_vn, mask=dv_ok[None, :], other=0.0)
-    # FMA (configs.ATTENTION_FMA): the scale waits for exp2's argument, p = 2^fma(s, c, b - m) with
-    # b the float mask's term (0 without one), rounded once; a zero float mask gives the unmasked
-    # bits, as without FMA.
+    # Written fused multiply-adds (contraction stays off, so the compiler never decides one per
+    # variant): the scale waits for exp2's argument, p = 2^fma(s, c, b - m) with b the float
+    # mask's term (0 without one), rounded once; a zero float mask gives the unmasked bits.
     scores = tl.dot(q, k, input_precision=INPUT_PRECISION, out_dtype=tl.float32)
-    if not FMA:
-        scores = scores * qk_scale_log2
     bias = 0.0
     if MASKED:
         visible = row_ok[:, None] & n_ok[None, :]
@@ -124,21 +90,17 @@ def _online_softmax_step(
             mvals = tl.load(mask_base + offs_n64[None, :] * stride_mn, mask=visible, other=0)
             if MASK_KIND == 1:
                 visible = visible & (mvals != 0)
-            elif FMA:
-                bias = mvals.to(tl.float32) * LOG2E
             else:
-                scores = scores + mvals.to(tl.float32) * LOG2E
+                bias = mvals.to(tl.float32) * LOG2E
         if IS_CAUSAL:
             visible = visible & (offs_n[None, :] <= offs_m[:, None])
         scores = tl.where(visible, scores, float("-inf"))
-    if FMA and MASK_KIND == 2:
+    if MASK_KIND == 2:
         blk_m = tl.max(scores * qk_scale_log2 + bias, 1)  # b = 0: round(s * c), the max below
-    elif FMA:
+    else:
         # x -> round(x * c) never decreases for c > 0, so this is the max of the scaled scores,
         # bit for bit, at one multiply per row (-inf, a row that sees nothing, stays -inf).
         blk_m = tl.max(scores, 1) * qk_scale_log2
-    else:
-        blk_m = tl.max(scores, 1)
     new_m = tl.maximum(part_m, blk_m)
     if MASKED:
         # Subtract 0 instead of -inf so a row that sees nothing yet gets 0s, not NaNs.
@@ -146,20 +108,15 @@ def _online_softmax_step(
     else:
         sub_m = new_m  # finite: the block's scores are
     alpha = tl.exp2(part_m - sub_m)
-    if FMA:  # a hidden key's -inf gives fma(-inf, c, b - m) = -inf, p = 0, as below
-        p = tl.exp2(tl.fma(scores, qk_scale_log2, bias - sub_m[:, None]))
-    else:
-        p = tl.exp2(scores - sub_m[:, None])
-    if ROW_SUM_MMA:
-        # The block's row sums by the MMA unit: p (as rounded for the PV product, so numerator
-        # and denominator weigh the same p) times a ones matrix, each of its 16 columns one row
-        # sum whose order the MMA instruction fixes; max over identical columns is exact.
-        p_mma = p.to(v.dtype)
-        ones = tl.full((BLOCK_N, ROW_SUM_COLUMNS), 1.0, v.dtype)
-        new_l = _mul_add(part_l, alpha, tl.max(tl.dot(p_mma, ones, input_precision=INPUT_PRECISION, out_dtype=tl.float32), 1), FMA)
-    else:  # in this order, the kernel compiles to the instruction sequence run on the GPU up to v7
-        new_l = _mul_add(part_l, alpha, _order_free_row_sum(p, BLOCK_N), FMA)
-        p_mma = p.to(v.dtype)
+    # A hidden key's -inf gives fma(-inf, c, b - m) = -inf, p = 0.
+    p = tl.exp2(tl.fma(scores, qk_scale_log2, bias - sub_m[:, None]))
+    # The block's row sums by the MMA unit: p (as rounded for the PV product, so numerator and
+    # denominator weigh the same p) times a ones matrix, each of its 16 columns one row sum whose
+    # order the MMA instruction fixes (tl.sum's tree would follow the register layout, which
+    # Triton picks per specialization); max over identical columns is exact.
+    p_mma = p.to(v.dtype)
+    ones = tl.full((BLOCK_N, ROW_SUM_COLUMNS), 1.0, v.dtype)
+    new_l = tl.fma(part_l, alpha, tl.max(tl.dot(p_mma, ones, input_precision=INPUT_PRECISION, out_dtype=tl.float32), 1))
     new_a = tl.dot(
         p_mma, v, part_a * alpha[:, None],
         input_precision=INPUT_PRECISION, out_dtype=tl.float32,
@@ -194,10 +151,7 @@ def _fixed_split_attention_kernel(
     BLOCK_DV: tl.constexpr,
     KV_SPLIT: tl.constexpr,
     HEADS_PER_PROG: tl.constexpr,
-    USE_PDL: tl.constexpr = False,
     MERGE_IN_LAST: tl.constexpr = False,
-    ROW_SUM_MMA: tl.constexpr = False,
-    FMA: tl.constexpr = False,
     HAS_KV_ROWS: tl.constexpr = False,
     USE_TMA: tl.constexpr = False,
     Q_BY_TMA: tl.constexpr = False,
@@ -207,7 +161,7 @@ def _fixed_split_attention_kernel(
     # GQA packing (HEADS_PER_PROG = KV_GROUP > 1): a program owns the query heads that share one
     # K/V head, and its tile row r holds query position r // HEADS_PER_PROG of head
     # h_first + r % HEADS_PER_PROG. A row's arithmetic never depends on which tile row it is or
-    # on its tile companions (per-element MMA, exact max, order-free sum, hidden keys are
+    # on its tile companions (per-element MMA, exact max, row sums by MMA, hidden keys are
     # no-ops), so packing changes which program computes a row, not its bits. Unpacked
     # (HEADS_PER_PROG = 1), a program owns one head and its rows are query positions.
     qk_scale_log2 = float_arg(qk_scale_log2)
@@ -293,8 +247,6 @@ def _fixed_split_attention_kernel(
             v_base = V + kv_b * stride_vb + h_kv * stride_vh + offs_dv64[None, :] * stride_vd
         mask_base = MASK + b * stride_mb + head_2d * stride_mh + offs_m64[:, None] * stride_mm
 
-    if MODE == 2 and USE_PDL:  # launched early (configs.SPLIT_MERGE_PDL): wait for every SPLIT store
-        gdc_wait()
     run_m = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     run_l = tl.zeros((BLOCK_M,), dtype=tl.float32)
     run_a = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
@@ -315,23 +267,21 @@ def _fixed_split_attention_kernel(
                 part_m, part_l, part_a = _online_softmax_step(
                     q, k_base, v_base, mask_base, n_start, part_m, part_l, part_a,
                     offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2, kv_row, kv_head,
-                    False, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N, BLOCK_D, BLOCK_DV, ROW_SUM_MMA, USE_TMA, FMA,
+                    False, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N, BLOCK_D, BLOCK_DV, USE_TMA,
                 )
             for n_start in range(n_mid, n_hi, BLOCK_N):
                 part_m, part_l, part_a = _online_softmax_step(
                     q, k_base, v_base, mask_base, n_start, part_m, part_l, part_a,
                     offs_m, row_ok, d_ok, dv_ok, Lk, stride_kn, stride_vn, stride_mn, qk_scale_log2, kv_row, kv_head,
-                    True, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N, BLOCK_D, BLOCK_DV, ROW_SUM_MMA, USE_TMA, FMA,
+                    True, IS_CAUSAL, MASK_KIND, INPUT_PRECISION, BLOCK_N, BLOCK_D, BLOCK_DV, USE_TMA,
                 )
             if MODE == 1:  # SPLIT: hand the partial to the MERGE program
                 ws = work_row + s * rows
                 tl.store(WORK_M + ws, part_m, mask=row_ok)
                 tl.store(WORK_L + ws, part_l, mask=row_ok)
                 tl.store(WORK_A + ws[:, None] * DV + offs_dv64[None, :], part_a, mask=row_ok[:, None] & dv_ok[None, :])
-                if USE_PDL:  # the MERGE grid may be scheduled now (it still waits for this grid's end)
-                    gdc_launch_dependents()
         if MODE != 1:  # SEQUENTIAL and MERGE share this merge code, so their bits agree.
-            run_m, run_l, run_a = _merge_split(run_m, run_l, run_a, part_m, part_l, part_a, FMA)
+            run_m, run_l, run_a = _merge_split(run_m, run_l, run_a, part_m, part_l, part_a)
 
     out_ptrs = OUT + b * stride_ob + head_2d * stride_oh + offs_m64[:, None] * stride_om + offs_dv64[None, :] * stride_od
     lse_ptrs = LSE + (b * HQ + row_head) * Lq + offs_m64
@@ -348,7 +298,7 @@ def _fixed_split_attention_kernel(
             tl.store(arrival, 0)
             for s in range(0, n_live_splits):
                 part_m, part_l, part_a = _load_split(WORK_M, WORK_L, WORK_A, work_row + s * rows, row_ok, dv_ok, offs_dv64, DV)
-                run_m, run_l, run_a = _merge_split(run_m, run_l, run_a, part_m, part_l, part_a, FMA)
+                run_m, run_l, run_a = _merge_split(run_m, run_l, run_a, part_m, part_l, part_a)
             _store_output(run_m, run_l, run_a, out_ptrs, lse_ptrs, row_ok, dv_ok)
 
 
@@ -365,24 +315,17 @@ def _load_split(WORK_M, WORK_L, WORK_A, ws, row_ok, dv_ok, offs_dv64, DV):
 
 
 @triton.jit
-def _mul_add(x, a, y, FMA: tl.constexpr):
-    """x * a + y, with FMA (configs.ATTENTION_FMA) rounded once: a written fma, so that no
-    compiler contraction (off in this kernel) decides it per variant."""
-    if FMA:
-        return tl.fma(x, a, y)
-    return x * a + y
-
-
-@triton.jit
-def _merge_split(run_m, run_l, run_a, part_m, part_l, part_a, FMA: tl.constexpr):
-    """Fold the next split's partial into the running state (ascending split order)."""
+def _merge_split(run_m, run_l, run_a, part_m, part_l, part_a):
+    """Fold the next split's partial into the running state (ascending split order), the running
+    sums as written fmas: rounded once, and no compiler contraction (off in this kernel) decides
+    one per variant."""
     sees_split = part_m > float("-inf")
     new_run_m = tl.maximum(run_m, part_m)
     sub_run_m = tl.where(new_run_m == float("-inf"), 0.0, new_run_m)
     scale_run = tl.exp2(run_m - sub_run_m)
     scale_part = tl.exp2(part_m - sub_run_m)
-    new_run_l = _mul_add(run_l, scale_run, part_l * scale_part, FMA)
-    new_run_a = _mul_add(run_a, scale_run[:, None], part_a * scale_part[:, None], FMA)
+    new_run_l = tl.fma(run_l, scale_run, part_l * scale_part)
+    new_run_a = tl.fma(run_a, scale_run[:, None], part_a * scale_part[:, None])
     run_m = tl.where(sees_split, new_run_m, run_m)
     run_l = tl.where(sees_split, new_run_l, run_l)
     run_a = tl.where(sees_split[:, None], new_run_a, run_a)
@@ -465,7 +408,7 @@ def _check(q, k, v, attn_mask, enable_gqa, kv_rows=None):
             f"fixed_split_attention: {hq} query heads, {hk} key heads and {hv} value heads do not broadcast "
             "(each must be 1 or the same count); pass enable_gqa=True for GQA"
         )
-    limit = configs.ATTENTION_MAX_HEAD_DIM
+    limit = attention_table.ATTENTION_MAX_HEAD_DIM
     if q.shape[-1] > limit or v.shape[-1] > limit:
         raise NotImplementedError(
             f"fixed_split_attention: head dims up to {limit} are supported, got {q.shape[-1]} (q/k) and {v.shape[-1]} (v)"
@@ -500,9 +443,9 @@ def fixed_split_attention_with_lse(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``fixed_split_attention`` plus the fp32 log-sum-exp (natural log) of each query row's
     scaled, masked scores, shaped like the output without its last dim ([..., Hq, Lq]); -inf
-    for a row that sees no key. For a backward pass. With configs.ATTENTION_ROW_SUM_BY_MMA the
-    sums add p as rounded to a 16-bit input's dtype (as the output's numerator does): the lse of
-    16-bit inputs is then within eps/2 of the exact one, not fp32's."""
+    for a row that sees no key. For a backward pass. The row sums add p as rounded to a 16-bit
+    input's dtype (as the output's numerator does): the lse of 16-bit inputs is then within eps/2
+    of the exact one, not fp32's."""
     _check(q, k, v, attn_mask, enable_gqa, kv_rows)
     if path not in (None, "sequential", "split"):
         raise ValueError(f"fixed_split_attention: path must be None, 'sequential' or 'split', got {path!r}")
@@ -638,8 +581,8 @@ def fixed_split_attention(
     ``path`` forces the sequential or split-parallel execution (tests); ``None`` lets the
     shapes decide. ``pack_gqa`` forces (True) or forbids (False) one program per group of query
     heads sharing a K/V head; ``None`` packs when one tile holds a group's rows
-    (``configs.attention_packs_gqa``). ``tma`` forces (True) or forbids (False) fetching K / V
-    blocks by Hopper TMA descriptors (``None``: ``configs.attention_use_tma``, where the layout
+    (``attention_table.attention_packs_gqa``). ``tma`` forces (True) or forbids (False) fetching K / V
+    blocks by Hopper TMA descriptors (``None``: ``attention_table.attention_use_tma``, where the layout
     allows). Either way the bits are the same.
     """
     return fixed_split_attention_with_lse(
@@ -650,10 +593,10 @@ def fixed_split_attention(
 def contraction_changes_nothing(attn_mask: torch.Tensor | None) -> bool:
     """Whether this call's kernels hold no product that feeds an add, so a compile that may
     contract a * b + c into one fma (Inductor's, for the kernels it launches) gives the
-    instructions of this file's launches, compiled with contraction off. With configs.ATTENTION_FMA
-    every such pair is a written fma, except a float mask's term: mask * log2(e) feeds the scaled
-    scores' add and exp2's argument (tests/test_lowering_attention.py compiles both for sm_90)."""
-    return configs.ATTENTION_FMA and (attn_mask is None or attn_mask.dtype == torch.bool)
+    instructions of this file's launches, compiled with contraction off. Every such pair is a
+    written fma, except a float mask's term: mask * log2(e) feeds the scaled scores' add and
+    exp2's argument (tests/test_lowering_attention.py compiles both for sm_90)."""
+    return attn_mask is None or attn_mask.dtype == torch.bool
 
 
 def _splits_hint(lq, lk, n_splits) -> int:
@@ -677,16 +620,16 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
     # hints (packing, split or sequential, pipeline depth) set parallelism only: the same bits by
     # the contract at the top of this file. No persistent counters, no TMA descriptors.
     traced = tracing_for_inductor()
-    cfg = configs.attention_config(max(d, dv), q4.dtype, interpreted=uses_interpreter(device))
+    cfg = attention_table.attention_config(max(d, dv), q4.dtype, interpreted=uses_interpreter(device))
     assert cfg.kv_split % cfg.block_n == 0, "a KV split must be whole key blocks"
     if pack_gqa is None:
-        pack_gqa = configs.attention_packs_gqa(size_hint(lq), hq // hkv, cfg)
+        pack_gqa = attention_table.attention_packs_gqa(size_hint(lq), hq // hkv, cfg)
     heads_per_prog = hq // hkv if pack_gqa else 1
     q_blocks = (lq * heads_per_prog + cfg.block_m - 1) // cfg.block_m
     programs = q_blocks * nb * (hq // heads_per_prog)
     n_splits = (lk + cfg.kv_split - 1) // cfg.kv_split
     if path is None:
-        split = configs.attention_use_split(size_hint(programs), _splits_hint(lq, lk, n_splits), device)
+        split = attention_table.attention_use_split(size_hint(programs), _splits_hint(lq, lk, n_splits), device)
     else:
         split = path == "split"
 
@@ -698,13 +641,13 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
     # tl.dot needs every dim >= 16; padded columns are masked to 0 and change no sum.
     block_d, block_dv = max(16, triton.next_power_of_2(d)), max(16, triton.next_power_of_2(dv))
     if tma is None:
-        tma = not traced and configs.attention_use_tma(q4.dtype, device)
+        tma = not traced and attention_table.attention_use_tma(q4.dtype, device)
     k_desc, v_desc = (tma_descriptor(k4, [1, 1, cfg.block_n, block_d]), tma_descriptor(v4, [1, 1, cfg.block_n, block_dv])) if tma else (None, None)
     kv_by_tma = k_desc is not None and v_desc is not None
     k_arg, v_arg = (k_desc, v_desc) if kv_by_tma else (k4, v4)
-    # Q's tile by TMA too (configs.ATTENTION_Q_BY_TMA) when its rows are one head's consecutive
+    # Q's tile by TMA too (attention_table.ATTENTION_Q_BY_TMA) when its rows are one head's consecutive
     # positions (not GQA-packed): rows past Lq arrive as zeros, as the masked load gives them.
-    q_desc = tma_descriptor(q4, [1, 1, cfg.block_m, block_d]) if kv_by_tma and configs.ATTENTION_Q_BY_TMA and heads_per_prog == 1 else None
+    q_desc = tma_descriptor(q4, [1, 1, cfg.block_m, block_d]) if kv_by_tma and attention_table.ATTENTION_Q_BY_TMA and heads_per_prog == 1 else None
     q_arg = q4 if q_desc is None else q_desc
     common = dict(
         IS_CAUSAL=is_causal,
@@ -716,17 +659,14 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
         BLOCK_DV=block_dv,
         KV_SPLIT=cfg.kv_split,
         HEADS_PER_PROG=heads_per_prog,
-        ROW_SUM_MMA=configs.ATTENTION_ROW_SUM_BY_MMA,
-        FMA=configs.ATTENTION_FMA,
         HAS_KV_ROWS=kv_rows is not None,
         USE_TMA=kv_by_tma,
         Q_BY_TMA=q_desc is not None,
         # every constexpr passed, defaults included: Inductor's launcher for a kernel it launches
         # itself takes exactly the arguments the trace saw
-        USE_PDL=False,
         MERGE_IN_LAST=False,
         num_warps=cfg.num_warps,
-        num_stages=configs.attention_stages(cfg, split, size_hint(programs), device),
+        num_stages=attention_table.attention_stages(cfg, split, size_hint(programs), device),
     )
     if not traced:
         # No FMA contraction: the compiler may not fuse a*b+c differently in the SEQUENTIAL and
@@ -757,13 +697,12 @@ def _run(q4, k4, v4, mask4, mask_is_bool, out4, lse3, is_causal, scale, path, pa
     work_m = torch.empty(nb * hq * n_splits * lq, dtype=torch.float32, device=device)
     work_l = torch.empty(nb * hq * n_splits * lq, dtype=torch.float32, device=device)
     work_a = torch.empty(nb * hq * n_splits * lq * dv, dtype=torch.float32, device=device)
-    # Traced: the separate MERGE launch (no arrival counters, no early release), the bits of the
-    # merge in the last split program by construction (the same loads and merge code).
-    split_options, merge_options = ({}, {}) if traced else configs.split_merge_launch_options(device, uses_interpreter(device))
-    merge_in_last = configs.ATTENTION_MERGE_IN_LAST_PROGRAM and not split_options and not traced
+    # Traced: the separate MERGE launch (no arrival counters), the bits of the merge in the last
+    # split program by construction (the same loads and merge code).
+    merge_in_last = attention_table.ATTENTION_MERGE_IN_LAST_PROGRAM and not traced
     arrivals = tile_arrivals(device, programs) if merge_in_last else None
     if arrivals is not None:
         go((programs, n_splits), _SPLIT, work_m, work_l, work_a, arrivals=arrivals, MERGE_IN_LAST=True)
         return
-    go((programs, n_splits), _SPLIT, work_m, work_l, work_a, **split_options)
-    go((programs, 1), _MERGE, work_m, work_l, work_a, **merge_options)
+    go((programs, n_splits), _SPLIT, work_m, work_l, work_a)
+    go((programs, 1), _MERGE, work_m, work_l, work_a)

@@ -16,7 +16,7 @@ and applies the same epilogue). Small-M calls use SPLIT to fill the GPU (paralle
 batch; the arithmetic does not). The MERGE may also run inside SPLIT, in whichever chunk program of
 a tile finishes last (a per-tile arrival counter says which): same loads, same order, one launch.
 Neither how tiles are fetched (Hopper TMA descriptors or pointer loads) nor how many 64-row
-warpgroup slabs one program computes (configs: short or tall launch shape) changes the
+warpgroup slabs one program computes (matmul_table: short or tall launch shape) changes the
 instructions an element goes through.
 """
 
@@ -25,9 +25,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from . import configs
+from . import matmul_table
 from ._arrivals import tile_arrivals
 from ._launch import float_arg, interpreter_dtype, launch, size_hint, sizes_follow_the_batch, tma_descriptor, tracing_for_inductor, uses_interpreter
 
@@ -73,7 +72,7 @@ def _pointer_k_steps(a_ptrs, b_ptrs, stride_ak, stride_bk, K, acc, total, step_l
 
 @triton.jit
 def _tma_tiles(A, B, pid_m, pid_n, step, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, B_KMAJOR: tl.constexpr):
-    """The A and B tiles of one K step through TMA descriptors (FULL, SPLIT and persistent alike)."""
+    """The A and B tiles of one K step through TMA descriptors (FULL and SPLIT alike)."""
     a = A.load([pid_m * BLOCK_M, step * BLOCK_K])
     if B_KMAJOR:  # B^T is stored [N, K] (a Linear weight): load its box, transpose
         b = B.load([pid_n * BLOCK_N, step * BLOCK_K]).T
@@ -142,7 +141,6 @@ def _invariant_matmul_kernel(
     GROUP_M: tl.constexpr,
     USE_TMA: tl.constexpr = False,
     B_KMAJOR: tl.constexpr = False,
-    USE_PDL: tl.constexpr = False,
     MERGE_IN_LAST: tl.constexpr = False,
 ):
     pid_tile = tl.program_id(0)
@@ -169,8 +167,6 @@ def _invariant_matmul_kernel(
     bias_ptrs = BIAS + pid_batch * stride_biasb + offs_m64[:, None] * stride_biasm + offs_n64[None, :] * stride_biasn
     total = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     if MODE == 2:  # MERGE: add the chunk partials in ascending order, from zero.
-        if USE_PDL:  # launched early (configs.SPLIT_MERGE_PDL): wait for every SPLIT store
-            gdc_wait()
         total = _merge_partials(WORK, work_offs, work_stride, mask_mn, K, K_CHUNK, BLOCK_M, BLOCK_N, ACC_DTYPE)
         _epilogue(total, c_ptrs, bias_ptrs, mask_mn, alpha, beta, HAS_BIAS, SCALE_ALPHA, SCALE_BETA, ACC_DTYPE)
     else:
@@ -201,8 +197,6 @@ def _invariant_matmul_kernel(
             total = _pointer_k_steps(a_ptrs, b_ptrs, stride_ak, stride_bk, K, acc, total, step_lo, step_hi, STEPS, BLOCK_K, EVEN_K, INPUT_PRECISION, ACC_DTYPE)
         if MODE == 1:
             tl.store(WORK + pid_chunk * work_stride + work_offs, total, mask=mask_mn)
-            if USE_PDL:  # the MERGE grid may be scheduled now (it still waits for this grid's end)
-                gdc_launch_dependents()
             if MERGE_IN_LAST:
                 # Every thread's partial is stored before one thread counts this chunk in; the
                 # count is acq_rel at GPU scope, so the program that brings it to the number of
@@ -216,48 +210,6 @@ def _invariant_matmul_kernel(
                     _epilogue(total, c_ptrs, bias_ptrs, mask_mn, alpha, beta, HAS_BIAS, SCALE_ALPHA, SCALE_BETA, ACC_DTYPE)
         else:
             _epilogue(total, c_ptrs, bias_ptrs, mask_mn, alpha, beta, HAS_BIAS, SCALE_ALPHA, SCALE_BETA, ACC_DTYPE)
-
-
-@sizes_follow_the_batch("M")
-@triton.jit
-def _invariant_matmul_persistent_kernel(
-    A, B, C, BIAS,
-    M, N, K,
-    stride_cm, stride_cn, stride_biasm, stride_biasn,
-    alpha, beta,
-    NUM_PROGRAMS: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    SCALE_ALPHA: tl.constexpr,
-    SCALE_BETA: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    K_CHUNK: tl.constexpr,
-    GROUP_M: tl.constexpr,
-    B_KMAJOR: tl.constexpr,
-):  # fmt: skip
-    """FULL mode as a persistent launch (configs.MATMUL_PERSISTENT): NUM_PROGRAMS programs walk
-    the output tiles in the FULL kernel's tile order, each tile through the same TMA loads,
-    ``_chunk_step`` K loop and ``_epilogue``: which program computes a tile and when, never how.
-    The flattened loop nest lets one tile's epilogue overlap the next tile's loads. One batch."""
-    tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N)
-    STEPS: tl.constexpr = K_CHUNK // BLOCK_K
-    n_steps = tl.cdiv(K, BLOCK_K)
-    for tile in tl.range(tl.program_id(0), tiles, NUM_PROGRAMS, flatten=True):
-        pid_m, pid_n = _tile_coords(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-        total = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-        for step in range(0, n_steps):
-            a, b = _tma_tiles(A, B, pid_m, pid_n, step, BLOCK_M, BLOCK_N, BLOCK_K, B_KMAJOR)
-            acc, total = _chunk_step(a, b, acc, total, step, n_steps, STEPS, INPUT_PRECISION, ACC_DTYPE)
-        offs_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
-        offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
-        mask_mn = (offs_m < M)[:, None] & (offs_n < N)[None, :]
-        c_ptrs = C + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
-        bias_ptrs = BIAS + offs_m[:, None] * stride_biasm + offs_n[None, :] * stride_biasn
-        _epilogue(total, c_ptrs, bias_ptrs, mask_mn, alpha, beta, HAS_BIAS, SCALE_ALPHA, SCALE_BETA, ACC_DTYPE)
 
 
 def _input_precision(dtype: torch.dtype) -> str:
@@ -370,15 +322,15 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
     nb, m, k = a3.shape
     n = b3.shape[-1]
     device = a3.device
-    traced = tracing_for_inductor()  # Inductor launches: no persistent buffers, no TMA descriptors
-    cfg = configs.matmul_config(a3.dtype, device, interpreted=uses_interpreter(device), output=tuple(map(size_hint, (nb, m, n))))
+    traced = tracing_for_inductor()  # Inductor launches: no arrival counters, no TMA descriptors
+    cfg = matmul_table.matmul_config(a3.dtype, device, interpreted=uses_interpreter(device), output=tuple(map(size_hint, (nb, m, n))))
     acc_dtype = tl.float64 if a3.dtype == torch.float64 else tl.float32
     tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
-    k_chunk = configs.matmul_k_chunk(cfg, k)
+    k_chunk = matmul_table.matmul_k_chunk(cfg, k)
     n_chunks = triton.cdiv(k, k_chunk)
     if split_k is None:
         hinted_tiles = triton.cdiv(size_hint(m), cfg.block_m) * triton.cdiv(size_hint(n), cfg.block_n)
-        split_k = configs.matmul_use_split_k(hinted_tiles * size_hint(nb), n_chunks, device)
+        split_k = matmul_table.matmul_use_split_k(hinted_tiles * size_hint(nb), n_chunks, device)
     split_k = split_k and n_chunks > 1
 
     has_bias = bias3 is not None
@@ -400,7 +352,6 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
         # itself takes exactly the arguments the trace saw
         USE_TMA=False,
         B_KMAJOR=False,
-        USE_PDL=False,
         MERGE_IN_LAST=False,
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
@@ -408,17 +359,17 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
 
     a_arg, b_arg = a3, b3
     if tma is None:
-        tma = not traced and configs.matmul_use_tma(a3, device)
+        tma = not traced and matmul_table.matmul_use_tma(a3, device)
     descriptors = _tma_operands(a3, b3, cfg) if tma else None
     if descriptors is not None:
         a_arg, b_arg, common["B_KMAJOR"] = descriptors
         common["USE_TMA"] = True
 
-    def go(grid, mode, work, operands=(a_arg, b_arg), arrivals=None, **options):
+    def go(grid, mode, work, arrivals=None, **options):
         arrivals = out3 if arrivals is None else arrivals  # unused unless MERGE_IN_LAST
         launch(
             _invariant_matmul_kernel, grid, device,
-            *operands, out3, bias_arg, work, arrivals,
+            a_arg, b_arg, out3, bias_arg, work, arrivals,
             m, n, k,
             *a3.stride(), *b3.stride(), *out3.stride(), *bias_strides,
             alpha, beta,
@@ -426,31 +377,14 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
         )
 
     if not split_k:
-        programs = configs.matmul_persistent_programs(tiles, device) if descriptors is not None else None
-        if programs is not None:
-            launch(
-                _invariant_matmul_persistent_kernel, (programs,), device,
-                a_arg, b_arg, out3, bias_arg, m, n, k,
-                *out3.stride()[1:], *bias_strides[1:], alpha, beta,
-                NUM_PROGRAMS=programs, B_KMAJOR=common["B_KMAJOR"],
-                **{key: value for key, value in common.items() if key not in ("EVEN_K", "USE_TMA", "B_KMAJOR", "USE_PDL", "MERGE_IN_LAST")},
-            )  # fmt: skip
-            return
         go((tiles, nb, 1), _FULL, out3)
         return
     work_dtype = torch.float64 if a3.dtype == torch.float64 else torch.float32
     work = torch.empty((n_chunks, nb, m, n), dtype=work_dtype, device=device)
-    split_options, merge_options = configs.split_merge_launch_options(device, uses_interpreter(device))
-    merge_in_last = configs.MATMUL_MERGE_IN_LAST_PROGRAM and not split_options and not traced
+    merge_in_last = matmul_table.MATMUL_MERGE_IN_LAST_PROGRAM and not traced
     arrivals = tile_arrivals(device, tiles * nb) if merge_in_last else None
     if arrivals is not None:
         go((tiles, nb, n_chunks), _SPLIT, work, arrivals=arrivals, MERGE_IN_LAST=True)
         return
-    go((tiles, nb, n_chunks), _SPLIT, work, **split_options)
-    merge_tiles, merge_operands = tiles, (a_arg, b_arg)
-    if configs.MATMUL_MERGE_TILE is not None:
-        # The merge on its own tile (configs.MATMUL_MERGE_TILE): it reads no A / B tile, so no TMA.
-        rows, cols = configs.MATMUL_MERGE_TILE
-        merge_tiles, merge_operands = triton.cdiv(m, rows) * triton.cdiv(n, cols), (a3, b3)
-        merge_options.update(BLOCK_M=rows, BLOCK_N=cols, USE_TMA=False, B_KMAJOR=False, num_warps=configs.MATMUL_MERGE_WARPS, num_stages=1)
-    go((merge_tiles, nb, 1), _MERGE, work, merge_operands, **merge_options)
+    go((tiles, nb, n_chunks), _SPLIT, work)
+    go((tiles, nb, 1), _MERGE, work)

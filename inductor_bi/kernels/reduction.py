@@ -1,10 +1,10 @@
-"""Batch-invariant row reductions: sum, mean, var_mean, softmax, log_softmax, rms_norm, layer_norm.
+"""Batch-invariant row reductions: sum, mean, var_mean, softmax, log_softmax, RMSNorm rows, layer_norm.
 
 Every function views its input as ``[rows, R]`` (reduced elements last, one row per output
 position) and launches one program per row. Inside a program the row is read in BLOCK_R steps;
 element ``j`` is accumulated into lane ``j % BLOCK_R`` of an fp32 (fp64 for float64) vector, in
 ascending step order, and one ``tl.sum`` closes the row. BLOCK_R and num_warps come from
-``configs.reduction_config(R, dtype, device)``, so the order of operations that makes a row's
+``reduction_table.reduction_config(R, dtype, device)``, so the order of operations that makes a row's
 result depends on R, the dtype and pinned constants only, never on how many rows share the
 launch: a row computed alone has the same bits as that row inside any batch.
 
@@ -33,7 +33,7 @@ from torch._prims_common import is_contiguous_or_false
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from ._launch import dense_aligned, float_arg, interpreter_dtype, launch, runs_interpreted, tracing_for_inductor
-from .configs import REDUCTION_POINTER_ALIGN, reduction_config
+from .reduction_table import REDUCTION_POINTER_ALIGN, reduction_config
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -214,30 +214,6 @@ def _row_softmax_kernel(x_ptr, out_ptr, R, LOG: tl.constexpr, BLOCK_R: tl.conste
 
 
 @triton.jit
-def _row_rms_norm_kernel(
-    x_ptr, w_ptr, out_ptr, R, eps, HAS_WEIGHT: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr
-):
-    row = tl.program_id(0).to(tl.int64)
-    x_row = x_ptr + row * R
-    out_row = out_ptr + row * R
-    lanes = tl.arange(0, BLOCK_R)
-    acc = tl.zeros([BLOCK_R], dtype=ACC)
-    for start in range(0, R, BLOCK_R):
-        cols = start + lanes
-        x = tl.load(x_row + cols, mask=cols < R, other=0.0).to(ACC)
-        acc += x * x
-    rstd = tl.rsqrt(tl.sum(acc, axis=0) / R + float_arg(eps))
-    # x * rstd * weight in the accumulator dtype, rounded once (as aten._fused_rms_norm).
-    for start in range(0, R, BLOCK_R):
-        cols = start + lanes
-        mask = cols < R
-        y = tl.load(x_row + cols, mask=mask, other=0.0).to(ACC) * rstd
-        if HAS_WEIGHT:
-            y = y * tl.load(w_ptr + cols, mask=mask, other=0.0).to(ACC)
-        tl.store(out_row + cols, y, mask=mask)
-
-
-@triton.jit
 def _row_rms_normalize_kernel(
     x_ptr, y_ptr, eps, w_ptr, out_ptr, h_ptr, R,
     ADD: tl.constexpr, HAS_WEIGHT: tl.constexpr, NORMALIZED_DTYPE: tl.constexpr, EPS_FROM_POINTER: tl.constexpr,
@@ -341,7 +317,7 @@ def _kernel_operand(t: torch.Tensor) -> torch.Tensor:
     """``t`` as the kernel reads it: contiguous, 16-byte aligned, in a dtype its runner handles.
 
     Alignment is not cosmetic: Triton compiles a different kernel variant for unaligned pointers,
-    with a different register layout and so a different tl.sum tree (see configs).
+    with a different register layout and so a different tl.sum tree (see reduction_table).
     """
     if runs_interpreted(t.device):
         t = t.to(interpreter_dtype(t.dtype))
@@ -546,29 +522,6 @@ def invariant_softmax(x: torch.Tensor, dim: int, half_to_float: bool = False) ->
 def invariant_log_softmax(x: torch.Tensor, dim: int, half_to_float: bool = False) -> torch.Tensor:
     """aten._log_softmax: x - max - log(sum exp(x - max)), fp32 inside, output in x.dtype."""
     return _softmax(x, dim, half_to_float, log=True, op="invariant_log_softmax")
-
-
-def invariant_rms_norm(x: torch.Tensor, normalized_ndim, weight: torch.Tensor | None = None, eps: float | None = None):
-    """torch.nn.functional.rms_norm over the last ``normalized_ndim`` dims (an int, or aten's
-    normalized_shape). x * rsqrt(mean(x^2) + eps) * weight in fp32 (fp64 for float64), rounded
-    once to x.dtype. eps None -> machine epsilon of the *compute* dtype (fp32 for fp16/bf16),
-    which is what torch does (aten uses opmath's epsilon, not torch.finfo(x.dtype).eps)."""
-    _require_float(x, "invariant_rms_norm")
-    r = _normalized_extent(x, normalized_ndim, [weight])
-    if eps is None:
-        eps = torch.finfo(torch.float64 if x.dtype == torch.float64 else torch.float32).eps
-    if r == 0 or _empty(x.numel()):
-        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    rows = x.numel() // r
-    xk = _kernel_operand(x.reshape(rows, r))
-    wk = _kernel_operand(weight.reshape(r)) if weight is not None else xk
-    out = torch.empty(rows, r, dtype=_kernel_out_dtype(x.dtype, x.device), device=x.device)
-    acc = _acc_dtype(x.dtype)
-    _launch_rows(
-        _row_rms_norm_kernel, rows, r, xk.dtype, x.device, xk, wk, out, r, float(eps),
-        HAS_WEIGHT=weight is not None, ACC=acc,
-    )  # fmt: skip
-    return out.to(x.dtype).reshape(x.shape)
 
 
 _TL_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}

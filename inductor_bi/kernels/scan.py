@@ -36,7 +36,7 @@ from torch._prims_common import is_contiguous_or_false
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from ._launch import dense_aligned, interpreter_dtype, launch, runs_interpreted
-from .configs import REDUCTION_POINTER_ALIGN
+from .reduction_table import REDUCTION_POINTER_ALIGN
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 

@@ -44,7 +44,7 @@ import triton
 import triton.language as tl
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
-from . import configs
+from . import matmul_table
 from ._launch import interpreter_dtype, launch, runs_interpreted, tracing_for_inductor
 from .matmul import SUPPORTED_DTYPES as _MATMUL_DTYPES
 from .matmul import _epilogue, _input_precision, _pointer_k_steps, invariant_matmul
@@ -212,11 +212,11 @@ def invariant_grouped_mm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -
     if statically_known_true(n == 0) or groups == 0 or statically_known_true(s == 0):
         return out.zero_().to(a.dtype)
     a_k, b_k = (a.to(compute_dtype), b.to(compute_dtype)) if compute_dtype != a.dtype else (a, b)
-    # invariant_matmul's tile config for this dtype: its short launch shape (configs.matmul_config
+    # invariant_matmul's tile config for this dtype: its short launch shape (matmul_table.matmul_config
     # for no rows), whose arithmetic its tall shape shares. Which tiles a program computes
     # follows the routing; how an element is computed does not.
-    cfg = configs.matmul_config(compute_dtype, device, interpreted=interpreted)
-    k_chunk = configs.matmul_k_chunk(cfg, k)
+    cfg = matmul_table.matmul_config(compute_dtype, device, interpreted=interpreted)
+    k_chunk = matmul_table.matmul_k_chunk(cfg, k)
     row_tiles = (s + cfg.block_m - 1) // cfg.block_m + groups  # the worst case over group sizes
     launch(
         _grouped_matmul_kernel, (row_tiles, triton.cdiv(n, cfg.block_n), 1), device,

@@ -9,7 +9,7 @@ against a growing cache (a symbolic Lk under ``dynamic=True``) is launched too.
 Inductor compiles the kernels it launches with its own options, FMA contraction allowed (it
 takes no per-kernel ``enable_fp_fusion``), where the custom op compiles them with contraction off.
 Launched are only the calls whose kernels hold no product feeding an add for the compiler to fuse
-(``contraction_changes_nothing``: with configs.ATTENTION_FMA, no float mask), so the option
+(``contraction_changes_nothing``: no float mask), so the option
 changes no instruction; a float mask keeps the custom op (tests/test_lowering_attention.py
 compiles both ways for sm_90 and compares the float instructions).
 """

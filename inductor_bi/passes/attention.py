@@ -13,7 +13,7 @@ import torch
 import torch.fx
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
-from ..kernels import configs
+from ..kernels import _device, attention_table
 from ..kernels.attention import SUPPORTED_DTYPES
 from ._rewrite import Rewrite, replace_node, user_source_line
 from .guard import Violation
@@ -133,25 +133,25 @@ def _config_details(val, device: torch.device | None = None) -> dict:
     if not isinstance(val, torch.Tensor):
         return {"kernel": "fixed_split_attention"}
     device = device or val.device
-    cfg = configs.attention_config(val.shape[-1], val.dtype, interpreted=device.type != "cuda")
+    cfg = attention_table.attention_config(val.shape[-1], val.dtype, interpreted=device.type != "cuda")
     details = {
         "kernel": "fixed_split_attention",
         "tile": f"{cfg.block_m}x{cfg.block_n}",
         "kv_split": cfg.kv_split,
-        "gqa_packed": configs.attention_pack_rule(cfg),
-        "row_sum": "p times a ones matrix on the MMA unit" if configs.ATTENTION_ROW_SUM_BY_MMA else "order-free (exact in any order)",
+        "gqa_packed": attention_table.attention_pack_rule(cfg),
+        "row_sum": "p times a ones matrix on the MMA unit",
         "warps": cfg.num_warps,
         "stages": cfg.num_stages,
     }
     if device.type == "cuda":
-        merged_by = "the last split program of each tile" if configs.ATTENTION_MERGE_IN_LAST_PROGRAM else "a merge launch"
-        details["split_kv"] = f"below {configs.ATTENTION_SPLIT_MAX_PROGRAMS} programs: one program per split, merged in ascending order by {merged_by}"
-        if configs.ATTENTION_SPLIT_STAGES is not None:
-            details["split_stages"] = configs.attention_stages(cfg, split=True)
-        if configs.ATTENTION_ONE_WAVE_STAGES is not None:
-            details["one_wave_stages"] = f"{configs.ATTENTION_ONE_WAVE_STAGES} for sequential launches of at most one program per SM"
-        if configs.ATTENTION_USE_TMA and val.dtype in configs.TMA_DTYPES:
-            fetched = "Q (unpacked), K / V" if configs.ATTENTION_Q_BY_TMA else "K / V"
+        merged_by = "the last split program of each tile" if attention_table.ATTENTION_MERGE_IN_LAST_PROGRAM else "a merge launch"
+        details["split_kv"] = f"below {attention_table.ATTENTION_SPLIT_MAX_PROGRAMS} programs: one program per split, merged in ascending order by {merged_by}"
+        if attention_table.ATTENTION_SPLIT_STAGES is not None:
+            details["split_stages"] = attention_table.attention_stages(cfg, split=True)
+        if attention_table.ATTENTION_ONE_WAVE_STAGES is not None:
+            details["one_wave_stages"] = f"{attention_table.ATTENTION_ONE_WAVE_STAGES} for sequential launches of at most one program per SM"
+        if val.dtype in _device.TMA_DTYPES:
+            fetched = "Q (unpacked), K / V" if attention_table.ATTENTION_Q_BY_TMA else "K / V"
             details["fetch"] = f"{fetched} by TMA on Hopper where the layout allows, else pointer loads"
         details["launch"] = "by Inductor's generated code without a float mask and with static head dims (lowerings/attention.py): splits merged by a merge launch, K / V by pointer loads; otherwise the custom op, as above"
     return details

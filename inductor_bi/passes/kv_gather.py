@@ -3,7 +3,7 @@
 A serving step hands attention each row's own cache slot, ``k_cache[slots, :, :kv_len]``: in the
 aten graph an ``index`` (a gather copy of every row's whole K and V, per layer and step) feeding
 ``fixed_split_attention``. Stock torch.compile pays the same copy before its SDPA call. With
-``configs.ATTENTION_FOLD_KV_GATHER`` the attention call takes the cache itself and the slots
+``attention_table.ATTENTION_FOLD_KV_GATHER`` the attention call takes the cache itself and the slots
 (``kv_rows``) and each program reads its row's slot: which memory, never which arithmetic, so
 the bits are the gathered call's. torch's indexing raises on a slot out of range; the folded
 graph asserts the same once per slots tensor (asynchronously, as Inductor's own index checks).
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
-from ..kernels import configs
+from ..kernels import attention_table
 from ._rewrite import Rewrite, fake_value, input_shapes, static_int, user_source_line
 
 aten = torch.ops.aten
@@ -38,7 +38,7 @@ def _gather(node):
 
 
 def fold_kv_gathers(gm: torch.fx.GraphModule) -> list[Rewrite]:
-    if not configs.ATTENTION_FOLD_KV_GATHER:
+    if not attention_table.ATTENTION_FOLD_KV_GATHER:
         return []
     graph = gm.graph
     rewrites, checked = [], set()

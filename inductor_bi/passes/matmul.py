@@ -15,7 +15,7 @@ import torch
 import functools
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
-from ..kernels import configs
+from ..kernels import _device, matmul_table
 from ..kernels.matmul import COMPLEX_DTYPES, SUPPORTED_DTYPES
 from ._rewrite import Rewrite, input_shapes, replace_node, source_from_meta, static_int, user_source_line
 
@@ -117,10 +117,10 @@ def _config_details(val: torch.Tensor, k, device: torch.device | None = None) ->
     split-K); ``device`` overrides the traced one (``explain`` traces on the CPU and reports the
     CUDA configs)."""
     dtype = val.dtype.to_real()
-    if dtype not in configs.MATMUL_CUDA:
+    if dtype not in matmul_table.MATMUL_CUDA:
         return {}
     device = device or val.device
-    cfg = configs.matmul_config(dtype, device, interpreted=device.type != "cuda")
+    cfg = matmul_table.matmul_config(dtype, device, interpreted=device.type != "cuda")
     details = {
         "kernel": "invariant_matmul",
         "tile": f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k}",
@@ -131,22 +131,22 @@ def _config_details(val: torch.Tensor, k, device: torch.device | None = None) ->
     if val.dtype.is_complex:
         details["complex"] = f"one {dtype} matmul [Re a | Im a] @ [[Re b, Im b], [-Im b, Re b]] = [Re | Im]: K' = 2K"
         k = 2 * k
-    tall = configs.MATMUL_CUDA_TALL.get(dtype) if device.type == "cuda" else None
+    tall = matmul_table.MATMUL_CUDA_TALL.get(dtype) if device.type == "cuda" else None
     if tall is not None:  # a launch shape over the same arithmetic, for outputs that fill the GPU
         details["tall_tile"] = f"{tall.block_m}x{tall.block_n}x{tall.block_k}, {tall.num_warps} warps, {tall.num_stages} stages (Hopper)"
     k = static_int(k)
     # a static K on CUDA: Inductor launches the kernels itself (lowerings/matmul.py), no TMA, merge launch
     launched = device.type == "cuda" and k is not None and not val.dtype.is_complex
-    if device.type == "cuda" and dtype in configs.TMA_DTYPES and configs.MATMUL_USE_TMA and not launched:
+    if device.type == "cuda" and dtype in _device.TMA_DTYPES and not launched:
         details["fetch"] = "TMA on Hopper where the layout allows, else pointer loads"
     if k is None:
         details["K"] = ("K' = 2K, " if val.dtype.is_complex else "") + "symbolic: chunks of k_chunk"
     else:
-        chunk = configs.matmul_k_chunk(cfg, k)
+        chunk = matmul_table.matmul_k_chunk(cfg, k)
         details["K"] = ("K' = " if val.dtype.is_complex else "") + f"{k} = {-(-k // chunk)} chunk(s) of {chunk}"
     if device.type == "cuda" and (k is None or k > chunk):
-        merged_by = "the last chunk program of each tile" if configs.MATMUL_MERGE_IN_LAST_PROGRAM and not launched else "a merge launch"
-        details["split_k"] = f"below {configs.MATMUL_SPLIT_K_MAX_TILES} output tiles: one program per chunk, merged in ascending order by {merged_by}"
+        merged_by = "the last chunk program of each tile" if matmul_table.MATMUL_MERGE_IN_LAST_PROGRAM and not launched else "a merge launch"
+        details["split_k"] = f"below {matmul_table.MATMUL_SPLIT_K_MAX_TILES} output tiles: one program per chunk, merged in ascending order by {merged_by}"
     if launched:
         details["launch"] = "by Inductor's generated code (lowerings/matmul.py), split-K chosen once from the traced sizes' hints, pointer loads"
     return details

@@ -17,7 +17,7 @@ import operator
 import torch
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
-from ..kernels import configs, reduction
+from ..kernels import reduction, reduction_table
 from ._rewrite import Rewrite, fake_value, input_shapes, replace_node, static_int, user_source_line
 
 aten = torch.ops.aten
@@ -106,11 +106,11 @@ def _squared_source(node: torch.fx.Node) -> torch.fx.Node | None:
 
 def _residual_add(y: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node] | None:
     """``(a, b)`` when ``y`` is ``a + b`` of two tensors of y's own shape and dtype (a residual
-    add, as before a transformer's norms) and configs.REDUCTION_FOLD_RESIDUAL_ADD is on; else None."""
-    if not configs.REDUCTION_FOLD_RESIDUAL_ADD or y.target is not aten.add.Tensor or y.kwargs or len(y.args) != 2:
+    add, as before a transformer's norms) and reduction_table.REDUCTION_FOLD_RESIDUAL_ADD is on; else None."""
+    if not reduction_table.REDUCTION_FOLD_RESIDUAL_ADD or y.target is not aten.add.Tensor or y.kwargs or len(y.args) != 2:
         return None
     y_val = fake_value(y)
-    if not isinstance(y_val, torch.Tensor) or y_val.dtype not in configs.REDUCTION_FOLD_ADD_DTYPES:
+    if not isinstance(y_val, torch.Tensor) or y_val.dtype not in reduction_table.REDUCTION_FOLD_ADD_DTYPES:
         return None
     for operand in y.args:
         val = fake_value(operand)
@@ -264,7 +264,7 @@ def _config_details(x: torch.Tensor, node: torch.fx.Node, device: torch.device |
     r = static_int(_reduced_extent(x, node))
     if r is None:
         return {"kernel": "one row per program", "block_r": "f(R) (R symbolic)"}
-    cfg = configs.reduction_config(r, x.dtype, device or x.device)
+    cfg = reduction_table.reduction_config(r, x.dtype, device or x.device)
     return {"kernel": "one row per program", "R": r, "block_r": cfg.block_r, "warps": cfg.num_warps}
 
 

@@ -7,7 +7,7 @@ HF-style models write RMSNorm as pointwise ops around one mean:
 The reductions pass already sends the mean to a fixed-order row kernel; what is left are two
 extern boundaries Inductor cannot fuse across, so the residual add before the norm (h = x + r),
 the row kernel and the normalize run as three launches where stock Inductor runs one. With
-``configs.REDUCTION_FUSE_RMS_NORM`` this pass replaces the chain from the mean to the weight
+``reduction_table.REDUCTION_FUSE_RMS_NORM`` this pass replaces the chain from the mean to the weight
 multiply by ``invariant_rms_norm_rows``, which runs the same ops per element in one program per row
 (and, when the mean had a folded residual add, also stores h for the residual stream). Any other
 shape of graph (a chain node used twice, a broadcast weight, a different op) is left as it was.
@@ -20,7 +20,7 @@ import operator
 import torch
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
-from ..kernels import configs
+from ..kernels import reduction_table
 from ._rewrite import Rewrite, fake_value, input_shapes, user_source_line
 
 aten = torch.ops.aten
@@ -112,7 +112,7 @@ def _host_eps(eps: torch.fx.Node) -> torch.fx.Node:
 
 
 def fuse_rms_norms(gm: torch.fx.GraphModule) -> list[Rewrite]:
-    if not configs.REDUCTION_FUSE_RMS_NORM:
+    if not reduction_table.REDUCTION_FUSE_RMS_NORM:
         return []
     graph = gm.graph
     rewrites = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inductor_bi.kernels import configs
+from inductor_bi.kernels import attention_table
 from inductor_bi.kernels.attention import fixed_split_attention, fixed_split_attention_with_lse
 from tests._support import sdpa_float64_reference as reference
 
@@ -111,7 +111,7 @@ def test_decode_equals_prefill_bitwise_gpu(d, heads):
     k, v = k_cache[:, :, :total], v_cache[:, :, :total]
     prefill = fixed_split_attention(q, k, v, is_causal=True, enable_gqa=gqa)
 
-    split = configs.attention_config(d, BF16, interpreted=False).kv_split
+    split = attention_table.attention_config(d, BF16, interpreted=False).kv_split
     picks = {0, 1, 63, 64, split - 1, split, split + 1, 1000, 2047, 2048, total - 1}
     picks |= set(torch.randint(total, (5,), generator=torch.Generator().manual_seed(33)).tolist())
     for t in sorted(picks):
@@ -170,10 +170,10 @@ def test_strided_layout_gives_same_bits_gpu():
 
 @pytest.mark.parametrize("batch,kv_len", [(1, 8192), (16, 4096), (64, 1024)])
 def test_split_merged_in_the_last_program_equals_sequential_launch_after_launch(batch, kv_len, monkeypatch):
-    """configs.ATTENTION_MERGE_IN_LAST_PROGRAM (forced on here): the split program of a query tile
+    """attention_table.ATTENTION_MERGE_IN_LAST_PROGRAM (forced on here): the split program of a query tile
     that counts itself in last merges the splits. Counters reused 50 times and two streams at
     once must give the sequential path's bits every time."""
-    monkeypatch.setattr(configs, "ATTENTION_MERGE_IN_LAST_PROGRAM", True)
+    monkeypatch.setattr(attention_table, "ATTENTION_MERGE_IN_LAST_PROGRAM", True)
     q = [rand(batch, 32, 1, 128, seed=s) for s in (1, 2)]
     k, v = rand(batch, 8, kv_len, 128, seed=3), rand(batch, 8, kv_len, 128, seed=4)
     want = [fixed_split_attention(x, k, v, enable_gqa=True, path="sequential") for x in q]
@@ -191,7 +191,7 @@ def test_split_merged_in_the_last_program_equals_sequential_launch_after_launch(
 
 @pytest.mark.parametrize("batch", [1, 16, 64])
 def test_cache_read_in_place_gives_the_bits_of_the_gathered_cache_gpu(batch):
-    """kv_rows (configs.ATTENTION_FOLD_KV_GATHER): each batch row reading its cache slot in place
+    """kv_rows (attention_table.ATTENTION_FOLD_KV_GATHER): each batch row reading its cache slot in place
     gives the bits of attention over the gathered cache, on both execution paths."""
     torch.manual_seed(batch)
     slots, lk = 96, 1000
@@ -213,11 +213,11 @@ def test_cache_read_in_place_gives_the_bits_of_the_gathered_cache_gpu(batch):
 )
 @pytest.mark.parametrize("q_by_tma", [False, True], ids=["kv", "q-kv"])
 def test_tma_and_pointer_loads_give_the_same_bits_gpu(dtype, case, q_by_tma, monkeypatch):
-    """K / V blocks (and with configs.ATTENTION_Q_BY_TMA the query tile) by Hopper TMA
-    descriptors (configs.ATTENTION_USE_TMA) or by pointer loads: the same keys and zeros past
+    """K / V blocks (and with attention_table.ATTENTION_Q_BY_TMA the query tile) by Hopper TMA
+    descriptors or by pointer loads: the same keys and zeros past
     Lk / Lq / D, so the same bits, on every path and layout. Off Hopper both calls take pointer
     loads (the comparison still holds, trivially)."""
-    monkeypatch.setattr(configs, "ATTENTION_Q_BY_TMA", q_by_tma)
+    monkeypatch.setattr(attention_table, "ATTENTION_Q_BY_TMA", q_by_tma)
     d, lq, lk, batch = 128, 1000, 1000, 2
     if case.startswith("decode") or case == "cache-in-place":
         lq, lk, batch = 1, 4100, 16

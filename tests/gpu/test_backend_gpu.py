@@ -73,7 +73,7 @@ def test_serving_step_with_graph_knobs_on_keeps_rows_invariant_and_close():
     import functools
 
     from inductor_bi.backend import batch_invariant
-    from inductor_bi.kernels import configs
+    from inductor_bi.kernels import knobs
     from tests._support import load_example
 
     llm = load_example("llm")
@@ -87,11 +87,11 @@ def test_serving_step_with_graph_knobs_on_keeps_rows_invariant_and_close():
     tokens = torch.randint(0, args.vocab_size, (b,), device="cuda")
     slots = torch.randperm(args.max_batch, device="cuda")[:b]
     positions = torch.randint(0, kv_len, (b,), device="cuda")
-    knobs = dict(ATTENTION_FOLD_KV_GATHER=True, REDUCTION_FOLD_RESIDUAL_ADD=True, REDUCTION_FUSE_RMS_NORM=True)
+    graph_knobs = dict(ATTENTION_FOLD_KV_GATHER=True, REDUCTION_FOLD_RESIDUAL_ADD=True, REDUCTION_FUSE_RMS_NORM=True)
     with torch.no_grad():
-        with configs.overridden(**{name: False for name in knobs}):
+        with knobs.overridden(**{name: False for name in graph_knobs}):
             plain = steps[0](tokens, slots, positions, kv_len)
-        with configs.overridden(**knobs):
+        with knobs.overridden(**graph_knobs):
             batched = steps[1](tokens, slots, positions, kv_len)
             for i in (0, 17, b - 1):
                 alone = steps[1](tokens[i : i + 1], slots[i : i + 1], positions[i : i + 1], kv_len)

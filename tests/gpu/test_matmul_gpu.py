@@ -6,7 +6,7 @@ import torch.nn as nn
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inductor_bi.kernels import configs
+from inductor_bi.kernels import matmul_table
 from inductor_bi.kernels.matmul import invariant_matmul
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
 
@@ -40,7 +40,7 @@ def test_split_k_and_single_program_agree_bitwise(dtype):
 def test_merge_in_the_last_program_is_exact_launch_after_launch():
     """The arrival counters are reused launch after launch: a counter not put back, or a partial
     read before it is visible, would show as a changed bit somewhere in 200 launches."""
-    assert configs.MATMUL_MERGE_IN_LAST_PROGRAM
+    assert matmul_table.MATMUL_MERGE_IN_LAST_PROGRAM
     a = torch.randn(16, 14336, device="cuda", dtype=torch.bfloat16)
     w = torch.randn(4096, 14336, device="cuda", dtype=torch.bfloat16).t()
     one = invariant_matmul(a, w, split_k=False)
@@ -111,7 +111,7 @@ def test_tma_pointer_tall_and_short_paths_give_the_same_bits(dtype, m, k, monkey
     outs = {}
     for layout, b in {"[out, in].t()": weight.t(), "[in, out]": weight.t().contiguous()}.items():
         for tall in (False, True):
-            monkeypatch.setattr(configs, "MATMUL_TALL_MIN_SM_FRACTION", 0 if tall else 10**9)
+            monkeypatch.setattr(matmul_table, "MATMUL_TALL_MIN_SM_FRACTION", 0 if tall else 10**9)
             for tma in (False, True):
                 for split in (False, True):
                     outs[layout, tall, tma, split] = invariant_matmul(a, b, tma=tma, split_k=split)
@@ -120,25 +120,9 @@ def test_tma_pointer_tall_and_short_paths_give_the_same_bits(dtype, m, k, monkey
         assert_rows_equal(out, reference, str(key))
 
 
-@pytest.mark.parametrize("m", [128, 4096, 16384])
-def test_persistent_launch_gives_the_same_bits_as_one_program_per_tile(m, monkeypatch):
-    """configs.MATMUL_PERSISTENT (forced on here): one program per SM walking the tiles gives
-    every tile the bits its own program gives, and a row alone the bits it has in the batch."""
-    torch.manual_seed(0)
-    a = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
-    weight = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16) / 64
-    bias = torch.randn(4096, device="cuda", dtype=torch.bfloat16)
-    one_per_tile = invariant_matmul(a, weight.t(), bias, split_k=False)
-    monkeypatch.setattr(configs, "MATMUL_PERSISTENT", True)
-    assert configs.matmul_persistent_programs(10**6, a.device) == torch.cuda.get_device_properties(0).multi_processor_count
-    for _ in range(3):
-        assert_rows_equal(invariant_matmul(a, weight.t(), bias, split_k=False), one_per_tile, "persistent")
-    assert_rows_equal(invariant_matmul(a[-1:], weight.t(), bias)[0:1], one_per_tile[-1:], "last row alone")
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_one_binary_for_any_batch_gives_the_specialized_bits(dtype, monkeypatch):
-    """configs.ONE_BINARY_FOR_ANY_BATCH: M unspecialized, one compiled binary per launch shape (the
+    """matmul_table.ONE_BINARY_FOR_ANY_BATCH: M unspecialized, one compiled binary per launch shape (the
     short tile, not split: 64 tiles of N = 8192) for M = 1..64, and the bits of the binaries
     Triton specializes per M class; rows still equal alone, split-K and tall launches included."""
     from inductor_bi.kernels import _launch, matmul
@@ -146,9 +130,9 @@ def test_one_binary_for_any_batch_gives_the_specialized_bits(dtype, monkeypatch)
     torch.manual_seed(0)
     a = torch.randn(4096, 2048, device="cuda", dtype=dtype)
     w = torch.randn(2048, 8192, device="cuda", dtype=dtype) / 2048**0.5
-    monkeypatch.setattr(configs, "ONE_BINARY_FOR_ANY_BATCH", False)
+    monkeypatch.setattr(matmul_table, "ONE_BINARY_FOR_ANY_BATCH", False)
     specialized = {m: invariant_matmul(a[:m], w) for m in (1, 7, 16, 33, 64)}
-    monkeypatch.setattr(configs, "ONE_BINARY_FOR_ANY_BATCH", True)
+    monkeypatch.setattr(matmul_table, "ONE_BINARY_FOR_ANY_BATCH", True)
     kernel = matmul._invariant_matmul_kernel
     assert _launch.compiled_kernel(kernel) is not kernel
     before = _launch.binaries_compiled(kernel)

@@ -13,7 +13,7 @@ from inductor_bi.kernels.reduction import (
     invariant_layer_norm,
     invariant_log_softmax,
     invariant_mean,
-    invariant_rms_norm,
+    invariant_rms_norm_rows,
     invariant_softmax,
     invariant_sum,
     invariant_var_mean,
@@ -48,8 +48,9 @@ def _row_ops(hidden, dtype):
         "var_mean": (lambda x: invariant_var_mean(x, [-1]), lambda x: torch.var_mean(x, -1)),
         "softmax": (lambda x: invariant_softmax(x, -1), lambda x: torch.softmax(x, -1)),
         "log_softmax": (lambda x: invariant_log_softmax(x, -1), lambda x: torch.log_softmax(x, -1)),
+        # The fused RMSNorm row kernel the backend uses (passes/rms_norm.py), no cast before the weight.
         "rms_norm": (
-            lambda x: invariant_rms_norm(x, 1, w, 1e-6),
+            lambda x: invariant_rms_norm_rows(x, 1e-6, w, None, x.dtype)[0],
             lambda x: torch.nn.functional.rms_norm(x, [hidden], w64, 1e-6),
         ),
         "layer_norm": (
