@@ -117,7 +117,7 @@ def graphs(monkeypatch):
     return recorder.rewritten
 
 
-# benchmarks/diagnose_length.py's names for tests/gpu/test_hf_gpu.py's model: tests/_zoo.HF_GPU
+# tools/diagnose/diagnose_length.py's names for tests/gpu/test_hf_gpu.py's model: tests/_zoo.HF_GPU
 # by Llama-style config names, built by the zoo's builders.
 HF_GPU_SIZE = _zoo.llama_config(_zoo.HF_GPU)
 HF_GPU_HEAD_DIM, HF_GPU_MOE = _zoo.HF_GPU.head_dim, (_zoo.HF_GPU.experts, _zoo.HF_GPU.moe_intermediate)

@@ -325,7 +325,7 @@ def benchmarks_page() -> str:
         "its device, versions and date; one current file per benchmark and GPU, git keeps the past).",
         "`benchmarks/NOTES.md` explains the numbers.",
         "",
-        "Speed as users call it: `benchmarks/bench_hf_models.py` times a whole `forward` of Hugging Face",
+        "Speed as users call it: `benchmarks/hf_models.py` times a whole `forward` of Hugging Face",
         "models, stock `torch.compile` vs the backend (`hf_models.json`, the README's first Results table,",
         "generated from it): `HF_ARGS=\"--models llama --shapes small\" bash benchmarks/run_gpu.sh OUT_DIR models`",
         "(`HF_ARGS`: the script's subset flags; rows merge into an existing `OUT_DIR/hf_models.json`). The",
@@ -342,7 +342,7 @@ def benchmarks_page() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# README: the speed table of benchmarks/bench_hf_models.py, between markers
+# README: the speed table of benchmarks/hf_models.py, between markers
 # ---------------------------------------------------------------------------------------------
 
 README = "README.md"
@@ -438,7 +438,7 @@ def hf_models_block(doc: dict) -> str:
         f"### Speed as users call it: Hugging Face models (targets: >= {SPEED_TARGET}x stock `torch.compile` in "
         f"both modes, compile time <= {COMPILE_TARGET}x stock)",
         "",
-        f"From [`{HF_MODELS}`]({HF_MODELS}), written by `benchmarks/bench_hf_models.py` (models built from "
+        f"From [`{HF_MODELS}`]({HF_MODELS}), written by `benchmarks/hf_models.py` (models built from "
         "their transformers configs, random weights).",
         "",
     ]

@@ -5,7 +5,7 @@ KV cache), at batch 1, 8, 64; compile times; number of compilations. Side by sid
 Writes e2e.json and e2e.png (speed ratios per batch, compile windows); ``--plot-only`` redraws the
 PNG from an existing e2e.json.
 
-    python benchmarks/bench_e2e.py --preset llama-1b --out benchmarks/results
+    python -m benchmarks e2e --preset llama-1b --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 import torch
 from triton.runtime.jit import JITFunction
 
-from common import environment, knob_values, median_ms, write_json
+from benchmarks.common import environment, knob_values, median_ms, write_json
 from inductor_bi.kernels import _launch, configs
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
