@@ -479,7 +479,7 @@ ATTENTION_FOLD_KV_GATHER = True
 # or what is computed (keys past Lk and padded head-dim columns arrive as zeros either way; the
 # same PTX float ops, tests/test_kernels_sm90_codegen). The pointer loads' 64-bit addresses held
 # registers: the sm_90 prefill kernel spills 17 stores with TMA, 49 with pointers (decode: 210 vs
-# 246 registers). On since v10 (timing: benchmarks/NOTES.md v10).
+# 246 registers). On since v10 (timing: docs/decisions.md v10).
 ATTENTION_USE_TMA = True
 
 
@@ -546,7 +546,7 @@ ONE_BINARY_FOR_ANY_BATCH = True
 
 # The knobs above that choose how fast, never whether a row is invariant (each has its reason and
 # its measurements where it is defined); ``explain`` reports their values. Off ones wait for a GPU
-# timing (benchmarks/NOTES.md).
+# timing (docs/decisions.md).
 SPEED_KNOBS = {
     "MATMUL_USE_TMA": "Hopper tiles fetched by TMA descriptors",
     "MATMUL_MERGE_IN_LAST_PROGRAM": "split-K partials merged by the tile's last chunk program",
