@@ -1,4 +1,4 @@
-"""End to end: the Llama-style model of examples/llm.py, stock torch.compile vs the backend, bf16.
+"""End to end: the Llama-style model of examples/model.py, stock torch.compile vs the backend, bf16.
 
 Prefill (forward over B x L tokens, causal) and one decode step (step() with B tokens against a
 KV cache), at batch 1, 8, 64; compile times; number of compilations. Side by side in one run.
@@ -24,7 +24,7 @@ from benchmarks.common import environment, knob_values, median_ms, write_json
 from inductor_bi.kernels import _launch, configs
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
-from llm import PRESETS, build_model  # noqa: E402
+from model import PRESETS, build_model  # noqa: E402
 
 MODES = {
     "stock": lambda fn: torch.compile(fn, dynamic=True),

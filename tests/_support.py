@@ -30,6 +30,11 @@ def load_example(name: str):
     return load_file(f"examples/{name}.py", f"{name}_example")
 
 
+def load_model_file():
+    """examples/model.py (the Llama-style model), as the module examples/llm.py imports: one set of classes."""
+    return load_file("examples/model.py", "model")
+
+
 def sdpa_float64_reference(q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
     """softmax(q k^T * scale + mask) v in float64, by torch's math SDPA (a row that sees no key
     gives 0, as the kernel's does). With both a mask and

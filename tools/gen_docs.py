@@ -151,21 +151,21 @@ def transformer_block_training():
 
 
 def _llm_model():
-    llm = load_example("llm")
-    args = dataclasses.replace(llm.PRESETS["tiny"], n_layers=1)
-    return llm, args, llm.build_model(args, "cpu", torch.bfloat16)
+    llama = load_example("model")
+    args = dataclasses.replace(llama.PRESETS["tiny"], n_layers=1)
+    return llama, args, llama.build_model(args, "cpu", torch.bfloat16)
 
 
 @_seeded
 def llama_prefill():
-    """examples/llm.py's Llama-style decoder (tiny preset, 1 layer), bf16: forward(tokens [2, 16])."""
+    """examples/model.py's Llama-style decoder (tiny preset, 1 layer), bf16: forward(tokens [2, 16])."""
     _, args, model = _llm_model()
     return model, (torch.randint(0, args.vocab_size, (2, 16)),)
 
 
 @_seeded
 def llama_serving_step():
-    """examples/llm.py's decoder, one serving-engine step: 5 tokens of any requests against the
+    """examples/model.py's decoder, one serving-engine step: 5 tokens of any requests against the
     KV cache, each a one-query attention over its own cache slot (Transformer.step)."""
     _, args, model = _llm_model()
     t = 5
@@ -191,8 +191,8 @@ EXAMPLES = [
     Example("mlp", "SwiGLU MLP", mlp, grad=False),
     Example("transformer-block", "Transformer block (inference)", transformer_block, grad=False),
     Example("transformer-block-training", "Transformer block with a loss (training)", transformer_block_training, grad=True),
-    Example("llama-prefill", "Llama-style decoder: prefill / trainer forward", llama_prefill, grad=False, needs="llm"),
-    Example("llama-serving-step", "Llama-style decoder: one serving step against the KV cache", llama_serving_step, grad=False, needs="llm"),
+    Example("llama-prefill", "Llama-style decoder: prefill / trainer forward", llama_prefill, grad=False, needs="model"),
+    Example("llama-serving-step", "Llama-style decoder: one serving step against the KV cache", llama_serving_step, grad=False, needs="model"),
     Example("guard-index-add", "A model the strict guard rejects (index_add)", bucket_scores, grad=False),
 ]
 

@@ -22,7 +22,7 @@ from benchmarks.e2e import MODES, compile_first_calls, compile_phases
 from benchmarks.common import environment
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
-from llm import PRESETS, build_model  # noqa: E402
+from model import PRESETS, build_model  # noqa: E402
 
 
 def main():

@@ -22,7 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
 from benchmarks.e2e import MODES, call_inputs  # noqa: E402
 from benchmarks.common import environment  # noqa: E402
-from llm import PRESETS, build_model  # noqa: E402
+from model import PRESETS, build_model  # noqa: E402
 
 ITERS = 10
 

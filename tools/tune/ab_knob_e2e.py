@@ -31,7 +31,7 @@ import inductor_bi  # noqa: E402,F401
 import inductor_bi.hooks as hooks  # noqa: E402
 from inductor_bi.backend import batch_invariant  # noqa: E402
 from inductor_bi.kernels import configs  # noqa: E402
-from llm import PRESETS, build_model  # noqa: E402
+from model import PRESETS, build_model  # noqa: E402
 
 
 def main():
