@@ -15,17 +15,19 @@
 #             call's limit (RL_CONTENDERS picks one for a call of its own; RL_ARGS e.g. "--steps 10");
 #             rl.json / rl.png
 #   llm       examples/llm.py serving: 500 requests, quick run, stock report (~370 s)
-#   bench     matmul vs cuBLAS, attention vs SDPA, packed and unpacked GQA (not timed as a part)
-#   e2e       the llama-1b model end to end vs stock torch.compile (~300 s with its compiles)
-#   tune      sweeps: small-M split-K strategies (merge tile, PDL; bitwise vs the shipped kernel,
+#   bench     matmul vs cuBLAS, attention vs SDPA, packed and unpacked GQA (not timed as a part):
+#             python -m benchmarks matmul / attention
+#   e2e       the llama-1b model end to end vs stock torch.compile (~300 s with its compiles):
+#             python -m benchmarks e2e
+#   tune      sweeps (tools/tune/): small-M split-K strategies (merge tile, PDL; bitwise vs the shipped kernel,
 #             ~60 s), matmul tiles / fetch paths (bitwise vs the v4 kernel; H200, v9: 9 candidates
-#             x 30 cases in 203 s: run tune_matmul.py on its own), attention
+#             x 30 cases in 203 s: run tools/tune/tune_matmul.py on its own), attention
 #             tiles (not part of `all`: run when changing configs; more than one call's limit)
 #   ab        alternating A/B of configs knobs on the llama-1b decode step, bits compared, what
-#             each compile rewrote printed (AB_KNOB: ab_knob_e2e.py's arguments, required, e.g.
+#             each compile rewrote printed (AB_KNOB: tools/tune/ab_knob_e2e.py's arguments, required, e.g.
 #             AB_KNOB="--compile-time REDUCTION_FUSE_RMS_NORM=0"; H200, v9: three compile-time
 #             specs, a model copy compiled for each, ~160 s)
-#   models    Hugging Face models as users call them (benchmarks/bench_hf_models.py): Llama, Qwen3,
+#   models    Hugging Face models as users call them (python -m benchmarks models): Llama, Qwen3,
 #             GPT-2, Qwen3-MoE forward, stock torch.compile vs the backend, modes default and
 #             reduce-overhead, prefill and one decode step; hf_models.json / .png, rows merged into
 #             an existing one. HF_ARGS: the script's subset flags, e.g. HF_ARGS="--models llama,gpt2
@@ -79,14 +81,14 @@ for part in "${parts[@]}"; do
     rl) for who in ${RL_CONTENDERS:-stock batch_invariant}; do
           timeout 570 python3 examples/rl.py --device cuda --contenders "$who" --out "$out" ${RL_ARGS:-} 2>&1 | tee -a "$log" | grep -v Warn | tail -30
         done ;;
-    bench) { timeout 300 python3 benchmarks/bench_matmul.py --out "$out"; timeout 240 python3 benchmarks/bench_attention.py --out "$out"; } 2>&1 | tee -a "$log" | tail -40 ;;
-    e2e) timeout 570 python3 benchmarks/bench_e2e.py --out "$out" 2>&1 | tee -a "$log" | tail -12 ;;
-    models) timeout 570 python3 benchmarks/bench_hf_models.py --out "$out" ${HF_ARGS:-} 2>&1 | tee -a "$log" | grep -v Warn | tail -60 ;;
+    bench) { timeout 300 python3 -m benchmarks matmul --out "$out"; timeout 240 python3 -m benchmarks attention --out "$out"; } 2>&1 | tee -a "$log" | tail -40 ;;
+    e2e) timeout 570 python3 -m benchmarks e2e --out "$out" 2>&1 | tee -a "$log" | tail -12 ;;
+    models) timeout 570 python3 -m benchmarks models --out "$out" ${HF_ARGS:-} 2>&1 | tee -a "$log" | grep -v Warn | tail -60 ;;
     zoo) INDUCTOR_BI_ZOO_GPU_JSON="$out/models-gpu.json" INDUCTOR_BI_ZOO_DTYPES=${INDUCTOR_BI_ZOO_DTYPES:-bfloat16} \
            tests "$log" 570 tests/gpu/test_zoo_gpu.py ;;
-    ab) [ -n "${AB_KNOB:-}" ] || { echo "ab: set AB_KNOB to ab_knob_e2e.py's arguments" >&2; exit 2; }
-        (cd benchmarks && timeout 450 python3 ab_knob_e2e.py $AB_KNOB) 2>&1 | tee -a "$log" | grep -v Warn | tail -14 ;;
-    tune) { timeout 150 python3 benchmarks/tune_split_k.py; timeout 420 python3 benchmarks/tune_matmul.py --out "$out"; timeout 240 python3 benchmarks/tune_attention.py; } 2>&1 | tee -a "$log" | grep -v Warn | tail -70 ;;
+    ab) [ -n "${AB_KNOB:-}" ] || { echo "ab: set AB_KNOB to tools/tune/ab_knob_e2e.py's arguments" >&2; exit 2; }
+        timeout 450 python3 tools/tune/ab_knob_e2e.py $AB_KNOB 2>&1 | tee -a "$log" | grep -v Warn | tail -14 ;;
+    tune) { timeout 150 python3 tools/tune/tune_split_k.py; timeout 420 python3 tools/tune/tune_matmul.py --out "$out"; timeout 240 python3 tools/tune/tune_attention.py; } 2>&1 | tee -a "$log" | grep -v Warn | tail -70 ;;
     *) echo "unknown part: $part (kernels, attention, launches, hf, llm, rl, bench, e2e, models, zoo, ab, tune, all)" >&2; exit 2 ;;
   esac
 done

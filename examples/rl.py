@@ -1,6 +1,6 @@
 """RL fine-tuning that is truly on-policy: the sampler's log-probs are the trainer's, bit for bit.
 
-A GRPO-style loop on the Llama-style decoder of examples/llm.py. Each step the serving engine
+A GRPO-style loop on the Llama-style decoder of examples/model.py. Each step the serving engine
 (KV cache, dynamic batching, chunked prefill mixed with decode) samples a group of completions per
 prompt, every request with its own seeded noise, and records each sampled token's log-prob. A
 task with a checkable reward scores each completion exactly from its tokens. The trainer
@@ -48,8 +48,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import llm  # noqa: E402  (examples/llm.py: the model, the serving engine; it registers the backend)
-from llm import Engine, EngineConfig, ModelArgs, Request, compile_for  # noqa: E402
+import llm  # noqa: E402  (examples/llm.py: the serving engine; it registers the backend)
+import model as llama  # noqa: E402  (examples/model.py: the Llama-style model)
+from llm import Engine, EngineConfig, Request, compile_for  # noqa: E402
+from model import ModelArgs  # noqa: E402
 
 from inductor_bi.onpolicy import token_logprobs  # noqa: E402  (picks by indexing: its gradient trains under strict mode)
 
@@ -106,9 +108,9 @@ PRESETS = {
         dtype="float32", steps=10, prompts=2, group=4, prompt_len=(2, 5), completion_len=4, modulus=4, lr=5e-2,
         clip=0.2, train_batch=4, max_tokens_per_step=8, max_prefill_chunk=3, kv_len_multiple=8, arrival_window=3,
     ),
-    # Llama-3.2-1B's shapes (examples/llm.py's llama-1b) in bf16, trained on fp32 master weights.
+    # Llama-3.2-1B's shapes (examples/model.py's llama-1b) in bf16, trained on fp32 master weights.
     "gpu": RLConfig(
-        model=replace(llm.PRESETS["llama-1b"], max_seq_len=128, max_batch=64),
+        model=replace(llama.PRESETS["llama-1b"], max_seq_len=128, max_batch=64),
         dtype="bfloat16", steps=20, prompts=16, group=8, prompt_len=(16, 64), completion_len=32, modulus=4, lr=3e-5,
         clip=0.2, train_batch=16, max_tokens_per_step=512, max_prefill_chunk=48, kv_len_multiple=32, arrival_window=24,
     ),
@@ -135,7 +137,7 @@ class Contender:
         self.name, self.cfg, self.device = name, cfg, torch.device(device)
         dtype = getattr(torch, cfg.dtype)
         torch._dynamo.reset()  # each contender compiles from scratch
-        self.sampler = llm.build_model(cfg.model, self.device, dtype, seed=cfg.seed)  # eval, no grad, KV cache
+        self.sampler = llama.build_model(cfg.model, self.device, dtype, seed=cfg.seed)  # eval, no grad, KV cache
         self.trainer = copy.deepcopy(self.sampler).train().requires_grad_(True)
         for layer in self.trainer.layers:
             layer.self_attn.kv_cache = None  # the trainer sees whole sequences

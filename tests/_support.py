@@ -30,6 +30,11 @@ def load_example(name: str):
     return load_file(f"examples/{name}.py", f"{name}_example")
 
 
+def load_model_file():
+    """examples/model.py (the Llama-style model), as the module examples/llm.py imports: one set of classes."""
+    return load_file("examples/model.py", "model")
+
+
 def sdpa_float64_reference(q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
     """softmax(q k^T * scale + mask) v in float64, by torch's math SDPA (a row that sees no key
     gives 0, as the kernel's does). With both a mask and
@@ -120,7 +125,7 @@ def graphs(monkeypatch):
     return recorder.rewritten
 
 
-# benchmarks/diagnose_length.py's names for tests/gpu/test_hf_gpu.py's model: tests/_zoo.HF_GPU
+# tools/diagnose/diagnose_length.py's names for tests/gpu/test_hf_gpu.py's model: tests/_zoo.HF_GPU
 # by Llama-style config names, built by the zoo's builders.
 HF_GPU_SIZE = _zoo.llama_config(_zoo.HF_GPU)
 HF_GPU_HEAD_DIM, HF_GPU_MOE = _zoo.HF_GPU.head_dim, (_zoo.HF_GPU.experts, _zoo.HF_GPU.moe_intermediate)

@@ -57,7 +57,7 @@ ZOO_CPU = Size(hidden=32, layers=2, heads=4, kv_heads=2, intermediate=64, vocab=
 ZOO_GPU = Size(hidden=256, layers=2, heads=8, kv_heads=2, intermediate=512, vocab=1024, seq=32,
                experts=8, image=32, mel_frames=64, audio=800)  # fmt: skip
 # tests/gpu/test_hf_gpu.py's Llama / Qwen3 / GPT-2 / Qwen3-MoE (a moderate real size), also
-# benchmarks/diagnose_length.py's model. tests/test_hf_models.py has its CPU size.
+# tools/diagnose/diagnose_length.py's model. tests/test_hf_models.py has its CPU size.
 HF_GPU = Size(hidden=1024, layers=4, heads=16, kv_heads=4, intermediate=2816, vocab=32000, seq=128,
               experts=8, moe_intermediate=512, positions=1024)  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""benchmarks/bench_hf_models.py on the CPU at its tiniest (hidden 32, one layer, S = 8): both
+"""benchmarks/hf_models.py on the CPU at its tiniest (hidden 32, one layer, S = 8): both
 contenders compile and time a prefill and a decode step, the JSON has every key the GPU runs are
 read by, and a second run over another subset merges into the same file."""
 
@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 
 from tests._support import load_file  # noqa: E402
 
-bench = load_file("benchmarks/bench_hf_models.py", "bench_hf_models")
+bench = load_file("benchmarks/hf_models.py", "bench_hf_models")
 
 ROW_KEYS = {"model", "shape", "phase", "batch", "seq", "mode", "stock_ms", "ours_ms", "ratio",
             "stock_compile_s", "ours_compile_s", "stock_recompiles", "ours_recompiles",

@@ -1,4 +1,4 @@
-"""benchmarks/diagnose_length.py, the tool that localised the padded-vs-unpadded defect: it must
+"""tools/diagnose/diagnose_length.py, the tool that localised the padded-vs-unpadded defect: it must
 name the first op whose output differs on the common prefix, and pass a model that is invariant."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 
 from tests._support import load_file
 
-diagnose = load_file("benchmarks/diagnose_length.py", "diagnose_length")
+diagnose = load_file("tools/diagnose/diagnose_length.py", "diagnose_length")
 
 
 def test_first_difference_names_the_op_and_the_position():

@@ -126,7 +126,7 @@ def _check_graph(r, gm):
     assert "inductor_bi.invariant_matmul.default" in targets
     # No op on a host scalar feeds our ops: Inductor compiles a C++ kernel for one even in a GPU
     # model, where stock folds the scalar into a GPU kernel (a norm's unspecialized eps widened
-    # on the host cost ~37 s of a llama-1b compile, NOTES v12). Host scalars feeding aten ops
+    # on the host cost ~37 s of a llama-1b compile, docs/decisions.md, v12). Host scalars feeding aten ops
     # (HF's rotary attention_scaling) are the model's, the same as stock.
     host_ops_feeding_ours = [
         n.format_node() for n in gm.graph.nodes

@@ -241,7 +241,7 @@ def test_sm90_one_binary_for_every_batch_adding_in_fp32_only(dtype):
     conversions and fp32 adds, no fma."""
     from tests._support import load_file
 
-    inspect_kernels = load_file("benchmarks/inspect_kernels.py", "inspect_kernels")
+    inspect_kernels = load_file("tools/diagnose/inspect_kernels.py", "inspect_kernels")
     keys = {inspect_kernels.binary_key(*_sm90_launch(dtype, n, 32000, 4096)) for n in (1, 7, 16, 4096)}
     assert len(keys) == 1, keys
     ops = [inspect_kernels.float_ops(inspect_kernels.compile_for_h100(*_sm90_launch(dtype, 7, 32000, c))) for c in (4096, 77, 1)]

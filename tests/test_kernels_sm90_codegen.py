@@ -1,5 +1,5 @@
 """What the H100 will run, checked without a GPU: the shipped kernels compiled for sm_90 exactly as
-a Llama-sized call specializes them (benchmarks/inspect_kernels.py). A change that stops the
+a Llama-sized call specializes them (tools/diagnose/inspect_kernels.py). A change that stops the
 software pipeline, drops Hopper's wgmma or makes the matmul spill shows here, before any device
 time is spent on finding out why it got slow."""
 
@@ -14,7 +14,7 @@ from inductor_bi.kernels import _device, attention_table, matmul_table, reductio
 
 from tests._support import load_file
 
-inspect_kernels = load_file("benchmarks/inspect_kernels.py", "inspect_kernels")
+inspect_kernels = load_file("tools/diagnose/inspect_kernels.py", "inspect_kernels")
 
 
 def _compiled(calls):

@@ -26,10 +26,11 @@ from inductor_bi.testing import (
     row_positions,
     sub_batches,
 )
-from tests._support import load_example
+from tests._support import load_example, load_model_file
 
 
 llm = load_example("llm")
+llama = load_model_file()  # examples/model.py
 
 # Three submissions of one 12-token prompt (prefilled in chunks of up to 5) among three companions.
 WORKLOAD = llm.Workload(runs=3, requests=3, target_prompt_len=12, prompt_len=(3, 8), max_new_tokens=(2, 4), target_new_tokens=3, seed=3)
@@ -37,12 +38,12 @@ ENGINE = llm.EngineConfig(max_tokens_per_step=12, max_prefill_chunk=5, seed=3)
 
 
 def target_prompt(workload):
-    return next(r.prompt for r in workload.build(llm.ModelArgs().vocab_size, llm.ModelArgs().max_batch) if r.is_target)
+    return next(r.prompt for r in workload.build(llama.ModelArgs().vocab_size, llama.ModelArgs().max_batch) if r.is_target)
 
 
 @pytest.fixture(scope="module")
 def model():
-    m = llm.build_model(llm.ModelArgs(), "cpu", torch.float32, seed=0)
+    m = llama.build_model(llama.ModelArgs(), "cpu", torch.float32, seed=0)
     llm.plant_near_ties(m, target_prompt(WORKLOAD), WORKLOAD.target_new_tokens)
     return m
 
@@ -51,7 +52,7 @@ def test_near_ties_sit_on_the_decision_boundary_and_move_nothing_else():
     """Every point of both branches of the first 3 generated tokens: the top two logits are less
     than one ulp apart in exact arithmetic, the higher id ahead (argmax gives an exact tie to the
     lower id); every other logit there, and every weight but the runner-up rows, is unchanged."""
-    m = llm.build_model(llm.ModelArgs(), "cpu", torch.float32, seed=0)
+    m = llama.build_model(llama.ModelArgs(), "cpu", torch.float32, seed=0)
     before = {k: v.clone() for k, v in m.state_dict().items()}
     prompt = target_prompt(WORKLOAD)
     ties = llm.plant_near_ties(m, prompt, 3)
@@ -152,7 +153,7 @@ class BatchStatsRMSNorm(nn.Module):
 
 
 def test_assert_batch_invariant_names_the_first_diverging_layer():
-    model = llm.build_model(llm.ModelArgs(), "cpu", torch.float32, seed=0)
+    model = llama.build_model(llama.ModelArgs(), "cpu", torch.float32, seed=0)
     model.layers[0].input_layernorm = BatchStatsRMSNorm(model.layers[0].input_layernorm)
     tokens = torch.randint(0, 256, (3, 8))
     with pytest.raises(AssertionError) as err:
@@ -166,7 +167,7 @@ def test_assert_batch_invariant_names_the_first_diverging_layer():
 def test_diverging_layer_is_found_through_a_compiled_module():
     """The hooks must fire inside a torch.compile'd module (a fresh compile with the same
     backend: here Dynamo's eager backend, to keep the test fast)."""
-    model = llm.build_model(llm.ModelArgs(n_layers=1), "cpu", torch.float32, seed=0)
+    model = llama.build_model(llama.ModelArgs(n_layers=1), "cpu", torch.float32, seed=0)
     model.layers[0].input_layernorm = BatchStatsRMSNorm(model.layers[0].input_layernorm)
     compiled = torch.compile(model, backend="eager", dynamic=True)
     tokens = torch.randint(0, 256, (2, 6))
@@ -192,7 +193,7 @@ def test_cache_read_in_place_and_fused_norms_give_the_same_step(model, graphs):
     for m in models:
         m.setup_kv_cache()
     steps = [torch.compile(m.step, backend=functools.partial(batch_invariant), dynamic=True) for m in models]
-    args = llm.ModelArgs()
+    args = llama.ModelArgs()
     b = 3
     call = (torch.randint(0, args.vocab_size, (b,)), torch.arange(b) % args.max_batch, torch.full((b,), 6), 9)
     graph_knobs = dict(ATTENTION_FOLD_KV_GATHER=True, REDUCTION_FOLD_RESIDUAL_ADD=True, REDUCTION_FUSE_RMS_NORM=True)
@@ -230,7 +231,7 @@ def test_host_scalars_reach_our_ops_only_where_read_on_the_host(model, graphs):
     m = copy.deepcopy(model)
     m.setup_kv_cache()
     step = torch.compile(m.step, backend=functools.partial(batch_invariant), dynamic=True)
-    args = llm.ModelArgs()
+    args = llama.ModelArgs()
     b = 3
     with torch.no_grad():
         step(torch.randint(0, args.vocab_size, (b,)), torch.arange(b) % args.max_batch, torch.full((b,), 6), 9)

@@ -325,7 +325,7 @@ def test_the_forward_saves_only_its_inputs_so_training_graphs_launch_it_too():
     assert len(saved) == 4 and all(s is x for s, x in zip(saved, (q, k, v, mask)))
 
 
-inspect_kernels = load_file("benchmarks/inspect_kernels.py", "inspect_kernels")
+inspect_kernels = load_file("tools/diagnose/inspect_kernels.py", "inspect_kernels")
 
 # What Inductor's launcher compiles a kernel it launches with (torch 2.13,
 # triton_heuristics.CachingAutotuner._create_compile_options): the config's warps and stages,

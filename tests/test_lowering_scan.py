@@ -128,7 +128,7 @@ def test_a_non_contiguous_input_is_copied_for_the_kernel():
 
 
 # ---------------------------------------------------------------------------------------------
-# What the H100 compiles, checked without a GPU (benchmarks/inspect_kernels.py): Inductor's
+# What the H100 compiles, checked without a GPU (tools/diagnose/inspect_kernels.py): Inductor's
 # launch of the scan kernel and the custom op's must be one arithmetic.
 # ---------------------------------------------------------------------------------------------
 
@@ -142,7 +142,7 @@ def _compiled_for_h100(op: str, dtype: torch.dtype, length_divisible_by_16: bool
 
     from tests._support import load_file
 
-    inspect_kernels = load_file("benchmarks/inspect_kernels.py", "inspect_kernels")
+    inspect_kernels = load_file("tools/diagnose/inspect_kernels.py", "inspect_kernels")
     x = torch.empty(4, 1024, device="meta", dtype=dtype)
     launch = dict(OP=scan_kernel.OPS.index(op), BLOCK=scan_kernel.SCAN_BLOCK_CUDA, ACC=scan_kernel._acc_dtype(dtype),
                   num_warps=scan_kernel.SCAN_WARPS, num_stages=scan_kernel.SCAN_STAGES)  # fmt: skip

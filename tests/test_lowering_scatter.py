@@ -256,7 +256,7 @@ def test_histc_with_edges_no_float_of_the_dtype_holds_equals_aten(dtype):
 
 
 # ---------------------------------------------------------------------------------------------
-# What the H100 compiles, checked without a GPU (benchmarks/inspect_kernels.py).
+# What the H100 compiles, checked without a GPU (tools/diagnose/inspect_kernels.py).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -274,7 +274,7 @@ def test_grouped_kernel_runs_invariant_matmuls_float_ops_on_sm90(monkeypatch, dt
     share it: tests/test_kernels_sm90_codegen.py)."""
     from tests._support import load_file
 
-    inspect_kernels = load_file("benchmarks/inspect_kernels.py", "inspect_kernels")
+    inspect_kernels = load_file("tools/diagnose/inspect_kernels.py", "inspect_kernels")
     launches = []
     monkeypatch.setattr(scatter_kernel, "launch", lambda kernel, grid, device, *args, **kwargs: launches.append((kernel, args, kwargs)))
     monkeypatch.setattr(_launch, "uses_interpreter", lambda device: False)

@@ -172,7 +172,7 @@ def test_rms_norm_and_its_residual_add_run_as_one_row_kernel(graphs, monkeypatch
 
 
 class WidenedRMSNorm(nn.Module):
-    """examples/llm.py's RMSNorm: statistics in fp32, eps a module attribute."""
+    """examples/model.py's RMSNorm: statistics in fp32, eps a module attribute."""
 
     def __init__(self, d, eps=1e-5):
         super().__init__()

@@ -151,21 +151,21 @@ def transformer_block_training():
 
 
 def _llm_model():
-    llm = load_example("llm")
-    args = dataclasses.replace(llm.PRESETS["tiny"], n_layers=1)
-    return llm, args, llm.build_model(args, "cpu", torch.bfloat16)
+    llama = load_example("model")
+    args = dataclasses.replace(llama.PRESETS["tiny"], n_layers=1)
+    return llama, args, llama.build_model(args, "cpu", torch.bfloat16)
 
 
 @_seeded
 def llama_prefill():
-    """examples/llm.py's Llama-style decoder (tiny preset, 1 layer), bf16: forward(tokens [2, 16])."""
+    """examples/model.py's Llama-style decoder (tiny preset, 1 layer), bf16: forward(tokens [2, 16])."""
     _, args, model = _llm_model()
     return model, (torch.randint(0, args.vocab_size, (2, 16)),)
 
 
 @_seeded
 def llama_serving_step():
-    """examples/llm.py's decoder, one serving-engine step: 5 tokens of any requests against the
+    """examples/model.py's decoder, one serving-engine step: 5 tokens of any requests against the
     KV cache, each a one-query attention over its own cache slot (Transformer.step)."""
     _, args, model = _llm_model()
     t = 5
@@ -191,8 +191,8 @@ EXAMPLES = [
     Example("mlp", "SwiGLU MLP", mlp, grad=False),
     Example("transformer-block", "Transformer block (inference)", transformer_block, grad=False),
     Example("transformer-block-training", "Transformer block with a loss (training)", transformer_block_training, grad=True),
-    Example("llama-prefill", "Llama-style decoder: prefill / trainer forward", llama_prefill, grad=False, needs="llm"),
-    Example("llama-serving-step", "Llama-style decoder: one serving step against the KV cache", llama_serving_step, grad=False, needs="llm"),
+    Example("llama-prefill", "Llama-style decoder: prefill / trainer forward", llama_prefill, grad=False, needs="model"),
+    Example("llama-serving-step", "Llama-style decoder: one serving step against the KV cache", llama_serving_step, grad=False, needs="model"),
     Example("guard-index-add", "A model the strict guard rejects (index_add)", bucket_scores, grad=False),
 ]
 
@@ -322,10 +322,25 @@ def benchmarks_page() -> str:
         "# Benchmarks",
         "",
         f"Plots and raw results committed under `{BENCHMARK_RESULTS}/` (GPU runs; each result file names",
-        "its device, versions and date; one current file per benchmark and GPU, git keeps the past).",
-        "`benchmarks/NOTES.md` explains the numbers.",
+        "its device, versions and date; one current file per benchmark and GPU: unsuffixed the newest run,",
+        "`_h100` the H100's last; git keeps the past). `docs/decisions.md` says what each number decided.",
         "",
-        "Speed as users call it: `benchmarks/bench_hf_models.py` times a whole `forward` of Hugging Face",
+        "One command per question, from the repository root (arguments pass through; `--help` lists them):",
+        "",
+        "| command | question | file |",
+        "| --- | --- | --- |",
+        "| `python -m benchmarks models` | Hugging Face models as users call them, stock vs the backend | `benchmarks/hf_models.py` |",
+        "| `python -m benchmarks matmul` | `invariant_matmul` vs cuBLAS, M = 1..8192 | `benchmarks/matmul.py` |",
+        "| `python -m benchmarks attention` | `fixed_split_attention` vs SDPA, prefill and decode | `benchmarks/attention.py` |",
+        "| `python -m benchmarks e2e` | the llama-1b model (`examples/model.py`) end to end | `benchmarks/e2e.py` |",
+        "| `python -m benchmarks serving` | is a served request's output its own? | `examples/llm.py` |",
+        "| `python -m benchmarks rl` | sampler vs trainer log-probs in an RL loop | `examples/rl.py` |",
+        "",
+        "`bash benchmarks/run_gpu.sh OUT_DIR PART` runs them (and the GPU tests) in parts that fit a",
+        "10-minute device call. Tuning sweeps and knob A/Bs are in `tools/tune/`, diagnosis and profiling",
+        "in `tools/diagnose/` (run with `PYTHONPATH=.`).",
+        "",
+        "Speed as users call it: `python -m benchmarks models` times a whole `forward` of Hugging Face",
         "models, stock `torch.compile` vs the backend (`hf_models.json`, the README's first Results table,",
         "generated from it): `HF_ARGS=\"--models llama --shapes small\" bash benchmarks/run_gpu.sh OUT_DIR models`",
         "(`HF_ARGS`: the script's subset flags; rows merge into an existing `OUT_DIR/hf_models.json`). The",
@@ -342,7 +357,7 @@ def benchmarks_page() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# README: the speed table of benchmarks/bench_hf_models.py, between markers
+# README: the speed table of benchmarks/hf_models.py, between markers
 # ---------------------------------------------------------------------------------------------
 
 README = "README.md"
@@ -438,7 +453,7 @@ def hf_models_block(doc: dict) -> str:
         f"### Speed as users call it: Hugging Face models (targets: >= {SPEED_TARGET}x stock `torch.compile` in "
         f"both modes, compile time <= {COMPILE_TARGET}x stock)",
         "",
-        f"From [`{HF_MODELS}`]({HF_MODELS}), written by `benchmarks/bench_hf_models.py` (models built from "
+        f"From [`{HF_MODELS}`]({HF_MODELS}), written by `benchmarks/hf_models.py` (models built from "
         "their transformers configs, random weights).",
         "",
     ]

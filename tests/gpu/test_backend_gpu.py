@@ -73,12 +73,12 @@ def test_serving_step_with_graph_knobs_on_keeps_rows_invariant_and_close():
     import functools
 
     from inductor_bi.backend import batch_invariant
+    from tests._support import load_model_file
     from inductor_bi.kernels import knobs
-    from tests._support import load_example
 
-    llm = load_example("llm")
-    args = llm.ModelArgs(vocab_size=4096, dim=1024, n_layers=2, n_heads=16, n_kv_heads=4, ffn_dim=2816, max_seq_len=512, max_batch=64)
-    model = llm.build_model(args, "cuda", torch.bfloat16, seed=0)
+    llama = load_model_file()
+    args = llama.ModelArgs(vocab_size=4096, dim=1024, n_layers=2, n_heads=16, n_kv_heads=4, ffn_dim=2816, max_seq_len=512, max_batch=64)
+    model = llama.build_model(args, "cuda", torch.bfloat16, seed=0)
     models = [copy.deepcopy(model), copy.deepcopy(model)]
     for m in models:
         m.setup_kv_cache()

@@ -83,7 +83,7 @@ def test_row_alone_equals_row_in_batch(forward_run):
 def test_right_padded_row_equals_unpadded_row(forward_run):
     """Length invariance: the same tokens padded to a longer sequence give the same logits.
     This caught the attention kernel's row sum following the register layout that Triton picked
-    per specialization (a 128- or 80-key call vs a 77-key one): benchmarks/diagnose_length.py."""
+    per specialization (a 128- or 80-key call vs a 77-key one): tools/diagnose/diagnose_length.py."""
     assert_rows_equal(*forward_run.unpadded[:2], f"{forward_run.name}: {forward_run.unpadded[2]}")
 
 

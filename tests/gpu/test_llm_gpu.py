@@ -14,12 +14,13 @@ import time
 import pytest
 import torch
 
-from tests._support import load_example
+from tests._support import load_example, load_model_file
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 llm = load_example("llm")
+llama = load_model_file()  # examples/model.py
 
 # Companion requests: prompts of 16..300 tokens (chunked prefill above 256), 16..96 new tokens.
 # quick fits ~3 minutes on an H100 from a cold start (compiles included); full serves 500 requests
@@ -42,7 +43,7 @@ ENGINE = llm.EngineConfig(max_tokens_per_step=512, max_prefill_chunk=256, kv_len
 
 @pytest.fixture(scope="module")
 def model():
-    return llm.build_model(llm.PRESETS["llama-1b"], "cuda", torch.bfloat16, seed=0)
+    return llama.build_model(llama.PRESETS["llama-1b"], "cuda", torch.bfloat16, seed=0)
 
 
 @pytest.mark.parametrize("size", sorted(SIZES))

@@ -76,7 +76,7 @@ def test_llama_prefill_launched_gives_the_custom_op_bits_for_every_batch(monkeyp
             assert_rows_equal(got[:1], full[:1], f"row 0 alone in a batch of {batch} vs of 48")
 
 
-bench = load_file("benchmarks/bench_hf_models.py", "bench_hf_models")
+bench = load_file("benchmarks/hf_models.py", "bench_hf_models")
 
 
 def _decode_step(f, cache, rewind, step):

@@ -9,8 +9,8 @@ does (integers == 1 become constants, multiples of 16 and tensors get the divisi
 allocations are 16-byte aligned), and ``triton.compile`` targets sm_90. ptxas and cuobjdump come
 with Triton.
 
-    python benchmarks/inspect_kernels.py                 # shipped configs, Llama-3-8B-like calls
-    python benchmarks/inspect_kernels.py --matmul-candidates   # tune_matmul.py's tile candidates
+    PYTHONPATH=. python tools/diagnose/inspect_kernels.py                 # shipped configs, Llama-3-8B-like calls
+    PYTHONPATH=. python tools/diagnose/inspect_kernels.py --matmul-candidates   # tune_matmul.py's tile candidates
 """
 
 from __future__ import annotations
@@ -30,10 +30,9 @@ from triton.backends.compiler import GPUTarget
 from triton.backends.nvidia.compiler import CUDABackend
 from triton.compiler import ASTSource
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from common import pinned_matmul_tile  # noqa: E402
+from benchmarks.common import pinned_matmul_tile  # noqa: E402
 from inductor_bi.kernels import _device, _launch, attention, knobs, matmul, reduction, reduction_table  # noqa: E402
 from inductor_bi.kernels._launch import compiled_kernel  # noqa: E402
 

@@ -12,7 +12,7 @@ row's first L positions bitwise:
 In fx-eager mode the first graph node whose output differs (prefix-sliced along the length dim)
 is printed, which names the op that breaks length invariance.
 
-Usage: python benchmarks/diagnose_length.py [--model qwen3] [--length 77] [--pads 128,80,78]
+Usage: PYTHONPATH=. python tools/diagnose/diagnose_length.py [--model qwen3] [--length 77] [--pads 128,80,78]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pathlib
 
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
 import inductor_bi  # noqa: E402,F401  (registers the backend)
 from inductor_bi import backend  # noqa: E402

@@ -3,7 +3,7 @@
 Shapes: N=K=4096 and the Llama-3-8B projections, weights in nn.Linear layout ([N, K], used
 transposed). Writes JSON and a PNG plot (TFLOP/s and the ratio to cuBLAS per shape).
 
-    python benchmarks/bench_matmul.py --out benchmarks/results
+    python -m benchmarks matmul --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from common import environment, median_ms, write_json
+from benchmarks.common import environment, median_ms, write_json
 from inductor_bi.kernels.matmul import invariant_matmul
 
 SHAPES = {  # name: (N, K)

@@ -40,10 +40,10 @@ OUT/hf_models.json are merged (same model, shape, phase, batch, seq, mode: repla
 over different subsets build one file; ``--merge`` folds other runs' JSON files in, without
 running anything (one folder per GPU when run side by side).
 
-    python benchmarks/bench_hf_models.py --models llama --shapes 1b --modes default --out benchmarks/results
+    python -m benchmarks models --models llama --shapes 1b --modes default --out benchmarks/results
 
 Budget (estimates: llama-1b's cold compile of four graphs took ~95 s per contender in
-bench_e2e.py, H200 v13): one (model, 1b, mode) is ~4-6 graphs per contender, ~250-350 s with
+benchmarks/e2e.py, H200 v13): one (model, 1b, mode) is ~4-6 graphs per contender, ~250-350 s with
 its timings; one (model, small) with both modes ~250 s. All rows are ~55 minutes of one GPU: run
 one process per GPU (CUDA_VISIBLE_DEVICES, one --out folder each) and fold them into one file with
 --merge, e.g. on 8 GPUs one (model, mode) at 1b per GPU, then one model at small per GPU.
@@ -62,9 +62,9 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 import inductor_bi  # noqa: E402,F401  (registers backend="batch_invariant" where the package is not pip-installed)
-from common import cold_compile_caches, environment, median_wall_ms, merge_rows, write_json  # noqa: E402
+from benchmarks.common import cold_compile_caches, environment, median_wall_ms, merge_rows, write_json  # noqa: E402
 
 MODELS = ("llama", "qwen3", "gpt2", "qwen3_moe")
 MODES = ("default", "reduce-overhead")

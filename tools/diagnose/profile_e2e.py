@@ -5,7 +5,7 @@ Answers "which kernels make the gap" before a kernel is changed: the table lists
 phase, each kernel family's GPU microseconds per call, its launches per call, and the sum of
 kernel time against the wall time of the call (the rest is launch gaps and host work).
 
-    python benchmarks/profile_e2e.py --batches 1,64
+    PYTHONPATH=. python tools/diagnose/profile_e2e.py --batches 1,64
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
-from bench_e2e import MODES, call_inputs  # noqa: E402
-from common import environment  # noqa: E402
-from llm import PRESETS, build_model  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
+from benchmarks.e2e import MODES, call_inputs  # noqa: E402
+from benchmarks.common import environment  # noqa: E402
+from model import PRESETS, build_model  # noqa: E402
 
 ITERS = 10
 

@@ -2,7 +2,7 @@
 query, batch 16) against stock SDPA, and check each config keeps decode == prefill bitwise for a
 few tokens. Configs may depend on (head dim, dtype, device), never on Lq, batch or heads.
 
-    python benchmarks/tune_attention.py
+    PYTHONPATH=. python tools/tune/tune_attention.py
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from bench_attention import HEAD_DIM, HEADS, KV_HEADS
-from common import median_ms
+from benchmarks.attention import HEAD_DIM, HEADS, KV_HEADS
+from benchmarks.common import median_ms
 from inductor_bi.kernels import attention_table, knobs
 from inductor_bi.kernels.attention import fixed_split_attention
 from inductor_bi.kernels.attention_table import AttentionConfig

@@ -1,11 +1,11 @@
-"""End to end: the Llama-style model of examples/llm.py, stock torch.compile vs the backend, bf16.
+"""End to end: the Llama-style model of examples/model.py, stock torch.compile vs the backend, bf16.
 
 Prefill (forward over B x L tokens, causal) and one decode step (step() with B tokens against a
 KV cache), at batch 1, 8, 64; compile times; number of compilations. Side by side in one run.
 Writes e2e.json and e2e.png (speed ratios per batch, compile windows); ``--plot-only`` redraws the
 PNG from an existing e2e.json.
 
-    python benchmarks/bench_e2e.py --preset llama-1b --out benchmarks/results
+    python -m benchmarks e2e --preset llama-1b --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import time
 import torch
 from triton.runtime.jit import JITFunction
 
-from common import environment, knob_values, median_ms, write_json
+from benchmarks.common import environment, knob_values, median_ms, write_json
 from inductor_bi.kernels import _launch, knobs as kernel_knobs
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
-from llm import PRESETS, build_model  # noqa: E402
+from model import PRESETS, build_model  # noqa: E402
 
 MODES = {
     "stock": lambda fn: torch.compile(fn, dynamic=True),

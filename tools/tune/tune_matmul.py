@@ -8,7 +8,7 @@ k16 MMA instructions one K step issues, never the MMA instruction or their order
 another K chunk is another arithmetic (still a function of K alone). Each also keeps bitwise row invariance (a row alone ==
 the row in the batch) and split-K == one program at small M.
 
-    python benchmarks/tune_matmul.py [--out DIR] [--pairs]
+    PYTHONPATH=. python tools/tune/tune_matmul.py [--out DIR] [--pairs]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from common import environment, median_ms, pinned_matmul_tile
+from benchmarks.common import environment, median_ms, pinned_matmul_tile
 from inductor_bi.kernels import knobs as kernel_knobs
 from inductor_bi.kernels.matmul_table import MatmulConfig
 from inductor_bi.kernels.matmul import invariant_matmul

@@ -5,7 +5,7 @@ Strategies that keep the shipped arithmetic must equal the shipped kernel bitwis
 case that differs); chunk-width candidates change the arithmetic (the chunk is a function of K
 alone, so still invariant) and are checked for split == unsplit and row == row alone instead.
 
-    python benchmarks/tune_split_k.py
+    PYTHONPATH=. python tools/tune/tune_split_k.py
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import dataclasses
 
 import torch
 
-from common import environment, median_ms
+from benchmarks.common import environment, median_ms
 from inductor_bi.kernels import matmul_table
 from inductor_bi.kernels.knobs import overridden
 from inductor_bi.kernels.matmul import invariant_matmul

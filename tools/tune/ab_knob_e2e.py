@@ -6,8 +6,8 @@ the run prints what each compilation rewrote. The script checks the logits are e
 ``NAME=VALUE`` (an int; ``=0`` turns a shipped-on knob off), or several joined by commas (on
 together); "off" is always the shipped value.
 
-    python benchmarks/ab_knob_e2e.py ATTENTION_MERGE_IN_LAST_PROGRAM ATTENTION_SPLIT_STAGES=3
-    python benchmarks/ab_knob_e2e.py --compile-time REDUCTION_FUSE_RMS_NORM=0 ATTENTION_FOLD_KV_GATHER=0
+    PYTHONPATH=. python tools/tune/ab_knob_e2e.py ATTENTION_MERGE_IN_LAST_PROGRAM ATTENTION_SPLIT_STAGES=3
+    PYTHONPATH=. python tools/tune/ab_knob_e2e.py --compile-time REDUCTION_FUSE_RMS_NORM=0 ATTENTION_FOLD_KV_GATHER=0
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ import statistics
 
 import torch
 
-from bench_e2e import call_inputs
-from common import environment, knob_values, median_ms
+from benchmarks.e2e import call_inputs
+from benchmarks.common import environment, knob_values, median_ms
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
 import inductor_bi  # noqa: E402,F401
 import inductor_bi.hooks as hooks  # noqa: E402
 from inductor_bi.backend import batch_invariant  # noqa: E402
+from model import PRESETS, build_model  # noqa: E402
 from inductor_bi.kernels import knobs as kernel_knobs  # noqa: E402
-from llm import PRESETS, build_model  # noqa: E402
 
 
 def main():

@@ -3,7 +3,7 @@
 Prefill: causal self-attention over L = 1k..8k tokens. Decode: one query per sequence against a
 KV cache of 1k..8k keys, batch 1..64. Writes JSON and a PNG plot.
 
-    python benchmarks/bench_attention.py --out benchmarks/results
+    python -m benchmarks attention --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from common import environment, median_ms, write_json
+from benchmarks.common import environment, median_ms, write_json
 from inductor_bi.kernels import attention_table
 from inductor_bi.kernels.attention import fixed_split_attention
 

@@ -1,10 +1,10 @@
 """Where a compile window goes: the llama-1b prefill and decode step compiled from cold caches
-and called at batch 1, 8, 64 (bench_e2e.py's compile window) under cProfile, for one mode.
+and called at batch 1, 8, 64 (benchmarks/e2e.py's compile window) under cProfile, for one mode.
 Prints every Dynamo / Inductor timed phase and the functions with the most cumulative and own
-time, so the backend's extra compile time is traced to code, not guessed (v12: bench_e2e.py
+time, so the backend's extra compile time is traced to code, not guessed (v12: benchmarks/e2e.py
 put 50 of its 80 extra seconds in ``GraphLowering.codegen``, on the GPU only).
 
-    python benchmarks/profile_compile.py batch_invariant --top 45
+    PYTHONPATH=. python tools/diagnose/profile_compile.py batch_invariant --top 45
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import sys
 
 import torch
 
-from bench_e2e import MODES, compile_first_calls, compile_phases
-from common import environment
+from benchmarks.e2e import MODES, compile_first_calls, compile_phases
+from benchmarks.common import environment
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
-from llm import PRESETS, build_model  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
+from model import PRESETS, build_model  # noqa: E402
 
 
 def main():
