@@ -23,6 +23,7 @@ from .inductor_config import pinned_config
 from .hooks import hooks_patch
 from .options import Options
 from .passes import OWNED_OPS
+from .passes._observe import observer
 from .passes.attention import rewrite_attention_calls
 from .passes.convolution import DECOMPOSITIONS as CONVOLUTION_DECOMPOSITIONS
 from .passes.guard import find_batch_statistics, report
@@ -33,15 +34,28 @@ log = logging.getLogger("inductor_bi")
 
 def batch_invariant(gm: torch.fx.GraphModule, example_inputs, mode: str | None = None, options: dict | None = None):
     """Entry point (``torch_dynamo_backends`` group): ``torch.compile(m, backend="batch_invariant")``."""
+    return compile_graph(gm, example_inputs, mode, options)
+
+
+def compile_graph(gm: torch.fx.GraphModule, example_inputs, mode: str | None = None, options: dict | None = None,
+                  inner_compile=compile_fx_inner):  # fmt: skip
+    """The backend on one Dynamo graph. ``inner_compile``: Inductor's compile of each aten graph
+    (``explain`` passes one that runs our post-grad hooks and records instead of compiling)."""
     opts = Options.parse(options)
+    obs = observer()
+    if obs is not None:
+        obs.graph_in(gm, "dynamo")
     attention_rewrites, refusals = rewrite_attention_calls(gm)
     for r in attention_rewrites:
         log.debug("rewrote %s", r)
+    if obs is not None:
+        obs.rewritten(gm, attention_rewrites)
     # batch norm on batch statistics: only this graph still tells it from instance norm
     report(refusals + find_batch_statistics(gm), opts.strict)
     return compile_fx(
         gm,
         example_inputs,
+        inner_compile=inner_compile,
         config_patches=config_patches(mode, opts),
         decompositions=decompositions(),
     )

@@ -1,10 +1,12 @@
 """``inductor_bi.explain(model, *inputs)``: what ``backend="batch_invariant"`` does to a model,
 without compiling it with Inductor and without computing anything.
 
-It runs the backend's own pipeline -- the attention pre-pass on the Dynamo graph, aot_autograd
-with the backend's decompositions under the backend's Inductor config patch, then the passes on
-every aten graph (forward, backward, inference) -- through a capturing backend whose inner
-compile records instead of compiling:
+It runs the backend itself (``backend.compile_graph``: the attention pre-pass on the Dynamo graph,
+aot_autograd with the backend's decompositions under the backend's Inductor config patch, which
+installs our post-grad hooks) with one change: Inductor's compile of each aten graph (forward,
+backward, inference) is replaced by a call of the two post-grad hooks the backend installed, then
+a fake run instead of code generation. An observer (``passes/_observe.py``) records what the
+backend's own code tells it at each stage:
 
 * every node rewritten: the aten op, the custom op it became, its pinned tile config and split
   size, input shapes, dtype and the user's source line (the passes' own ``Rewrite`` records);
@@ -30,23 +32,33 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+import torch._inductor.config as inductor_settings
 import torch.fx
-from torch._inductor.compile_fx import compile_fx
 from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 from torch.utils import _pytree as pytree
 
-from . import inductor_config
-from .kernels import knobs
-from .backend import config_patches, decompositions
-from .errors import BatchInvarianceError
+from . import backend, inductor_config
 from .options import Options
-from .passes import Rewrite, attention as attention_pass, matmul as matmul_pass, reductions as reductions_pass
+from .passes import Rewrite
+from .passes import attention as attention_pass
+from .passes import matmul as matmul_pass
+from .passes import reductions as reductions_pass
 from .passes import scan as scan_pass
-from .passes import rewrite_graph
+from .passes._observe import Observer, observing
 from .passes._rewrite import input_shapes, user_source_line
-from .passes.attention import rewrite_attention_calls
 from .passes.convolution import lowered_convolutions
-from .passes.guard import Violation, classify, find_batch_statistics, find_violations, report
+from .passes.guard import Violation, _dtype, classify, error_message
+
+
+def _speed_knobs() -> list[tuple[str, Any, str]]:
+    """inductor_bi's own speed knobs, (name, value, what it chooses): how fast, never whether
+    invariant. The one place explain reads them (``_SPEED_KNOBS_FROM`` names where they live)."""
+    from .kernels import knobs
+
+    return knobs.speed_knobs()
+
+
+_SPEED_KNOBS_FROM = "inductor_bi/kernels/knobs.py"
 
 # ---------------------------------------------------------------------------------------------
 # The report
@@ -107,7 +119,7 @@ class ExplainReport:
     mode: str | None
     pinned_knobs: list[tuple[str, Any, str]]  # (name, value, why), the ones this torch has
     unpinned_knobs: list[str]  # pinned knobs this torch does not have
-    speed_knobs: list[tuple[str, Any, str]] = field(default_factory=knobs.speed_knobs)  # inductor_bi's own
+    speed_knobs: list[tuple[str, Any, str]] = field(default_factory=_speed_knobs)  # inductor_bi's own
     run_graphs: str = "fake"
     torch_version: str = torch.__version__
 
@@ -129,11 +141,11 @@ class ExplainReport:
         return next((g.guard_error for g in self.graphs if g.guard_error), None)
 
     def to_text(self, root: str | None = None) -> str:
-        return _relative(_TextRenderer(self).render(), root)
+        return _relative(_render(self, markdown=False), root)
 
     def to_markdown(self, root: str | None = None) -> str:
         """``root``: paths under it are written relative to it (for committed docs)."""
-        return _relative(_MarkdownRenderer(self).render(), root)
+        return _relative(_render(self, markdown=True), root)
 
     def __str__(self) -> str:
         return self.to_text()
@@ -169,23 +181,23 @@ def explain(
         raise ValueError(f"run_graphs must be 'fake' or 'eager', not {run_graphs!r}")
     opts = Options.parse(options)
     config_device = torch.device(device) if device is not None else None
-    capture = _Capture(config_device, fake=run_graphs == "fake")
+    recorder = _Recorder(mode, options, fake=run_graphs == "fake")
     torch._dynamo.reset()
     try:
-        with _capture_config(), _configs_reported_for(config_device):
-            compiled = torch.compile(model, backend=capture.backend, dynamic=dynamic, mode=mode)
+        with _capture_config(), _configs_reported_for(config_device), observing(recorder):
+            compiled = torch.compile(model, backend=recorder.backend, dynamic=dynamic, mode=mode)
             out = compiled(*example_inputs, **model_kwargs)
-            if not capture.has_backward():
+            if not recorder.has_backward():
                 _run_backward(out, model, example_inputs, model_kwargs)
     finally:
         torch._dynamo.reset()
-    if not capture.graphs:
+    if not recorder.graphs:
         raise RuntimeError("inductor_bi.explain: Dynamo captured no graph (nothing to compile in this call?)")
     devices = sorted({str(t.device) for t in pytree.tree_leaves((example_inputs, model_kwargs)) if isinstance(t, torch.Tensor)})
     pinned = inductor_config.pinned_config()
     return ExplainReport(
         title=_title(model),
-        graphs=sorted(capture.graphs, key=lambda g: (g.index, _KINDS.index(g.kind))),
+        graphs=sorted(recorder.graphs, key=lambda g: (g.index, _KINDS.index(g.kind))),
         config_device=str(config_device) if config_device is not None else "the traced device",
         traced_on=", ".join(devices) or "no tensor input",
         dynamic=dynamic,
@@ -200,37 +212,32 @@ def explain(
 _KINDS = ("dynamo", "forward", "inference", "backward")
 
 
-class _Capture:
-    """A backend that mirrors ``backend.batch_invariant`` but records instead of compiling."""
+class _Recorder(Observer):
+    """The backend (``backend.compile_graph``) with Inductor's compile of each aten graph replaced
+    by our two post-grad hooks, observed: one ``GraphReport`` per graph from what the backend's
+    stages tell it."""
 
-    def __init__(self, config_device: torch.device | None, fake: bool):
-        self.config_device = config_device
+    def __init__(self, mode: str | None, options: dict | None, fake: bool):
+        self.mode, self.options = mode, options
         self.fake_mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else None
         self.graphs: list[GraphReport] = []
         self._pending: list[GraphReport] | None = None  # graphs of the backend call under way
-        self._index = 0
+        self._index = 0  # the Dynamo graph under way
+        self._aten: tuple[int, str] | None = None  # (index, kind) of the aten graph under way
+        self._graph: GraphReport | None = None  # the graph the stages are telling about
+        self._gm: torch.fx.GraphModule | None = None
+        self._lowered: list[Rewrite] = []
 
     def has_backward(self) -> bool:
         return any(g.kind == "backward" for g in self.graphs)
 
-    def backend(self, gm: torch.fx.GraphModule, example_inputs, mode: str | None = None, options=None):
+    def backend(self, gm: torch.fx.GraphModule, example_inputs):
         # Dynamo may call a backend more than once for one graph (restarting its analysis);
         # only graphs whose compile returns are reported.
-        before = _readable(gm)
-        rewrites, refusals = rewrite_attention_calls(gm)
-        refusals = refusals + find_batch_statistics(gm)  # as the backend: before aot_autograd
-        self._pending = [
-            GraphReport(self._index, "dynamo", before, _readable(gm), rewrites, [], refusals, _guard_message(refusals))
-        ]
+        self._pending = []
         try:
-            compiled = compile_fx(
-                gm,
-                example_inputs,
-                inner_compile=functools.partial(self._inner_compile, index=self._index),
-                # every graph compiled for real: one served from a compile cache is never rewritten
-                config_patches={**config_patches(mode), "force_disable_caches": True},
-                decompositions=decompositions(),
-            )
+            inner = functools.partial(self._inner_compile, index=self._index)
+            compiled = backend.compile_graph(gm, example_inputs, self.mode, self.options, inner_compile=inner)
             self.graphs.extend(self._pending)
         finally:
             self._pending = None
@@ -238,17 +245,17 @@ class _Capture:
         return compiled
 
     def _inner_compile(self, gm: torch.fx.GraphModule, example_inputs, *, index: int, **kwargs):
+        """Inductor's compile_fx_inner runs its post-grad passes (ours in its two custom hooks)
+        and generates code; here only the hooks the backend's config patch installed run."""
         kind = "backward" if kwargs.get("is_backward") else "inference" if kwargs.get("is_inference") else "forward"
         with unset_fake_temporarily():
             runnable = copy.deepcopy(gm)  # the graph as aot_autograd made it, to run (fake or eager)
-        before = _readable(gm)
-        # convolutions were lowered by the decompositions (im2col + matmul); then the backend's passes
-        rewrites = lowered_convolutions(gm) + rewrite_graph(gm)
-        violations = find_violations(gm)
-        # A backward compiled at the first .backward() arrives after its backend call returned.
-        (self._pending if self._pending is not None else self.graphs).append(
-            GraphReport(index, kind, before, _readable(gm), rewrites, _kept(gm), violations, _guard_message(violations))
-        )
+        self._aten = (index, kind)
+        try:
+            for hook in (inductor_settings.post_grad_custom_pre_pass, inductor_settings.post_grad_custom_post_pass):
+                hook(gm.graph)
+        finally:
+            self._aten = None
         return self._runner(runnable)
 
     def _runner(self, gm: torch.fx.GraphModule):
@@ -261,6 +268,27 @@ class _Capture:
         run._boxed_call = True  # aot_autograd's calling convention: one list of arguments
         return run
 
+    # What the backend's stages tell (Observer)
+
+    def graph_in(self, gm: torch.fx.GraphModule, stage: str) -> None:
+        index, kind = self._aten if stage == "aten" else (self._index, "dynamo")
+        # what the decompositions made of each convolution, read before the matmul pass rewrites it
+        self._lowered = lowered_convolutions(gm) if stage == "aten" else []
+        self._gm, self._graph = gm, GraphReport(index, kind, _readable(gm), _readable(gm))
+        # A backward compiled at the first .backward() arrives after its backend call returned.
+        (self._pending if self._pending is not None else self.graphs).append(self._graph)
+
+    def rewritten(self, gm: torch.fx.GraphModule, rewrites: list[Rewrite]) -> None:
+        self._graph.after = _readable(gm)
+        self._graph.rewrites = self._lowered + rewrites
+
+    def guarded(self, violations: list[Violation]) -> bool:
+        g = self._graph
+        g.violations = violations
+        g.guard_error = error_message(violations) if violations else None
+        g.kept = _kept(self._gm) if g.kind != "dynamo" else []
+        return True  # reported, not raised
+
 
 def _kept(gm: torch.fx.GraphModule) -> list[KeptReduction]:
     kept = []
@@ -269,23 +297,6 @@ def _kept(gm: torch.fx.GraphModule) -> list[KeptReduction]:
         if verdict and verdict[0] == "exact":
             kept.append(KeptReduction(str(node.target), verdict[1], input_shapes(node), _dtype(node), user_source_line(node)))
     return kept
-
-
-def _dtype(node: torch.fx.Node) -> str:
-    for arg in node.all_input_nodes:
-        val = arg.meta.get("val")
-        if isinstance(val, torch.Tensor):
-            return str(val.dtype)
-    return "?"
-
-
-def _guard_message(violations: list[Violation]) -> str | None:
-    """The message of the BatchInvarianceError strict mode raises (the guard's own wording)."""
-    try:
-        report(violations, strict=True)
-    except BatchInvarianceError as e:
-        return str(e)
-    return None
 
 
 def _readable(gm: torch.fx.GraphModule) -> str:
@@ -300,7 +311,8 @@ _EAGER_BACKWARD = hasattr(torch._functorch.config, "force_non_lazy_backward_lowe
 
 @contextlib.contextmanager
 def _capture_config():
-    """Make every graph reach the capture: no AOTAutograd cache hit may skip it, and the
+    """Make every graph reach the backend: no AOTAutograd cache hit may skip it (Inductor's own
+    cache is never asked: ``_Recorder._inner_compile`` stands in for its compile), and the
     backward graph is produced with the forward where this torch can."""
     patch = {"enable_autograd_cache": False}
     if _EAGER_BACKWARD:
@@ -311,7 +323,8 @@ def _capture_config():
 
 @contextlib.contextmanager
 def _configs_reported_for(device: torch.device | None):
-    """Have the passes record the tile configs of ``device`` instead of the traced device's."""
+    """Have the passes record the tile configs of ``device`` instead of the traced device's
+    (their ``_config_details`` take a ``device``; the passes themselves pass none)."""
     if device is None:
         yield
         return
@@ -352,7 +365,7 @@ def _relative(text: str, root: str | None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Rendering
+# Rendering: one list of sections (``_render``), laid out as text or as Markdown
 # ---------------------------------------------------------------------------------------------
 
 _SOURCE = re.compile(r'File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<fn>\S+)\s*(?P<code>.*)')
@@ -423,106 +436,114 @@ def _setting_line(rep: ExplainReport) -> str:
     )
 
 
-class _TextRenderer:
-    def __init__(self, rep: ExplainReport):
-        self.rep = rep
-
-    def render(self) -> str:
-        rep, out = self.rep, []
-        out += [f"inductor_bi.explain: {rep.title}", _setting_line(rep), ""]
-        out += ["Summary"] + [f"  {line}" for line in _summary_lines(rep)] + [""]
-        out.append("Rewritten")
-        for graph, r in rep.rewrites:
-            out.append(f"  [{graph}] {r.original} -> {r.replacement}")
-            out.append(f"      inputs {format_shapes(r.shapes)}  {r.dtype}  {format_config(r)}")
-            out.append(f"      at {format_source(r.source)}")
-        if not rep.rewrites:
-            out.append("  (none)")
-        out += ["", "Kept (exact in any order)"]
-        for graph, k in rep.kept:
-            out.append(f"  [{graph}] {k.op}: {k.why}")
-            out.append(f"      inputs {format_shapes(k.shapes)}  {k.dtype}  at {format_source(k.source)}")
-        if not rep.kept:
-            out.append("  (none)")
-        out += ["", "Rejected by the strict guard"]
-        for graph, v in rep.violations:
-            out.append(f"  [{graph}] {v.op}: {v.why}")
-            out.append(f"      inputs {format_shapes(v.shapes)}  {v.dtype}  at {_violation_source(v)}")
-        if rep.guard_error:
-            out += ["", "  strict mode's error:"] + [f"    {line}" for line in rep.guard_error.splitlines()]
-        if not rep.violations:
-            out.append("  (none)")
-        out += ["", "Inductor config pinned (inductor_bi/inductor_config.py)"]
-        width = max((len(n) for n, _, _ in rep.pinned_knobs), default=0)
-        out += [f"  {name:{width}s} = {value!r:5s}  {why}" for name, value, why in rep.pinned_knobs]
-        if rep.unpinned_knobs:
-            out.append(f"  not in this torch (nothing to pin): {', '.join(rep.unpinned_knobs)}")
-        out += ["", "inductor_bi speed knobs (inductor_bi/kernels/knobs.py: how fast, never whether invariant)"]
-        width = max((len(n) for n, _, _ in rep.speed_knobs), default=0)
-        out += [f"  {name:{width}s} = {value!r:5s}  {what}" for name, value, what in rep.speed_knobs]
-        for g in rep.graphs:
-            diff = g.diff
-            out += ["", f"Graph diff: {g.name}"] + ([diff] if diff else [f"  {_unchanged(g)}"])
-        return "\n".join(out) + "\n"
-
-
 def _cell(text: str) -> str:
     text = str(text).replace("|", "\\|").replace("\n", " ")
     return f"`{text}`" if text and text != "-" else text
 
 
-class _MarkdownRenderer:
-    def __init__(self, rep: ExplainReport):
-        self.rep = rep
+def _render(rep: ExplainReport, markdown: bool) -> str:
+    """The report's sections, in order, laid out by ``_Markdown`` or ``_Text``."""
+    out = _Markdown() if markdown else _Text()
+    out.header(rep.title, _setting_line(rep))
+    out.bullets("Summary", _summary_lines(rep))
+    out.table(
+        "Rewritten", None, ("graph", "aten op", "becomes", "inputs", "dtype", "pinned config", "source"), {1, 2, 3, 5, 6},
+        [(g, r.original, r.replacement, format_shapes(r.shapes), r.dtype, format_config(r), format_source(r.source)) for g, r in rep.rewrites],
+        lambda g, op, new, shapes, dtype, config, source: [f"[{g}] {op} -> {new}", f"    inputs {shapes}  {dtype}  {config}", f"    at {source}"],
+    )  # fmt: skip
+    out.table(
+        "Kept (exact in any order)", "Kept as is (exact in any order)", ("graph", "op", "why it is safe", "inputs", "dtype", "source"), {1, 3, 5},
+        [(g, k.op, k.why, format_shapes(k.shapes), k.dtype, format_source(k.source)) for g, k in rep.kept],
+        lambda g, op, why, shapes, dtype, source: [f"[{g}] {op}: {why}", f"    inputs {shapes}  {dtype}  at {source}"],
+    )  # fmt: skip
+    out.table(
+        "Rejected by the strict guard", None, ("graph", "op", "why", "inputs", "dtype", "source"), {1, 3, 5},
+        [(g, v.op, v.why, format_shapes(v.shapes), v.dtype, _violation_source(v)) for g, v in rep.violations],
+        lambda g, op, why, shapes, dtype, source: [f"[{g}] {op}: {why}", f"    inputs {shapes}  {dtype}  at {source}"],
+        error=rep.guard_error,
+    )  # fmt: skip
+    out.knobs(
+        "Inductor config pinned", "inductor_bi/inductor_config.py", None, ("knob", "value", "why"), rep.pinned_knobs, rep.unpinned_knobs
+    )
+    out.knobs("inductor_bi speed knobs", _SPEED_KNOBS_FROM, "how fast, never whether", ("knob", "value", "what it chooses"), rep.speed_knobs)
+    out.diffs([(g.name, g.diff, _unchanged(g)) for g in rep.graphs])
+    return out.render()
+
+
+class _Text:
+    """Each section: its heading, then its lines indented; sections apart by a blank line."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def header(self, title: str, setting: str) -> None:
+        self.lines += [f"inductor_bi.explain: {title}", setting]
+
+    def bullets(self, heading: str, lines: list[str]) -> None:
+        self.lines += ["", heading] + [f"  {line}" for line in lines]
+
+    def table(self, heading, _md_heading, _columns, _code, rows, item, error=None) -> None:
+        self.lines += ["", heading] + [f"  {line}" for row in rows for line in item(*row)]
+        if error:
+            self.lines += ["", "  strict mode's error:"] + [f"    {line}" for line in error.splitlines()]
+        if not rows:
+            self.lines.append("  (none)")
+
+    def knobs(self, heading, source, what, _columns, knobs, missing=()) -> None:
+        self.lines += ["", f"{heading} ({source}" + (f": {what} invariant)" if what else ")")]
+        width = max((len(n) for n, _, _ in knobs), default=0)
+        self.lines += [f"  {name:{width}s} = {value!r:5s}  {why}" for name, value, why in knobs]
+        if missing:
+            self.lines.append(f"  not in this torch (nothing to pin): {', '.join(missing)}")
+
+    def diffs(self, graphs) -> None:
+        for name, diff, unchanged in graphs:
+            self.lines += ["", f"Graph diff: {name}"] + ([diff] if diff else [f"  {unchanged}"])
 
     def render(self) -> str:
-        rep, out = self.rep, []
-        out += [f"# `inductor_bi.explain`: {rep.title}", "", _setting_line(rep) + ".", ""]
-        out += ["## Summary", ""] + [f"- {line}" for line in _summary_lines(rep)] + [""]
-        out += ["## Rewritten", ""]
-        if rep.rewrites:
-            out += ["| graph | aten op | becomes | inputs | dtype | pinned config | source |", "| --- | --- | --- | --- | --- | --- | --- |"]
-            for graph, r in rep.rewrites:
-                out.append(
-                    f"| {graph} | {_cell(r.original)} | {_cell(r.replacement)} | {_cell(format_shapes(r.shapes))} "
-                    f"| {r.dtype} | {_cell(format_config(r))} | {_cell(format_source(r.source))} |"
-                )
-        else:
-            out.append("None.")
-        out += ["", "## Kept as is (exact in any order)", ""]
-        if rep.kept:
-            out += ["| graph | op | why it is safe | inputs | dtype | source |", "| --- | --- | --- | --- | --- | --- |"]
-            for graph, k in rep.kept:
-                out.append(
-                    f"| {graph} | {_cell(k.op)} | {k.why} | {_cell(format_shapes(k.shapes))} | {k.dtype} | {_cell(format_source(k.source))} |"
-                )
-        else:
-            out.append("None.")
-        out += ["", "## Rejected by the strict guard", ""]
-        if rep.violations:
-            out += ["| graph | op | why | inputs | dtype | source |", "| --- | --- | --- | --- | --- | --- |"]
-            for graph, v in rep.violations:
-                out.append(
-                    f"| {graph} | {_cell(v.op)} | {v.why} | {_cell(format_shapes(v.shapes))} | {v.dtype} | {_cell(_violation_source(v))} |"
-                )
-            out += ["", "Strict mode's error:", "", "```text", rep.guard_error or "", "```"]
-        else:
-            out.append("None.")
-        out += ["", "## Inductor config pinned", "", "From `inductor_bi/inductor_config.py`.", ""]
-        out += ["| knob | value | why |", "| --- | --- | --- |"]
-        out += [f"| `{name}` | `{value!r}` | {why} |" for name, value, why in rep.pinned_knobs]
-        if rep.unpinned_knobs:
-            out += ["", "Not in this torch (nothing to pin): " + ", ".join(f"`{k}`" for k in rep.unpinned_knobs) + "."]
-        out += ["", "## inductor_bi speed knobs", "", "From `inductor_bi/kernels/knobs.py`: how fast, never whether a row is invariant.", ""]
-        out += ["| knob | value | what it chooses |", "| --- | --- | --- |"]
-        out += [f"| `{name}` | `{value!r}` | {what} |" for name, value, what in rep.speed_knobs]
-        out += ["", "## Graph diffs", ""]
-        for g in rep.graphs:
-            out += [f"### {g.name}", ""]
-            diff = g.diff
-            out += ["```diff", diff, "```"] if diff else [_unchanged(g)]
-            out.append("")
-        return "\n".join(out).rstrip("\n") + "\n"
+        return "\n".join(self.lines) + "\n"
+
+
+class _Markdown:
+    """Each section: "## heading", then blocks (tables, paragraphs) each followed by a blank line."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def header(self, title: str, setting: str) -> None:
+        self.lines += [f"# `inductor_bi.explain`: {title}", "", setting + ".", ""]
+
+    def bullets(self, heading: str, lines: list[str]) -> None:
+        self.lines += [f"## {heading}", ""] + [f"- {line}" for line in lines] + [""]
+
+    def table(self, heading, md_heading, columns, code, rows, _item, error=None) -> None:
+        self.lines += [f"## {md_heading or heading}", ""]
+        if not rows:
+            self.lines += ["None.", ""]
+            return
+        cells = [[_cell(v) if i in code else str(v) for i, v in enumerate(row)] for row in rows]
+        self._grid(columns, cells)
+        if error is not None:
+            self.lines += ["Strict mode's error:", "", "```text", error, "```", ""]
+
+    def knobs(self, heading, source, what, columns, knobs, missing=()) -> None:
+        intro = f"From `{source}`" + (f": {what} a row is invariant." if what else ".")
+        self.lines += [f"## {heading}", "", intro, ""]
+        self._grid(columns, [[f"`{name}`", f"`{value!r}`", why] for name, value, why in knobs])
+        if missing:
+            self.lines += ["Not in this torch (nothing to pin): " + ", ".join(f"`{k}`" for k in missing) + ".", ""]
+
+    def diffs(self, graphs) -> None:
+        self.lines += ["## Graph diffs", ""]
+        for name, diff, unchanged in graphs:
+            self.lines += [f"### {name}", ""] + (["```diff", diff, "```"] if diff else [unchanged]) + [""]
+
+    def _grid(self, columns, rows) -> None:
+        self.lines += ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
+        self.lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+
+    def render(self) -> str:
+        return "\n".join(self.lines).rstrip("\n") + "\n"
 
 
 __all__ = ["ExplainReport", "GraphReport", "KeptReduction", "explain"]

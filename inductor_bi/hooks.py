@@ -9,6 +9,7 @@ before lowering:
         a user pass added escapes it) -> lowerings/ replace the rewritten ops whose kernels can
         be traced by those kernels' launches, which Inductor's generated code then makes itself
 
+Each tells the observer of the compile, if any (passes/_observe.py: ``explain``), what it did.
 Both are ``RewriteIdentity`` passes, so the compile caches know our rewrite (cache_identity.py).
 """
 
@@ -22,6 +23,7 @@ import torch._inductor.config as inductor_config
 from .cache_identity import RewriteIdentity, unwrapped
 from .lowerings import launch_from_inductor
 from .passes import check_graph, rewrite_graph
+from .passes._observe import observer
 
 
 class RewriteToInvariantOps(RewriteIdentity):
@@ -29,7 +31,12 @@ class RewriteToInvariantOps(RewriteIdentity):
 
     def __call__(self, graph: torch.fx.Graph) -> None:
         super().__call__(graph)
-        rewrite_graph(graph.owning_module)
+        gm, obs = graph.owning_module, observer()
+        if obs is not None:
+            obs.graph_in(gm, "aten")
+        rewrites = rewrite_graph(gm)
+        if obs is not None:
+            obs.rewritten(gm, rewrites)
 
 
 class GuardThenLaunch(RewriteIdentity):

@@ -1,4 +1,4 @@
-"""The scan pass (passes/scan.py): aten graph in -> graph out, and end to end through the backend:
+"""The scan pass (passes/scan.py) end to end through the backend (graph in -> graph out: tests/passes/test_scan.py):
 a model with cumsum / cumprod / logcumsumexp compiles under strict mode, its rows are invariant,
 its backward runs on the invariant kernels; a tiny Hugging Face OPT (position ids from a cumsum of
 the attention mask) compiles and is invariant; explain lists the rewrite; what stays refused."""
@@ -8,75 +8,15 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-from torch.fx.experimental.proxy_tensor import make_fx
 
 import inductor_bi
 from inductor_bi.errors import BatchInvarianceError
 from inductor_bi.kernels import scan as scan_kernel
-from inductor_bi.passes import PASSES
-from inductor_bi.passes.guard import find_violations
-from inductor_bi.passes.scan import rewrite_scans
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
 
 aten = torch.ops.aten
 bi = torch.ops.inductor_bi
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-SCAN_TARGETS = {aten.cumsum.default, aten.cumprod.default, aten.logcumsumexp.default}
-
-
-def _targets(gm):
-    return [n.target for n in gm.graph.nodes if n.op == "call_function"]
-
-
-# ---------------------------------------------------------------------------------------------
-# Graph in -> graph out
-# ---------------------------------------------------------------------------------------------
-
-
-def _scans(x, mask):
-    return (
-        torch.cumsum(x, -1),
-        torch.cumprod(x, 0),
-        torch.logcumsumexp(x, 1),
-        torch.cumsum(mask, 1),  # int64 -> int64: exact, stays on aten
-        torch.cumsum(mask, 1, dtype=torch.float32),  # int -> float: scanned as floats
-        torch.cumsum(x.half(), 1, dtype=torch.float32),
-    )
-
-
-def test_pass_rewrites_float_scans_and_keeps_integer_ones():
-    x, mask = torch.randn(3, 20), torch.randint(0, 2, (3, 20))
-    gm = make_fx(_scans, tracing_mode="fake")(x, mask)
-    assert len(find_violations(gm)) == 5  # before: every float scan
-    rewrites = rewrite_scans(gm)
-    gm.recompile()
-    assert [r.replacement for r in rewrites] == [
-        "inductor_bi.invariant_cumsum.default",
-        "inductor_bi.invariant_cumprod.default",
-        "inductor_bi.invariant_logcumsumexp.default",
-        "inductor_bi.invariant_cumsum.default",
-        "inductor_bi.invariant_cumsum.default",
-    ]
-    assert rewrites[3].dtype == "torch.int64 -> torch.float32" and rewrites[0].details["L"] == 20
-    calls = {n.target: n for n in gm.graph.nodes if n.op == "call_function"}
-    assert [t for t in _targets(gm) if t in SCAN_TARGETS] == [aten.cumsum.default]  # the integer one
-    assert calls[bi.invariant_cumprod.default].args[1:] == (0, None)
-    assert find_violations(gm) == []
-    out, want = gm(x, mask), _scans(x, mask)
-    for o, w in zip(out, want):
-        assert o.dtype == w.dtype and o.shape == w.shape
-        torch.testing.assert_close(o, w)
-
-
-def test_complex_scans_stay_for_the_guard():
-    z = torch.randn(2, 6, dtype=torch.complex64)
-    gm = make_fx(lambda z: (torch.cumsum(z, 1), torch.cumprod(z, 1)), tracing_mode="fake")(z)
-    assert rewrite_scans(gm) == []
-    assert [v.op for v in find_violations(gm)] == ["aten.cumsum.default", "aten.cumprod.default"]
-
-
-def test_pass_is_registered():
-    assert rewrite_scans in PASSES
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import torch
 import torch.fx
 
 from ..errors import BatchInvarianceError
+from ._observe import observer
 from ._rewrite import input_shapes, user_module, user_source_line
 
 aten = torch.ops.aten
@@ -365,15 +366,24 @@ def check_graph(gm: torch.fx.GraphModule, strict: bool) -> list[Violation]:
 
 
 def report(violations: list[Violation], strict: bool) -> list[Violation]:
+    """Raise (strict) or warn about ``violations``, unless the compile's observer takes them."""
+    obs = observer()
+    if obs is not None and obs.guarded(violations):
+        return violations
     if not violations:
         return violations
-    listing = "\n".join(f"  - {v}" for v in violations)
-    message = (
-        f"{len(violations)} op(s) in the compiled graph cannot be made batch-invariant:\n{listing}\n"
-        "Rewrite the model to avoid them, or pass options={'strict': False} to torch.compile "
-        "to compile them anyway (those ops are then NOT batch-invariant)."
-    )
+    message = error_message(violations)
     if strict:
         raise BatchInvarianceError(message)
     warnings.warn(f"inductor_bi (strict=False): {message}", stacklevel=2)
     return violations
+
+
+def error_message(violations: list[Violation]) -> str:
+    """The message of the BatchInvarianceError that strict mode raises for ``violations``."""
+    listing = "\n".join(f"  - {v}" for v in violations)
+    return (
+        f"{len(violations)} op(s) in the compiled graph cannot be made batch-invariant:\n{listing}\n"
+        "Rewrite the model to avoid them, or pass options={'strict': False} to torch.compile "
+        "to compile them anyway (those ops are then NOT batch-invariant)."
+    )
