@@ -39,6 +39,8 @@
 #             and dtype: the whole zoo in bf16 is about three calls)
 #   all       kernels attention hf llm bench e2e (more than one device call's limit)
 #
+# A test running past TEST_TIMEOUT_S (default 240) fails with its stack (pytest-timeout): a slow
+# compile or a hang is named, and the part goes on.
 # Two GPUs (the device tool's nvidia-h200-x2 costs the same device time as one): run parts side
 # by side, one output folder each, e.g. (session 17, v10: kernels + hf in one 10-minute call)
 #   CUDA_VISIBLE_DEVICES=0 bash benchmarks/run_gpu.sh $OUT/g0 kernels attention &
@@ -63,7 +65,7 @@ cat "$out/gpu_env.txt"
 # pytest with every test named (-v) and a per-file time limit, appended to the part's log.
 tests() {
   local log=$1 limit=$2; shift 2
-  timeout "$limit" python3 -m pytest -v -rfEs -p no:cacheprovider -o faulthandler_timeout=${FAULT_AFTER_S:-240} --durations=15 -W ignore::DeprecationWarning "$@" 2>&1 \
+  timeout "$limit" python3 -m pytest -v -rfEs -p no:cacheprovider --timeout=${TEST_TIMEOUT_S:-240} --durations=15 -W ignore::DeprecationWarning "$@" 2>&1 \
     | tee -a "$log" | grep -E "PASSED|FAILED|ERROR|XPASS|XFAIL| passed| failed| skipped|^\[" || true
 }
 
