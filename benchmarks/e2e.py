@@ -122,7 +122,7 @@ def compile_first_calls(model, margs, mode: str, batches: list[int], prefill_len
     torch._dynamo.utils.counters.clear()
     # Cold on-disk caches for each mode, as on a fresh machine: a cache left by an earlier run
     # (or by the other mode: they share pointwise kernels) would time loading, not compiling.
-    # (v6's stock compile took 38 s from a warm cache, 108 s cold in v5.)
+    # (On an H100, stock's compile took 38 s from a warm cache, 108 s cold.)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"inductor_{mode}_")
     os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"triton_{mode}_")
     model.setup_kv_cache()

@@ -43,7 +43,7 @@ running anything (one folder per GPU when run side by side).
     python -m benchmarks models --models llama --shapes 1b --modes default --out benchmarks/results
 
 Budget (estimates: llama-1b's cold compile of four graphs took ~95 s per contender in
-benchmarks/e2e.py, H200 v13): one (model, 1b, mode) is ~4-6 graphs per contender, ~250-350 s with
+benchmarks/e2e.py on an H200): one (model, 1b, mode) is ~4-6 graphs per contender, ~250-350 s with
 its timings; one (model, small) with both modes ~250 s. All rows are ~55 minutes of one GPU: run
 one process per GPU (CUDA_VISIBLE_DEVICES, one --out folder each) and fold them into one file with
 --merge, e.g. on 8 GPUs one (model, mode) at 1b per GPU, then one model at small per GPU.

@@ -102,9 +102,8 @@ def _match(mean: torch.fx.Node):
 def _host_eps(eps: torch.fx.Node) -> torch.fx.Node:
     """The 0-dim CPU tensor the kernel reads eps from. Dynamo passes an unspecialized float eps
     as a float64 CPU tensor and the graph widens it to fp32 before the add: a CPU op, for which
-    Inductor compiles C++ even in a GPU model (v12, the llama-1b compile window on the H200
-    under cProfile: 13 C++ builds, 15 s, and a CPU ISA probe, 22 s; stock fuses the scalar into
-    its GPU kernels). The op reads ``float(eps_tensor.float())`` on the host, the same fp32
+    Inductor compiles C++ even in a GPU model (on an H200, llama-1b's compile spent 15 s on 13 C++
+    builds and 22 s on a CPU ISA probe; stock fuses the scalar into its GPU kernels). The op reads ``float(eps_tensor.float())`` on the host, the same fp32
     value, so it takes the conversion's source and the CPU op is left unused."""
     if eps.target is prims.convert_element_type.default and eps.args[1] in (torch.float32, torch.float64) and _is_host_scalar(eps.args[0]):
         return eps.args[0]

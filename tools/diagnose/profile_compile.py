@@ -1,7 +1,7 @@
 """Where a compile window goes: the llama-1b prefill and decode step compiled from cold caches
 and called at batch 1, 8, 64 (benchmarks/e2e.py's compile window) under cProfile, for one mode.
 Prints every Dynamo / Inductor timed phase and the functions with the most cumulative and own
-time, so the backend's extra compile time is traced to code, not guessed (v12: benchmarks/e2e.py
+time, so the backend's extra compile time is traced to code, not guessed (on an H200, benchmarks/e2e.py
 put 50 of its 80 extra seconds in ``GraphLowering.codegen``, on the GPU only).
 
     PYTHONPATH=. python tools/diagnose/profile_compile.py batch_invariant --top 45

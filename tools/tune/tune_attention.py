@@ -18,35 +18,14 @@ from inductor_bi.kernels import attention_table, knobs
 from inductor_bi.kernels.attention import fixed_split_attention
 from inductor_bi.kernels.attention_table import AttentionConfig
 
-# Candidates: (tile config, kernel knobs). v7 / v8 (tune_attention_h200_v7.txt, _v8.txt at f76d1af) timed
-# tiles and three knobs, all since decided. v10: K / V by TMA descriptors (the
-# same float ops, fewer spills) against the v9 pointer loads, with one more pipeline stage, and a
-# 128-row tile on 8 warps (the 64-row tile's float ops per warpgroup with TMA, offline: a
-# candidate launch shape for prefill, as the matmul's tall tile). Results: TMA on; the 128-row
-# tile and 3 stages for every launch lost (dropped from the list), but 3 stages took the
-# sequential decode at batch 16 from 0.60x to 0.83x of SDPA: v11 times that for one-wave
-# launches only, and splitting that launch instead. v11 (tune_attention_h200_v11.txt at f76d1af): one-wave stages
-# 3 and Q by TMA won and are on; split max programs 256 helped batch 16 less than the stages.
+# Candidates: (tile config, kernel knobs). What earlier sweeps decided (TMA K / V and Q, one-wave
+# stages, 1024-key splits, written FMAs; the 128-row tile, deeper decode stages, 128-key blocks,
+# 256-key splits and a flat key loop lost) is in docs/decisions.md.
 SHIPPED = AttentionConfig(block_m=64, block_n=64, kv_split=1024, num_warps=4, num_stages=2)
-V13 = dataclasses.replace(SHIPPED, kv_split=512)
-# v14 (tune_attention_h200_v14.txt at f76d1af): written FMAs (one CUDA-core op fewer
-# per score, other bits) and 1024-key splits (another arithmetic, still a function of the head
-# dim: half the merges in prefill, half the split programs in decode). Both shipped; decode at
-# batch 1 and at batch 4 with 1k keys lost (each program walks a 16-block chain).
-# v15 (tune_attention_h200_v15.txt): 4 / 5 stages for the decode launches over the 16-block
-# chains (not arithmetic) gained nothing (batch 1 at 1k keys 0.015 -> 0.016 ms): deeper prefetch
-# does not shorten a chain whose MMAs are each waited on in place (inspect_kernels.py: wgmma
-# pendings 0 in the key loop). Dropped; the list keeps the shipped line and v13's
-# 512-key splits as the batch-1 reference.
+HALF_SPLITS = dataclasses.replace(SHIPPED, kv_split=512)
 CANDIDATES = [
-    (SHIPPED, {}),  # v14
-    (V13, {}),  # 512-key splits with the FMAs: the batch-1 rows' reference
-    # v15 dropped: ATTENTION_SPLIT_STAGES / ATTENTION_ONE_WAVE_STAGES 4 and 5.
-    # v14 dropped: V13 without FMAs (slower prefill by 1.2-1.3%, decode equal).
-    # v12 (tune_attention_h200_v12.txt at f76d1af) timed and dropped: the key loop flat across splits (slower
-    # everywhere: prefill 0.67 -> 0.60x, decode batch 1 0.77 -> 0.64x; ptxas crashed on its masked
-    # prefill), split programs walking 2 / 4 splits (no gain), 128-key blocks (decode batch 16
-    # 0.96x, everything else slower) and 256-key splits (decode batch 1 0.45x).
+    (SHIPPED, {}),
+    (HALF_SPLITS, {}),  # 512-key splits: the batch-1 decode reference (each 1024-key split is a 16-block chain)
 ]
 CASES = [("prefill", 1, 4096, 4096), ("prefill", 1, 8192, 8192), ("decode", 16, 1, 4096), ("decode", 1, 1, 8192), ("decode", 8, 1, 8192), ("decode", 64, 1, 1024),
          ("decode", 1, 1, 1024), ("decode", 4, 1, 1024)]

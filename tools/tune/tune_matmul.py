@@ -1,7 +1,7 @@
 """Try tile configs and tile fetch paths for invariant_matmul (bf16) over the benchmark's
 (N, K) shapes at several M; print TFLOP/s per candidate and case, cuBLAS first.
 
-Every candidate must give the same bits as the v4 kernel fetching tiles with pointer loads at the
+Every candidate must give the same bits as the reference kernel fetching tiles with pointer loads at the
 same K chunk (torch.equal on every case; a '!' marks a case that differs): candidates only change how tiles are
 fetched (pointer loads or TMA), how many 64-row warpgroup slabs a program computes and how many
 k16 MMA instructions one K step issues, never the MMA instruction or their order; a candidate with
@@ -25,24 +25,16 @@ from inductor_bi.kernels import knobs as kernel_knobs
 from inductor_bi.kernels.matmul_table import MatmulConfig
 from inductor_bi.kernels.matmul import invariant_matmul
 
-REFERENCE = (MatmulConfig(64, 128, 64, 1024, 4, 4), False)  # the v3/v4 shipped kernel, pointer loads
-# (tile, fetch tiles by TMA)
-# v14 candidates (v13's results: tune_matmul_h200_v13.txt at f76d1af, NOTES v13). Decided and dropped since
-# v9: persistent launches, the v5-v9 short tile, 64x128x128 s3, K chunks of 512 / 256, the
-# 64-column short tile (as a pair per weight: tune_matmul_pairs_h200_v13.txt at f76d1af), tall s4 (s5
-# shipped in v13). New in v14, prepared offline (inspect_kernels.py, sm_90): tall tiles of four
-# warpgroups, each running the short tile's m64n128k16 sequence on its own 64 x 128 slab (the
-# PTX issues only m64n128k16): 256x128 (4 slabs down) and 128x256 (2 x 2), 16 warps, which the
-# 128-register cap of 512 threads holds at 128 registers with 42 / 25 spill stores (the 8-warp
-# 256x128 spilled 65 at 255 registers). A 256x128 tile loads a quarter fewer operand bytes per
-# MMA than 128x128, as cuBLAS's 256x128 tiles do against our 0.86-0.90x at M >= 2048.
-# ONE_BINARY_FOR_ANY_BATCH off once more, after the shipped tiles this time (v13 ran it second:
-# 6-10% at M = 16 that offline SASS does not explain, NOTES v13).
+REFERENCE = (MatmulConfig(64, 128, 64, 1024, 4, 4), False)  # pointer loads, the arithmetic every tile shares
+# (tile, fetch tiles by TMA[, kernel knobs]). Tiles decided earlier (persistent launches, 64-column
+# tiles, other K chunks lost) are in docs/decisions.md. The four-warpgroup tall tiles run the short
+# tile's m64n128k16 sequence on each 64 x 128 slab: a quarter fewer operand bytes per MMA than
+# 128x128, as cuBLAS's 256x128 tiles.
 CANDIDATES = [
     REFERENCE,
     (MatmulConfig(64, 128, 128, 1024, 4, 4), True, {"ONE_BINARY_FOR_ANY_BATCH": False}),
-    (MatmulConfig(64, 128, 128, 1024, 4, 4), True),  # shipped short (v10-)
-    (MatmulConfig(128, 128, 64, 1024, 8, 5), True),  # shipped tall (v13-)
+    (MatmulConfig(64, 128, 128, 1024, 4, 4), True),  # shipped short
+    (MatmulConfig(128, 128, 64, 1024, 8, 5), True),  # shipped tall
     (MatmulConfig(256, 128, 64, 1024, 16, 3), True),
     (MatmulConfig(256, 128, 64, 1024, 16, 4), True),
     (MatmulConfig(128, 256, 64, 1024, 16, 3), True),
@@ -53,13 +45,10 @@ CASES = [(m, n, k) for n, k in [(4096, 4096), (1024, 4096), (14336, 4096), (4096
 CASES += [(m, n, k) for n, k in [(2048, 2048), (512, 2048), (8192, 2048), (2048, 8192)] for m in (2048, 256, 8, 1)]
 
 # --pairs: launch pairs (short tile, tall tile), each call choosing between them as the shipped
-# pair does (matmul_table.matmul_config), at every M the e2e model runs. The question (NOTES v13): a
-# 64-column pair (m64n64k16 MMAs) for a weight's (N, K), chosen once per weight, never per M.
-# v13 ran the shipped pair (its tall tile then at 4 stages) against three 64-column pairs
-# (64x64x128 | 128x64x64 / 128x64x128, 4 or 6 stages): tune_matmul_pairs_h200_v13.txt at f76d1af. v14: the
-# shipped pair against the four-warpgroup tall tiles above, at the e2e model's M.
+# pair does (matmul_table.matmul_config), at every M the e2e model runs: whether another tall tile
+# for a weight's (N, K), chosen once per weight and never per M, beats the shipped pair.
 PAIR_CANDIDATES = [
-    ((MatmulConfig(64, 128, 128, 1024, 4, 4), MatmulConfig(128, 128, 64, 1024, 8, 5)), True),  # shipped (v13)
+    ((MatmulConfig(64, 128, 128, 1024, 4, 4), MatmulConfig(128, 128, 64, 1024, 8, 5)), True),  # shipped
     ((MatmulConfig(64, 128, 128, 1024, 4, 4), MatmulConfig(256, 128, 64, 1024, 16, 3)), True),
     ((MatmulConfig(64, 128, 128, 1024, 4, 4), MatmulConfig(128, 256, 64, 1024, 16, 3)), True),
 ]
