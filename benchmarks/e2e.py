@@ -44,10 +44,10 @@ def call_inputs(margs, batch: int, prefill_len: int, kv_len: int):
 def kernel_binaries() -> dict[str, int]:
     """Binaries Triton has compiled so far for each of the backend's kernels (its JIT caches):
     each compiles in the calling thread at its first launch, inside the compile window."""
-    from inductor_bi.kernels import attention, matmul, reduction, scatter
+    from inductor_bi.kernels import attention, matmul, moe, reduction
 
     counts = {}
-    for module in (matmul, attention, reduction, scatter):
+    for module in (matmul, attention, reduction, moe):
         for name, fn in vars(module).items():
             if isinstance(fn, JITFunction) and name.endswith("_kernel") and (n := _launch.binaries_compiled(fn)):
                 counts[name] = n

@@ -77,7 +77,7 @@ for part in "${parts[@]}"; do
     kernels) tests "$log" 500 tests/gpu/test_matmul_gpu.py tests/gpu/test_reduction_gpu.py tests/gpu/test_backend_gpu.py ;;
     attention) tests "$log" 500 tests/gpu/test_attention_gpu.py ;;
     launches) tests "$log" 560 tests/gpu/test_lowering_reductions_gpu.py tests/gpu/test_lowering_attention_gpu.py \
-                tests/gpu/test_lowering_scan_scatter_gpu.py tests/gpu/test_inductor_launches_gpu.py tests/gpu/test_reduce_overhead_gpu.py ;;
+                tests/gpu/test_lowering_scan_moe_gpu.py tests/gpu/test_inductor_launches_gpu.py tests/gpu/test_reduce_overhead_gpu.py ;;
     hf) tests "$log" 570 tests/gpu/test_hf_gpu.py ;;
     llm) tests "$log" 570 -s tests/gpu/test_llm_gpu.py ;;
     rl) for who in ${RL_CONTENDERS:-stock batch_invariant}; do

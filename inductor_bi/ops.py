@@ -252,17 +252,17 @@ def _(x, normalized_shape, weight, bias, eps):
 
 
 # =============================================================================================
-# MoE routing (passes/scatter.py, kernels/scatter.py): invariant_grouped_mm, exact_histc.
+# MoE routing (passes/moe.py, kernels/moe.py): invariant_grouped_mm, exact_histc.
 # A separate block, appended; nothing above depends on it.
 # =============================================================================================
 
-from .kernels import scatter as _scatter  # noqa: E402
+from .kernels import moe as _moe  # noqa: E402
 
 
 @torch.library.custom_op(f"{LIBRARY}::invariant_grouped_mm", mutates_args=())
 def invariant_grouped_mm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
     """aten._grouped_mm's [S, K] x [G, K, N] form: each group's rows through invariant_matmul."""
-    return _scatter.invariant_grouped_mm(a, b, offs)
+    return _moe.invariant_grouped_mm(a, b, offs)
 
 
 @invariant_grouped_mm.register_fake
@@ -283,7 +283,7 @@ def _grouped_mm_backward(ctx, grad):
     if ctx.needs_input_grad[0]:
         grad_a = invariant_grouped_mm(grad, b.transpose(1, 2), offs)
     if ctx.needs_input_grad[1]:
-        grad_b = _scatter.grouped_mm_weight_grad(a, grad, offs, b.shape[0])
+        grad_b = _moe.grouped_mm_weight_grad(a, grad, offs, b.shape[0])
     return grad_a, grad_b, None
 
 
@@ -293,7 +293,7 @@ invariant_grouped_mm.register_autograd(_grouped_mm_backward, setup_context=_grou
 @torch.library.custom_op(f"{LIBRARY}::exact_histc", mutates_args=())
 def exact_histc(x: torch.Tensor, bins: int, min: float, max: float) -> torch.Tensor:
     """aten.histc over float32 / float64, counted in int64 (exact in any order)."""
-    return _scatter.exact_histc(x, bins, min, max)
+    return _moe.exact_histc(x, bins, min, max)
 
 
 @exact_histc.register_fake

@@ -178,7 +178,7 @@ def test_greedy_generate_static_cache_prompt_alone_equals_in_batch():
 # a grouped matmul (transformers::grouped_mm_fallback for fp32 weights, aten._grouped_mm for bf16),
 # index_put (inverse permutation, integer, no accumulate), index, sum over top-k.
 # The grouped matmul runs one aten mm per expert with M = that expert's token count, which depends
-# on the batch: not invariant. The backend must either rewrite it (passes/scatter.py, when
+# on the batch: not invariant. The backend must either rewrite it (passes/moe.py, when
 # registered) or refuse it in strict mode; it must never compile it silently.
 # ---------------------------------------------------------------------------------------------
 
@@ -186,7 +186,7 @@ def test_greedy_generate_static_cache_prompt_alone_equals_in_batch():
 def _scatter_pass_registered() -> bool:
     from inductor_bi import passes
 
-    return any(p.__module__.endswith("passes.scatter") for p in passes.PASSES)
+    return any(p.__module__.endswith("passes.moe") for p in passes.PASSES)
 
 
 def test_moe_default_grouped_mm_is_invariant_or_refused():

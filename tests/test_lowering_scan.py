@@ -1,7 +1,7 @@
 """The scans launched by Inductor (inductor_bi/lowerings/scan.py): graph in -> graph out on fake
 CUDA tensors (no GPU needed to trace). A scan over a static length becomes the kernel launch the
 custom op makes, with the rows symbolic and no guard on them; a symbolic length keeps the custom
-op, as does a CPU graph. Same bits as the custom op: tests/gpu/test_lowering_scan_scatter_gpu.py."""
+op, as does a CPU graph. Same bits as the custom op: tests/gpu/test_lowering_scan_moe_gpu.py."""
 
 from __future__ import annotations
 

@@ -21,11 +21,11 @@ import torch.utils._pytree as pytree
 from torch._inductor.pattern_matcher import CallFunctionVarArgs, Match, PatternMatcherPass, register_graph_pattern
 from torch._inductor.virtualized import V
 
-from . import attention, index_accumulate, matmul, reductions, scan, scatter
+from . import attention, index_accumulate, matmul, moe, reductions, scan
 from ._launches import Lowering, traced_launches
 
 LOWERINGS: dict = {}
-for _family in (matmul, attention, reductions, scan, scatter, index_accumulate):
+for _family in (matmul, attention, reductions, scan, moe, index_accumulate):
     LOWERINGS.update(_family.LOWERINGS)
 
 

@@ -20,7 +20,7 @@ from .matmul import MATMUL_OPS, rewrite_matmuls
 from .reductions import FUSED_OPS, rewrite_reductions
 from .rms_norm import fuse_rms_norms
 from .scan import rewrite_scans
-from .scatter import rewrite_moe_routing
+from .moe import rewrite_moe_routing
 
 log = logging.getLogger("inductor_bi")
 

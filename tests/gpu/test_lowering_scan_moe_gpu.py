@@ -1,4 +1,4 @@
-"""Scans and MoE routing launched by Inductor (inductor_bi/lowerings/scan.py, scatter.py) give the bits of
+"""Scans and MoE routing launched by Inductor (inductor_bi/lowerings/scan.py, moe.py) give the bits of
 the custom-op launches (``options={"inductor_launches": False}``), with one compiled graph for
 every batch size: a Hugging Face Qwen3-MoE with the default "grouped_mm" experts (grouped matmul
 over data-dependent offsets, no host read) and an OPT-style position cumsum with a
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from inductor_bi.kernels.matmul import invariant_matmul
-from inductor_bi.kernels.scatter import exact_histc, invariant_grouped_mm
+from inductor_bi.kernels.moe import exact_histc, invariant_grouped_mm
 from inductor_bi.testing import assert_rows_equal
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -1,4 +1,4 @@
-"""MoE routing ops (kernels/scatter.py, passes/scatter.py): invariant grouped matmul, exact histc,
+"""MoE routing ops (kernels/moe.py, passes/moe.py): invariant grouped matmul, exact histc,
 integer cumsum; and the pass on an aten graph."""
 
 import pytest
@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from torch.fx.experimental.proxy_tensor import make_fx
 
 import inductor_bi  # noqa: F401  (registers torch.ops.inductor_bi)
-from inductor_bi.kernels.scatter import exact_histc, grouped_mm_weight_grad, invariant_grouped_mm
+from inductor_bi.kernels.moe import exact_histc, grouped_mm_weight_grad, invariant_grouped_mm
 from inductor_bi.passes.guard import find_violations
-from inductor_bi.passes.scatter import rewrite_moe_routing
+from inductor_bi.passes.moe import rewrite_moe_routing
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
 
 K, N, G = 48, 40, 4

@@ -1,4 +1,4 @@
-"""MoE routing launched by Inductor (inductor_bi/lowerings/scatter.py, kernels/scatter.py).
+"""MoE routing launched by Inductor (inductor_bi/lowerings/moe.py, kernels/moe.py).
 
 On fake CUDA tensors (no GPU needed to trace): invariant_grouped_mm becomes one grouped launch
 whose grid covers the worst case of the group sizes, with the tokens symbolic, no guard and no
@@ -6,7 +6,7 @@ host read of the offsets; exact_histc becomes its counting launch. Qwen3-MoE's e
 ("grouped_mm", as transformers 5.x runs it compiled) traced on those shapes loses both custom
 ops. On the CPU (Triton's interpreter): the grouped kernel's rows are invariant_matmul's, bit for
 bit, and every row of a worst-case routing is computed. Same bits as the custom op on a GPU:
-tests/gpu/test_lowering_scan_scatter_gpu.py."""
+tests/gpu/test_lowering_scan_moe_gpu.py."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 import inductor_bi  # noqa: F401
 from inductor_bi.kernels import _device, _launch, matmul_table
-from inductor_bi.kernels import scatter as scatter_kernel
+from inductor_bi.kernels import moe as moe_kernel
 from inductor_bi.kernels.matmul import invariant_matmul
 from inductor_bi.lowerings import LOWERINGS, launch_from_inductor
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
@@ -207,7 +207,7 @@ def test_grouped_rows_are_invariant_matmul_rows(dtype):
     counts = [3, 0, 40, 9]
     a = torch.randn(sum(counts) + 2, K).to(dtype)
     b = torch.randn(G, N, K).to(dtype).transpose(1, 2)  # HF's layout: [G, N, K] used transposed
-    out = scatter_kernel.invariant_grouped_mm(a, b, _offsets(counts))
+    out = moe_kernel.invariant_grouped_mm(a, b, _offsets(counts))
     start = 0
     for g, end in enumerate(_offsets(counts).tolist()):
         if end > start:
@@ -226,7 +226,7 @@ def test_every_row_of_a_worst_case_routing_is_computed(partial, full):
     assert sum(-(-c // block_m) for c in counts) == -(-sum(counts) // block_m) + G
     a, b = torch.randn(sum(counts), K), torch.randn(G, K, N)
     offs = _offsets(counts[:G])
-    out = scatter_kernel.invariant_grouped_mm(a, b, offs)
+    out = moe_kernel.invariant_grouped_mm(a, b, offs)
     start = 0
     for g, end in enumerate(offs.tolist()):
         assert_close_to_reference(out[start:end], a[start:end].double() @ b[g].double(), dtype=torch.float32)
@@ -236,7 +236,7 @@ def test_every_row_of_a_worst_case_routing_is_computed(partial, full):
 
 def test_the_device_check_of_the_offsets_refuses_what_the_host_check_refuses():
     """A launch Inductor makes asserts the offsets on the device (here, eagerly on the CPU)."""
-    check = scatter_kernel._offsets_checked_on_device
+    check = moe_kernel._offsets_checked_on_device
     check(_offsets([2, 0, 3]), 5)
     check(_offsets([2, 0, 3]), 9)
     decreasing, past_the_rows, negative = ([2, 1, 3], 6), ([2, 5, 9], 8), ([-1, 0, 1], 5)
@@ -251,8 +251,8 @@ def test_histc_with_edges_no_float_of_the_dtype_holds_equals_aten(dtype):
     x = torch.rand(2000, generator=g, dtype=dtype)
     x[:7] = torch.tensor([0.1, 0.7, 0.3, 0.5, 0.2, 0.6, 0.4], dtype=dtype)  # on (rounded) edges
     for bins, lo, hi in ((6, 0.1, 0.7), (3, 0.3, 0.9), (7, 0.0, 0.7)):
-        assert torch.equal(scatter_kernel.exact_histc(x, bins, lo, hi), torch.histc(x, bins=bins, min=lo, max=hi))
-    assert torch.equal(scatter_kernel.exact_histc(x[:0], 4, 0.0, 1.0), torch.histc(x[:0], bins=4, min=0.0, max=1.0))
+        assert torch.equal(moe_kernel.exact_histc(x, bins, lo, hi), torch.histc(x, bins=bins, min=lo, max=hi))
+    assert torch.equal(moe_kernel.exact_histc(x[:0], 4, 0.0, 1.0), torch.histc(x[:0], bins=4, min=0.0, max=1.0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,13 +276,13 @@ def test_grouped_kernel_runs_invariant_matmuls_float_ops_on_sm90(monkeypatch, dt
 
     inspect_kernels = load_file("tools/diagnose/inspect_kernels.py", "inspect_kernels")
     launches = []
-    monkeypatch.setattr(scatter_kernel, "launch", lambda kernel, grid, device, *args, **kwargs: launches.append((kernel, args, kwargs)))
+    monkeypatch.setattr(moe_kernel, "launch", lambda kernel, grid, device, *args, **kwargs: launches.append((kernel, args, kwargs)))
     monkeypatch.setattr(_launch, "uses_interpreter", lambda device: False)
-    monkeypatch.setattr(scatter_kernel, "_group_bounds", lambda *args: None)  # meta offsets: no values
+    monkeypatch.setattr(moe_kernel, "_group_bounds", lambda *args: None)  # meta offsets: no values
     monkeypatch.setattr(_device, "gpu", lambda device: inspect_kernels.H100_PROPERTIES)
     a = torch.empty(300, 4096, device="meta", dtype=dtype)
     b = torch.empty(8, 1024, 4096, device="meta", dtype=dtype).transpose(1, 2)
-    scatter_kernel.invariant_grouped_mm(a, b, torch.empty(8, device="meta", dtype=torch.int32))
+    moe_kernel.invariant_grouped_mm(a, b, torch.empty(8, device="meta", dtype=torch.int32))
     (grouped,) = launches
     with inspect_kernels.recorded_launches() as calls:
         invariant_matmul(torch.empty(64, 4096, device="meta", dtype=dtype), b[0], split_k=False, tma=False)

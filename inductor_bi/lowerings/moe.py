@@ -1,4 +1,4 @@
-"""invariant_grouped_mm and exact_histc launched by Inductor (kernels/scatter.py).
+"""invariant_grouped_mm and exact_histc launched by Inductor (kernels/moe.py).
 
 The grouped matmul: K sets the chunking constexprs and must be static; the group count sets the
 tile search's width (static: the experts' weights); the rows (tokens x top-k) may be symbolic,
@@ -15,7 +15,7 @@ import math
 import torch
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
-from ..kernels import scatter as scatter_kernel
+from ..kernels import moe as moe_kernel
 from ..kernels.matmul import SUPPORTED_DTYPES as MATMUL_DTYPES
 from ..passes._rewrite import fake_value
 from ._launches import Lowering, on_cuda, static_sizes
@@ -38,13 +38,13 @@ def _grouped_mm_traceable(node: torch.fx.Node) -> bool:
 def _histc_traceable(node: torch.fx.Node) -> bool:
     """A CUDA float32 / float64 input and a finite range given at compile time (min < max)."""
     x = fake_value(node.args[0])
-    if not isinstance(x, torch.Tensor) or not on_cuda(node, 0, dtypes=scatter_kernel.HISTC_DTYPES):
+    if not isinstance(x, torch.Tensor) or not on_cuda(node, 0, dtypes=moe_kernel.HISTC_DTYPES):
         return False
     bins, lo, hi = (list(node.args[1:4]) + [0.0, 0.0])[:3]
     return isinstance(bins, int) and bins > 0 and math.isfinite(lo) and math.isfinite(hi) and float(lo) < float(hi)
 
 
 LOWERINGS = {
-    torch.ops.inductor_bi.invariant_grouped_mm.default: Lowering(scatter_kernel.invariant_grouped_mm, _grouped_mm_traceable),
-    torch.ops.inductor_bi.exact_histc.default: Lowering(scatter_kernel.exact_histc, _histc_traceable),
+    torch.ops.inductor_bi.invariant_grouped_mm.default: Lowering(moe_kernel.invariant_grouped_mm, _grouped_mm_traceable),
+    torch.ops.inductor_bi.exact_histc.default: Lowering(moe_kernel.exact_histc, _histc_traceable),
 }
