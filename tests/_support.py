@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from inductor_bi.passes._observe import Observer, observing
 from tests import _zoo
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -87,42 +88,46 @@ def error_chain_text(err: BaseException) -> str:
 
 
 class GraphRecorder:
-    """Records every aten graph the backend rewrites, with its rewrites, while it stands in for
-    ``inductor_bi.hooks.rewrite_graph``: as a context manager, or installed by the ``graphs``
-    fixture through monkeypatch."""
+    """Records every aten graph the backend rewrites, with its rewrites, by observing the real
+    compile (passes/_observe.py): as a context manager, or through the ``graphs`` fixture."""
 
     def __init__(self):
-        import inductor_bi.hooks as hooks
-
-        self._backend, self._real = hooks, hooks.rewrite_graph
         self.rewritten: list[tuple[torch.fx.GraphModule, list]] = []
+        recorded = self.rewritten
 
-    def __call__(self, gm):
-        rewrites = self._real(gm)
-        # a copy as the passes left it: later hooks (Inductor launches on CUDA) change gm in place
-        graph = torch.fx.Graph()
-        graph.output(graph.graph_copy(gm.graph, {}))
-        self.rewritten.append((torch.fx.GraphModule(gm, graph), rewrites))
-        return rewrites
+        class Recording(Observer):
+            stage = None
+
+            def graph_in(self, gm, stage):
+                self.stage = stage
+
+            def rewritten(self, gm, rewrites):
+                if self.stage != "aten":  # the aten graphs, not the Dynamo graph's attention pre-pass
+                    return
+                # a copy as the passes left it: later hooks (Inductor launches on CUDA) change gm in place
+                graph = torch.fx.Graph()
+                graph.output(graph.graph_copy(gm.graph, {}))
+                recorded.append((torch.fx.GraphModule(gm, graph), rewrites))
+
+        self._observing = observing(Recording())
 
     @property
     def graphs(self) -> list[torch.fx.GraphModule]:
         return [gm for gm, _ in self.rewritten]
 
     def __enter__(self):
-        self._backend.rewrite_graph = self
+        self._observing.__enter__()
         return self
 
     def __exit__(self, *exc):
-        self._backend.rewrite_graph = self._real
+        return self._observing.__exit__(*exc)
 
 
 @pytest.fixture
-def graphs(monkeypatch):
+def graphs():
     """Every aten graph the backend rewrites, with its rewrites: [(gm, rewrites), ...]."""
-    recorder = GraphRecorder()
-    monkeypatch.setattr(recorder._backend, "rewrite_graph", recorder)
-    return recorder.rewritten
+    with GraphRecorder() as recorder:
+        yield recorder.rewritten
 
 
 # tools/diagnose/diagnose_length.py's names for tests/gpu/test_hf_gpu.py's model: tests/_zoo.HF_GPU
