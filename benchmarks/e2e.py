@@ -14,13 +14,12 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 import torch
 from triton.runtime.jit import JITFunction
 
-from benchmarks.common import environment, knob_values, median_ms, write_json
+from benchmarks.common import cold_compile_caches, environment, knob_values, median_ms, write_json
 from inductor_bi.kernels import _launch, knobs as kernel_knobs
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
@@ -120,11 +119,9 @@ def compile_first_calls(model, margs, mode: str, batches: list[int], prefill_len
     torch._dynamo.reset()
     torch._dynamo.utils.reset_frame_count()  # also clears the per-phase compile times
     torch._dynamo.utils.counters.clear()
-    # Cold on-disk caches for each mode, as on a fresh machine: a cache left by an earlier run
-    # (or by the other mode: they share pointwise kernels) would time loading, not compiling.
-    # (On an H100, stock's compile took 38 s from a warm cache, 108 s cold.)
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"inductor_{mode}_")
-    os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"triton_{mode}_")
+    # Cold on-disk caches for each mode (on an H100, stock's compile took 38 s from a warm
+    # cache, 108 s cold).
+    cold_compile_caches(mode)
     model.setup_kv_cache()
     prefill, step = MODES[mode](model), MODES[mode](model.step)
     t0 = time.perf_counter()
