@@ -13,7 +13,9 @@ from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 import inductor_bi  # noqa: F401
 from inductor_bi.kernels import _device
+from inductor_bi.kernels import matmul as matmul_kernel
 from inductor_bi.lowerings import launch_from_inductor
+from inductor_bi.lowerings.matmul_template import TEMPLATE
 
 MATMUL = torch.ops.inductor_bi.invariant_matmul.default
 LAUNCH = torch.ops.higher_order.triton_kernel_wrapper_mutation
@@ -44,16 +46,26 @@ def an_h100(monkeypatch):
     monkeypatch.setattr(_device, "gpu", lambda device: _device.GpuProperties(132, 9, 232448))
 
 
-@pytest.mark.parametrize("rows_hint, launches", [(40, 2), (4096, 1)], ids=["few-rows-split-k", "many-rows-one-launch"])
-def test_matmul_becomes_kernel_launches_with_no_guard_on_the_batch(an_h100, rows_hint, launches):
-    gm, env = _graph("cuda", rows_hint)
+def test_few_rows_matmul_becomes_split_k_launches_with_no_guard_on_the_batch(an_h100):
+    gm, env = _graph("cuda", 40)
     assert launch_from_inductor(gm) == 1
     assert not _calls(gm, MATMUL)
     kernels = _calls(gm, LAUNCH)
-    assert len(kernels) == launches  # split + merge for few rows; one program per tile otherwise
+    assert len(kernels) == 2  # split + merge: few rows leave the GPU idle without split-K
     assert not env.guards, f"a guard on the batch would recompile per batch size: {env.guards}"
     grid = kernels[0].kwargs["grid"][0]
     assert any(isinstance(g, torch.fx.Node) for g in grid), f"the grid follows the symbolic rows: {grid}"
+
+
+def test_many_rows_matmul_is_left_to_the_template_with_the_full_launch_plan(an_h100):
+    gm, env = _graph("cuda", 4096)
+    assert launch_from_inductor(gm) == 1
+    (node,) = _calls(gm, MATMUL)  # Inductor lowers it to the template (epilogue fused)
+    assert not _calls(gm, LAUNCH)
+    plan = node.meta[TEMPLATE]
+    assert not plan.split_k
+    assert plan == matmul_kernel.matmul_plan(torch.float16, torch.device("cuda"), 1, 4096, 512, 4096)
+    assert not env.guards, f"a guard on the batch would recompile per batch size: {env.guards}"
 
 
 def test_cpu_graphs_keep_the_custom_ops():

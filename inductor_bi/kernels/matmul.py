@@ -22,6 +22,8 @@ instructions an element goes through.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -318,20 +320,52 @@ def _tma_operands(a3, b3, cfg):
     return None
 
 
+class MatmulPlan(NamedTuple):
+    """How one matmul launches: the pinned tile (its launch shape follows the output's size
+    hint), the fixed K chunk (a function of K) and whether the chunks run in separate programs."""
+
+    cfg: matmul_table.MatmulConfig
+    k_chunk: int
+    split_k: bool
+
+    def constexprs(self, dtype: torch.dtype, k: int) -> dict:
+        """The constexprs that fix an element's arithmetic, as every launcher of this matmul (the
+        kernel here, Inductor's template in lowerings/matmul_template.py) passes them."""
+        cfg = self.cfg
+        return dict(
+            ACC_DTYPE=tl.float64 if dtype == torch.float64 else tl.float32,
+            INPUT_PRECISION=_input_precision(dtype),
+            BLOCK_M=cfg.block_m,
+            BLOCK_N=cfg.block_n,
+            BLOCK_K=cfg.block_k,
+            K_CHUNK=self.k_chunk,
+            EVEN_K=k % cfg.block_k == 0,
+            GROUP_M=cfg.group_m,
+        )
+
+
+def matmul_plan(dtype: torch.dtype, device: torch.device, nb, m, n, k: int, split_k: bool | None = None) -> MatmulPlan:
+    """The launch of a [nb, m, k] @ [nb, k, n] matmul; symbolic sizes count by their hints (the
+    choices only set parallelism)."""
+    hints = tuple(map(size_hint, (nb, m, n)))
+    cfg = matmul_table.matmul_config(dtype, device, interpreted=uses_interpreter(device), output=hints)
+    k_chunk = matmul_table.matmul_k_chunk(cfg, k)
+    n_chunks = triton.cdiv(k, k_chunk)
+    if split_k is None:
+        hinted_tiles = triton.cdiv(hints[1], cfg.block_m) * triton.cdiv(hints[2], cfg.block_n)
+        split_k = matmul_table.matmul_use_split_k(hinted_tiles * hints[0], n_chunks, device)
+    return MatmulPlan(cfg, k_chunk, bool(split_k and n_chunks > 1))
+
+
 def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
     nb, m, k = a3.shape
     n = b3.shape[-1]
     device = a3.device
     traced = tracing_for_inductor()  # Inductor launches: no arrival counters, no TMA descriptors
-    cfg = matmul_table.matmul_config(a3.dtype, device, interpreted=uses_interpreter(device), output=tuple(map(size_hint, (nb, m, n))))
-    acc_dtype = tl.float64 if a3.dtype == torch.float64 else tl.float32
+    plan = matmul_plan(a3.dtype, device, nb, m, n, k, split_k)
+    cfg, k_chunk, split_k = plan
     tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
-    k_chunk = matmul_table.matmul_k_chunk(cfg, k)
     n_chunks = triton.cdiv(k, k_chunk)
-    if split_k is None:
-        hinted_tiles = triton.cdiv(size_hint(m), cfg.block_m) * triton.cdiv(size_hint(n), cfg.block_n)
-        split_k = matmul_table.matmul_use_split_k(hinted_tiles * size_hint(nb), n_chunks, device)
-    split_k = split_k and n_chunks > 1
 
     has_bias = bias3 is not None
     bias_arg = bias3 if has_bias else out3
@@ -340,14 +374,7 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
         HAS_BIAS=has_bias,
         SCALE_ALPHA=alpha != 1.0,
         SCALE_BETA=has_bias and beta != 1.0,
-        ACC_DTYPE=acc_dtype,
-        INPUT_PRECISION=_input_precision(a3.dtype),
-        BLOCK_M=cfg.block_m,
-        BLOCK_N=cfg.block_n,
-        BLOCK_K=cfg.block_k,
-        K_CHUNK=k_chunk,
-        EVEN_K=k % cfg.block_k == 0,
-        GROUP_M=cfg.group_m,
+        **plan.constexprs(a3.dtype, k),
         # every constexpr passed, defaults included: Inductor's launcher for a kernel it launches
         # itself takes exactly the arguments the trace saw
         USE_TMA=False,

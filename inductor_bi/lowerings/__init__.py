@@ -21,7 +21,7 @@ import torch.utils._pytree as pytree
 from torch._inductor.pattern_matcher import CallFunctionVarArgs, Match, PatternMatcherPass, register_graph_pattern
 from torch._inductor.virtualized import V
 
-from . import attention, index_accumulate, matmul, moe, reductions, scan
+from . import attention, index_accumulate, matmul, matmul_template, moe, reductions, scan
 from ._launches import Lowering, traced_launches
 
 LOWERINGS: dict = {}
@@ -45,14 +45,25 @@ def _pattern_pass() -> PatternMatcherPass:
 
 
 def _count(gm: torch.fx.GraphModule) -> int:
-    return sum(1 for n in gm.graph.nodes if n.op == "call_function" and n.target in LOWERINGS)
+    return sum(1 for n in gm.graph.nodes if n.op == "call_function" and n.target in LOWERINGS and matmul_template.TEMPLATE not in n.meta)
+
+
+def _mark_templates(gm: torch.fx.GraphModule) -> None:
+    """Mark the matmuls Inductor's template takes (lowerings/matmul_template.py)."""
+    matmul_template.register()
+    for node in gm.graph.find_nodes(op="call_function", target=matmul_template.OP):
+        plan = matmul_template.template_plan(node)
+        if plan is not None:
+            node.meta[matmul_template.TEMPLATE] = plan
 
 
 def launch_from_inductor(gm: torch.fx.GraphModule) -> int:
-    """Replace every traceable rewritten op in ``gm`` by its kernel launches; how many were."""
+    """Replace every traceable rewritten op in ``gm`` by its kernel launches or mark it for the
+    matmul template; how many were."""
     before = _count(gm)
     if not before:
         return 0
+    _mark_templates(gm)
     vals = [n.meta.get("val") for n in gm.graph.nodes if n.op == "placeholder"]
     fake_mode = torch._guards.detect_fake_mode(vals)
     # the replacements are traced in the graph's own fake mode: its sizes' symbols, no real tensors
