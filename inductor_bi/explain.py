@@ -40,10 +40,6 @@ from torch.utils import _pytree as pytree
 from . import backend, inductor_config
 from .options import Options
 from .passes import Rewrite
-from .passes import attention as attention_pass
-from .passes import matmul as matmul_pass
-from .passes import reductions as reductions_pass
-from .passes import scan as scan_pass
 from .passes._observe import Observer, observing
 from .passes._rewrite import input_shapes, user_source_line
 from .passes.convolution import lowered_convolutions
@@ -182,9 +178,10 @@ def explain(
     opts = Options.parse(options)
     config_device = torch.device(device) if device is not None else None
     recorder = _Recorder(mode, options, fake=run_graphs == "fake")
+    recorder.config_device = config_device
     torch._dynamo.reset()
     try:
-        with _capture_config(), _configs_reported_for(config_device), observing(recorder):
+        with _capture_config(), observing(recorder):
             compiled = torch.compile(model, backend=recorder.backend, dynamic=dynamic, mode=mode)
             out = compiled(*example_inputs, **model_kwargs)
             if not recorder.has_backward():
@@ -319,24 +316,6 @@ def _capture_config():
         patch["force_non_lazy_backward_lowering"] = True
     with torch._functorch.config.patch(patch):
         yield
-
-
-@contextlib.contextmanager
-def _configs_reported_for(device: torch.device | None):
-    """Have the passes record the tile configs of ``device`` instead of the traced device's
-    (their ``_config_details`` take a ``device``; the passes themselves pass none)."""
-    if device is None:
-        yield
-        return
-    modules = (matmul_pass, reductions_pass, attention_pass, scan_pass)
-    originals = [m._config_details for m in modules]
-    try:
-        for m, original in zip(modules, originals):
-            m._config_details = functools.partial(original, device=device)
-        yield
-    finally:
-        for m, original in zip(modules, originals):
-            m._config_details = original
 
 
 def _run_backward(out, model, example_inputs, model_kwargs) -> None:

@@ -35,12 +35,12 @@ import triton.language as tl
 from . import attention_table
 from ._arrivals import tile_arrivals
 from ._launch import float_arg, interpreter_dtype, launch, size_hint, tma_descriptor, tracing_for_inductor, uses_interpreter
+from .attention_table import SUPPORTED_DTYPES
 from .matmul import _input_precision
 
 _SEQUENTIAL, _SPLIT, _MERGE = 0, 1, 2
 _NO_MASK, _BOOL_MASK, _FLOAT_MASK = 0, 1, 2
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # Columns of the ones matrix that sums a block's rows by MMA: 16, the narrowest N that tl.dot takes.
 ROW_SUM_COLUMNS: tl.constexpr = tl.constexpr(16)
 

@@ -14,6 +14,9 @@ import torch
 
 from . import _device
 
+# What fixed_split_attention accepts.
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
 
 @dataclass(frozen=True)
 class AttentionConfig:

@@ -51,15 +51,8 @@ import triton
 import triton.language as tl
 
 from ._launch import interpreter_dtype, launch, runs_interpreted
+from .index_accumulate_table import INDEX_ACCUMULATE_BLOCK_C, INDEX_ACCUMULATE_WARPS, INDEX_DTYPES, SUPPORTED_DTYPES  # noqa: F401
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-INDEX_DTYPES = (torch.int32, torch.int64)
-
-# Columns one program sums: each column is its own chain, so the width sets parallelism and load
-# width only, never a bit of the result.
-INDEX_ACCUMULATE_BLOCK_C = 256
-# 256 columns fit 4 warps' lanes twice over; the walk is load-bound.
-INDEX_ACCUMULATE_WARPS = 4
 
 
 @triton.jit(do_not_specialize=["n", "rows", "columns"])

@@ -29,14 +29,12 @@ import triton
 import triton.language as tl
 
 from . import matmul_table
+from .matmul_table import COMPLEX_DTYPES, SUPPORTED_DTYPES
 from ._arrivals import tile_arrivals
 from ._launch import float_arg, interpreter_dtype, launch, size_hint, sizes_follow_the_batch, tma_descriptor, tracing_for_inductor, uses_interpreter
 
 _FULL, _SPLIT, _MERGE = 0, 1, 2
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-# Complex operands run as one real matmul of their parts (see _complex_matmul).
-COMPLEX_DTYPES = (torch.complex64, torch.complex128)
 
 
 @triton.jit

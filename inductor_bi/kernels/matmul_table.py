@@ -16,6 +16,11 @@ import torch
 
 from . import _device
 
+# What invariant_matmul accepts; complex operands run as one real matmul of their parts
+# (kernels/matmul.py _complex_matmul).
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+COMPLEX_DTYPES = (torch.complex64, torch.complex128)
+
 
 @dataclass(frozen=True)
 class MatmulConfig:

@@ -48,13 +48,7 @@ from . import matmul_table
 from ._launch import interpreter_dtype, launch, runs_interpreted, tracing_for_inductor
 from .matmul import SUPPORTED_DTYPES as _MATMUL_DTYPES
 from .matmul import _epilogue, _input_precision, _pointer_k_steps, invariant_matmul
-
-HISTC_DTYPES = (torch.float32, torch.float64)
-
-# Elements one histc program bins (integer counts: any block gives the same counts).
-HISTC_BLOCK = 1024
-HISTC_WARPS = 4
-
+from .moe_table import HISTC_BLOCK, HISTC_DTYPES, HISTC_WARPS
 
 # ---------------------------------------------------------------------------------------------
 # Kernels

@@ -33,9 +33,8 @@ from torch._prims_common import is_contiguous_or_false
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from ._launch import dense_aligned, float_arg, interpreter_dtype, launch, runs_interpreted, tracing_for_inductor
-from .reduction_table import REDUCTION_POINTER_ALIGN, reduction_config
+from .reduction_table import REDUCTION_POINTER_ALIGN, SUPPORTED_DTYPES, reduction_config
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 # ---------------------------------------------------------------------------------------------
 # Kernels: one row per program, row offsets in int64 so rows * R may exceed 2**31. The two row

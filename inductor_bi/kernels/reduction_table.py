@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+# What the reduction kernels accept.
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
 
 @dataclass(frozen=True)
 class ReductionConfig:

@@ -12,7 +12,7 @@ import torch.fx
 import torch.utils._pytree as pytree
 
 from ..kernels._launch import launched_by_inductor
-from ..passes._rewrite import fake_value, static_int
+from .._fx import fake_value, static_int
 
 
 class Lowering(NamedTuple):

@@ -21,7 +21,7 @@ from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
 from ..kernels import attention as attention_kernel
-from ..passes._rewrite import fake_value, static_int
+from .._fx import fake_value, static_int
 from ._launches import Lowering, on_cuda, static_sizes
 
 _Q, _K, _V, _MASK, _IS_CAUSAL, _SCALE, _ENABLE_GQA, _KV_ROWS = range(8)

@@ -15,7 +15,7 @@ import torch
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
 from ..kernels import index_accumulate as index_accumulate_kernel
-from ..passes._rewrite import fake_value, static_int
+from .._fx import fake_value, static_int
 from ._launches import Lowering, on_cuda, static_sizes
 
 

@@ -7,7 +7,7 @@ import torch
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
 from ..kernels import matmul as matmul_kernel
-from ..passes._rewrite import fake_value
+from .._fx import fake_value
 from ._launches import Lowering, on_cuda, static_sizes
 from .matmul_template import TEMPLATE
 

@@ -20,11 +20,11 @@ import torch.fx
 from torch._inductor.kernel.mm_common import mm_args, mm_grid
 from torch._inductor.lowering import get_layout_constraint_tag, lowerings, make_fallback, tag_to_layout_constraint
 from torch._inductor.select_algorithm import TritonTemplate, autotune_select_algorithm
-from torch._inductor.virtualized import V, ops
+from torch._inductor.virtualized import V
 
 from .. import ops as _ops  # noqa: F401  (registers torch.ops.inductor_bi)
 from ..kernels import matmul as matmul_kernel
-from ..passes._rewrite import fake_value
+from .._fx import fake_value
 from ._launches import on_cuda, static_sizes
 
 OP = torch.ops.inductor_bi.invariant_matmul.default
@@ -87,9 +87,10 @@ def _rounded_to(dtype: torch.dtype, bias: bool):
     output dtype and read back, as a fused op would read it from the stored output."""
 
     def epilogue(acc, *inputs):
+        # V.ops, not the wrapping ``ops``: the template's store takes the handler's raw values
         if bias:
-            acc = ops.add(acc, inputs[0])
-        return ops.to_dtype(ops.to_dtype(acc, dtype), torch.float32)
+            acc = V.ops.add(acc, inputs[0])
+        return V.ops.to_dtype(V.ops.to_dtype(acc, dtype), torch.float32)
 
     return epilogue
 

@@ -17,7 +17,7 @@ import torch
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
 from ..kernels import moe as moe_kernel
 from ..kernels.matmul import SUPPORTED_DTYPES as MATMUL_DTYPES
-from ..passes._rewrite import fake_value
+from .._fx import fake_value
 from ._launches import Lowering, on_cuda, static_sizes
 
 

@@ -17,7 +17,7 @@ import torch.fx
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
 from ..kernels import reduction as reduction_kernel
-from ..passes._rewrite import fake_value, static_int
+from .._fx import fake_value, static_int
 from ._launches import Lowering, on_cuda
 
 bi = torch.ops.inductor_bi

@@ -11,7 +11,7 @@ from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
 from ..kernels import scan as scan_kernel
-from ..passes._rewrite import fake_value
+from .._fx import fake_value
 from ._launches import Lowering, on_cuda
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+import torch
 import torch.fx
 
 
@@ -23,7 +24,12 @@ class Observer:
 
     For each graph, in order: ``graph_in`` (the graph as the stage got it, before our passes),
     ``rewritten`` (after them, with their ``Rewrite`` records), ``guarded`` (what the strict guard
-    found on it)."""
+    found on it).
+
+    ``config_device``: the device whose pinned configs the rewrites report (None: the traced
+    one); ``explain`` traces on the CPU and reports a GPU's."""
+
+    config_device: torch.device | None = None
 
     def graph_in(self, gm: torch.fx.GraphModule, stage: str) -> None:
         """``stage``: "dynamo" (the attention pre-pass's graph) or "aten" (the post-grad hooks')."""
@@ -43,6 +49,13 @@ _current: Observer | None = None
 def observer() -> Observer | None:
     """The observer of the compile under way, if any."""
     return _current
+
+
+def reported_device(traced: torch.device) -> torch.device:
+    """The device whose pinned configs a rewrite records: the observer's ``config_device`` if it
+    names one, else the traced device."""
+    obs = _current
+    return obs.config_device if obs is not None and obs.config_device is not None else traced
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import torch.fx
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
 from ..kernels import _device, attention_table
-from ..kernels.attention import SUPPORTED_DTYPES
+from ._observe import reported_device
 from ._rewrite import Rewrite, replace_node, user_source_line
 from .guard import Violation
 
@@ -108,7 +108,7 @@ def rewrite_attention_calls(gm: torch.fx.GraphModule) -> tuple[list[Rewrite], li
                 )
             )
             continue
-        if isinstance(val, torch.Tensor) and val.dtype not in SUPPORTED_DTYPES:
+        if isinstance(val, torch.Tensor) and val.dtype not in attention_table.SUPPORTED_DTYPES:
             continue  # no kernel for it: aten's SDPA stays, and the strict guard names it
         replace_node(node, torch.ops.inductor_bi.fixed_split_attention.default, args)
         rewrites.append(
@@ -127,12 +127,11 @@ def rewrite_attention_calls(gm: torch.fx.GraphModule) -> tuple[list[Rewrite], li
     return rewrites, refusals
 
 
-def _config_details(val, device: torch.device | None = None) -> dict:
-    """The pinned config the kernel will use; ``device`` overrides the traced one (``explain``
-    traces on the CPU and reports the CUDA configs)."""
+def _config_details(val) -> dict:
+    """The pinned config the kernel will use, for the reported device (``_observe.reported_device``)."""
     if not isinstance(val, torch.Tensor):
         return {"kernel": "fixed_split_attention"}
-    device = device or val.device
+    device = reported_device(val.device)
     cfg = attention_table.attention_config(val.shape[-1], val.dtype, interpreted=device.type != "cuda")
     details = {
         "kernel": "fixed_split_attention",

@@ -32,7 +32,8 @@ import math
 
 import torch
 
-from ._rewrite import Rewrite, input_shapes, static_int, user_source_line
+from .._fx import static_int
+from ._rewrite import Rewrite, input_shapes, user_source_line
 
 aten = torch.ops.aten
 

@@ -36,8 +36,9 @@ import torch
 import torch.fx
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
-from ..kernels.index_accumulate import INDEX_DTYPES, SUPPORTED_DTYPES
-from ._rewrite import Rewrite, fake_value, node_rewrite, replace_node
+from ..kernels.index_accumulate_table import INDEX_DTYPES, SUPPORTED_DTYPES
+from .._fx import fake_value
+from ._rewrite import Rewrite, node_rewrite, replace_node
 
 aten = torch.ops.aten
 

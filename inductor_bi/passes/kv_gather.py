@@ -15,7 +15,8 @@ import torch
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
 from ..kernels import attention_table
-from ._rewrite import Rewrite, fake_value, input_shapes, static_int, user_source_line
+from .._fx import fake_value, static_int
+from ._rewrite import Rewrite, input_shapes, user_source_line
 
 aten = torch.ops.aten
 bi = torch.ops.inductor_bi

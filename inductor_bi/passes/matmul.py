@@ -16,8 +16,10 @@ import functools
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
 from ..kernels import _device, matmul_table
-from ..kernels.matmul import COMPLEX_DTYPES, SUPPORTED_DTYPES
-from ._rewrite import Rewrite, input_shapes, replace_node, source_from_meta, static_int, user_source_line
+from ..kernels.matmul_table import COMPLEX_DTYPES, SUPPORTED_DTYPES
+from ._observe import reported_device
+from .._fx import static_int
+from ._rewrite import Rewrite, input_shapes, replace_node, source_from_meta, user_source_line
 
 aten = torch.ops.aten
 
@@ -112,14 +114,13 @@ def rewrite_matmuls(gm: torch.fx.GraphModule) -> list[Rewrite]:
     return rewrites
 
 
-def _config_details(val: torch.Tensor, k, device: torch.device | None = None) -> dict:
+def _config_details(val: torch.Tensor, k) -> dict:
     """The pinned config the kernel will use and how K falls into its fixed chunks (the unit of
-    split-K); ``device`` overrides the traced one (``explain`` traces on the CPU and reports the
-    CUDA configs)."""
+    split-K), for the reported device (``_observe.reported_device``)."""
     dtype = val.dtype.to_real()
     if dtype not in matmul_table.MATMUL_CUDA:
         return {}
-    device = device or val.device
+    device = reported_device(val.device)
     cfg = matmul_table.matmul_config(dtype, device, interpreted=device.type != "cuda")
     details = {
         "kernel": "invariant_matmul",

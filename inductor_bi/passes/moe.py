@@ -22,8 +22,8 @@ import torch
 import torch.fx
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
-from ..kernels.matmul import SUPPORTED_DTYPES as MATMUL_DTYPES
-from ..kernels.moe import HISTC_DTYPES
+from ..kernels.matmul_table import SUPPORTED_DTYPES as MATMUL_DTYPES
+from ..kernels.moe_table import HISTC_DTYPES
 from ._rewrite import Rewrite, node_rewrite, replace_node
 
 aten = torch.ops.aten

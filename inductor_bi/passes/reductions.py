@@ -17,8 +17,10 @@ import operator
 import torch
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
-from ..kernels import reduction, reduction_table
-from ._rewrite import Rewrite, fake_value, input_shapes, replace_node, static_int, user_source_line
+from ..kernels import reduction_table
+from ._observe import reported_device
+from .._fx import fake_value, static_int
+from ._rewrite import Rewrite, input_shapes, replace_node, user_source_line
 
 aten = torch.ops.aten
 bi = torch.ops.inductor_bi
@@ -99,7 +101,7 @@ def _squared_source(node: torch.fx.Node) -> torch.fx.Node | None:
     if y.target is torch.ops.prims.convert_element_type.default and y.args[1] == acc:
         y = y.args[0]
     y_val = y.meta.get("val")
-    if not isinstance(y_val, torch.Tensor) or y_val.dtype not in reduction.SUPPORTED_DTYPES or y_val.dtype.itemsize > acc.itemsize:
+    if not isinstance(y_val, torch.Tensor) or y_val.dtype not in reduction_table.SUPPORTED_DTYPES or y_val.dtype.itemsize > acc.itemsize:
         return None  # e.g. float8 widened to fp32: the squares stay as they were
     return y
 
@@ -177,7 +179,7 @@ def _rewrite_complex_sum(gm: torch.fx.GraphModule, node: torch.fx.Node, x: torch
     dims = node.args[1] if node.target in (aten.sum.dim_IntList, aten.mean.dim) and len(node.args) > 1 else None
     keepdim = bool(node.args[2]) if len(node.args) > 2 else bool(node.kwargs.get("keepdim", False))
     real = _REAL_OF.get(dtype if dtype is not None else x.dtype)
-    if real is None or x.dtype not in _REAL_OF or x.dim() == 0 or real not in reduction.SUPPORTED_DTYPES:
+    if real is None or x.dtype not in _REAL_OF or x.dim() == 0 or real not in reduction_table.SUPPORTED_DTYPES:
         return None
     # aten reads no dims (or an empty list) as all of them; the parts' trailing dim is never reduced
     dims = sorted(d % x.dim() for d in dims) if dims else list(range(x.dim()))
@@ -257,14 +259,14 @@ def rewrite_reductions(gm: torch.fx.GraphModule) -> list[Rewrite]:
     return rewrites
 
 
-def _config_details(x: torch.Tensor, node: torch.fx.Node, device: torch.device | None = None) -> dict:
-    """The pinned config the kernel will use for this row extent; ``device`` overrides the traced
-    one (``explain`` traces on the CPU and reports the CUDA configs). Never guards on a symbolic
+def _config_details(x: torch.Tensor, node: torch.fx.Node) -> dict:
+    """The pinned config the kernel will use for this row extent, for the reported device
+    (``_observe.reported_device``). Never guards on a symbolic
     extent: a guard here would specialize the compiled graph to one batch size."""
     r = static_int(_reduced_extent(x, node))
     if r is None:
         return {"kernel": "one row per program", "block_r": "f(R) (R symbolic)"}
-    cfg = reduction_table.reduction_config(r, x.dtype, device or x.device)
+    cfg = reduction_table.reduction_config(r, x.dtype, reported_device(x.device))
     return {"kernel": "one row per program", "R": r, "block_r": cfg.block_r, "warps": cfg.num_warps}
 
 

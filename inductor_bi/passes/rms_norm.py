@@ -21,7 +21,8 @@ import torch
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
 from ..kernels import reduction_table
-from ._rewrite import Rewrite, fake_value, input_shapes, user_source_line
+from .._fx import fake_value
+from ._rewrite import Rewrite, input_shapes, user_source_line
 
 aten = torch.ops.aten
 prims = torch.ops.prims

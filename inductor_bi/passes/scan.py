@@ -23,8 +23,10 @@ import torch
 import torch.fx
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
-from ..kernels import scan as scan_kernel
-from ._rewrite import Rewrite, fake_value, input_shapes, replace_node, static_int, user_source_line
+from ..kernels import scan_table
+from ._observe import reported_device
+from .._fx import fake_value, static_int
+from ._rewrite import Rewrite, input_shapes, replace_node, user_source_line
 
 aten = torch.ops.aten
 bi = torch.ops.inductor_bi
@@ -61,7 +63,7 @@ def _rewrite_product(gm: torch.fx.GraphModule, node: torch.fx.Node) -> Rewrite |
     x, out = fake_value(x_node), fake_value(node)
     if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor) or x.is_complex():
         return None
-    if out.dtype not in scan_kernel.SUPPORTED_DTYPES:
+    if out.dtype not in scan_table.SUPPORTED_DTYPES:
         return None  # an integer product is exact on aten
     record = Rewrite(
         original=str(node.target),
@@ -107,7 +109,7 @@ def rewrite_scans(gm: torch.fx.GraphModule) -> list[Rewrite]:
         x, out = fake_value(x_node), fake_value(node)
         if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor) or x.is_complex():
             continue  # complex: left for the guard
-        if out.dtype not in scan_kernel.SUPPORTED_DTYPES:
+        if out.dtype not in scan_table.SUPPORTED_DTYPES:
             continue  # an integer result is exact on aten; another float dtype is left for the guard
         target = SCAN_OPS[node.target]
         record = Rewrite(
@@ -124,15 +126,15 @@ def rewrite_scans(gm: torch.fx.GraphModule) -> list[Rewrite]:
     return rewrites
 
 
-def _config_details(x: torch.Tensor, dim: int, out_dtype: torch.dtype, device: torch.device | None = None) -> dict:
-    """The pinned launch for this scan; ``device`` overrides the traced one (``explain`` traces on
-    the CPU and reports CUDA's). Never guards on a symbolic length."""
+def _config_details(x: torch.Tensor, dim: int, out_dtype: torch.dtype) -> dict:
+    """The pinned launch for this scan, for the reported device (``_observe.reported_device``).
+    Never guards on a symbolic length."""
     length = static_int(x.shape[dim]) if x.dim() else 1
-    device = device or x.device
+    device = reported_device(x.device)
     return {
         "kernel": "one row per program",
         "L": length if length is not None else "symbolic",
-        "block": scan_kernel.scan_block(device),
-        "warps": scan_kernel.SCAN_WARPS,
+        "block": scan_table.scan_block(device),
+        "warps": scan_table.SCAN_WARPS,
         "acc": "float64" if out_dtype == torch.float64 else "float32",
     }
