@@ -84,3 +84,34 @@ def test_a_symbolic_k_keeps_the_custom_op(an_h100):
         w = torch.empty(k, 16, device="cuda", dtype=torch.float16)
     gm = make_fx(_linear)(a, w, None)
     assert launch_from_inductor(gm) == 0 and len(_calls(gm, MATMUL)) == 1
+
+
+class _RecordingOps:
+    """An Inductor ops handler that records the casts an epilogue asks for."""
+
+    def __init__(self):
+        self.casts = []
+
+    def add(self, a, b):
+        return f"({a} + {b})"
+
+    def to_dtype(self, x, dtype, src_dtype=None, use_compute_types=True):
+        self.casts.append((dtype, use_compute_types))
+        return f"{x}.to({dtype})"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "bias"])
+def test_template_epilogue_rounds_to_the_stored_dtype_before_fused_ops_read_it(dtype, bias):
+    """Ops fused after the template must read the value its output buffer stores (the rounded
+    one), as they would from memory; Inductor computes fp16 / bf16 in fp32, so only a cast with
+    the store type (use_compute_types=False) rounds."""
+    from torch._inductor.virtualized import V
+
+    from inductor_bi.lowerings.matmul_template import _rounded_to
+
+    handler = _RecordingOps()
+    with V.set_ops_handler(handler):
+        out = _rounded_to(dtype, bias)("acc", *(["b"] if bias else []))
+    assert handler.casts == [(dtype, False), (torch.float32, True)]
+    assert out.startswith(("(acc + b)" if bias else "acc") + f".to({dtype})")

@@ -87,10 +87,12 @@ def _rounded_to(dtype: torch.dtype, bias: bool):
     output dtype and read back, as a fused op would read it from the stored output."""
 
     def epilogue(acc, *inputs):
-        # V.ops, not the wrapping ``ops``: the template's store takes the handler's raw values
+        # V.ops, not the wrapping ``ops``: the template's store takes the handler's raw values.
+        # use_compute_types=False: Inductor computes bf16 / fp16 in fp32, so a plain to_dtype to
+        # them emits a cast to fp32 and rounds nothing; the store type rounds.
         if bias:
             acc = V.ops.add(acc, inputs[0])
-        return V.ops.to_dtype(V.ops.to_dtype(acc, dtype), torch.float32)
+        return V.ops.to_dtype(V.ops.to_dtype(acc, dtype, use_compute_types=False), torch.float32)
 
     return epilogue
 

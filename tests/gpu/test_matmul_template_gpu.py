@@ -55,3 +55,37 @@ def test_template_kernel_holds_the_fused_ops():
         _, codes = run_and_get_code(torch.compile(model, backend="batch_invariant", dynamic=True), x)
     kernels = [block for block in "\n".join(codes).split("async_compile.triton(") if "triton_tem_" in block and "_pointer_k_steps" in block]
     assert any("sigmoid" in k or "silu" in k for k in kernels), "no template kernel computes the fused SiLU"
+
+
+class _Conv1DGelu(torch.nn.Module):
+    """GPT-2's MLP input: addmm with a row-major weight, then the tanh GELU, which Inductor fuses
+    into the template's epilogue when the matmul takes the template."""
+
+    def __init__(self, hidden: int, inner: int):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(hidden, inner) * hidden**-0.5)
+        self.bias = torch.nn.Parameter(torch.randn(inner) * 0.1)
+
+    def forward(self, x):
+        y = torch.addmm(self.bias, x.view(-1, x.shape[-1]), self.weight).view(*x.shape[:-1], -1)
+        return 0.5 * y * (1.0 + torch.tanh(0.7978845608 * (y + 0.044715 * torch.pow(y, 3.0))))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_fused_activation_reads_the_stored_bits_at_every_batch_size(dtype):
+    """The fused GELU reads the matmul's value rounded to the output dtype, as the unfused GELU
+    reads it from memory: a batch of 1 (its own graph) and 3 give row 0 the bits of a batch of 8,
+    and the template's graph gives the custom ops' bits (found on GPT-2, where the epilogue's
+    rounding was a no-op under Inductor's fp32 compute type)."""
+    torch.manual_seed(0)
+    model = _Conv1DGelu(1024, 4096).to("cuda", dtype)
+    x = torch.randn(8, 40, 1024, device="cuda", dtype=dtype)
+    torch._dynamo.reset()
+    templated = torch.compile(model, backend="batch_invariant", dynamic=True)
+    dispatched = torch.compile(model, backend="batch_invariant", dynamic=True, options={"inductor_launches": False})
+    with torch.no_grad():
+        full, codes = run_and_get_code(templated, x)
+        assert "triton_tem_" in "\n".join(codes), "the matmul did not take the template"
+        assert_rows_equal(full, dispatched(x), "template vs custom op launches")
+        for batch in (1, 3):
+            assert_rows_equal(templated(x[:batch])[:1], full[:1], f"row 0 alone in a batch of {batch} vs of 8")
