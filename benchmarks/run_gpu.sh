@@ -9,7 +9,10 @@
 # PART (times seen on an H100, 2026-11-23, and an H200, 2026-11-29, from the pieces' own runs):
 #   kernels   matmul, reduction and backend GPU tests (H200, v7: 188 s; v10, beside hf: 406 s)
 #   attention attention GPU tests (v5: 164 s; H200, v7: more than 220 s, 29 of 34 done there)
-#   launches  the kernels Inductor launches itself (lowerings) and reduce-overhead mode
+#   launches  the kernels Inductor launches itself (lowerings): the matmul template, row
+#             reductions, scan and MoE routing (H100, 2026-12-06: 15 tests in ~270 s with cold
+#             compiles, so the part is split)
+#   graphs    launched attention, whole models launched by Inductor, reduce-overhead mode
 #   hf        Hugging Face models: batch / padding invariance, generate, MoE (~530 s; H200 v10: 406 s)
 #   rl        examples/rl.py's GPU preset (~1B shapes, bf16): stock, then the backend, each up to a
 #             call's limit (RL_CONTENDERS picks one for a call of its own; RL_ARGS e.g. "--steps 10");
@@ -37,7 +40,7 @@
 #             variables: INDUCTOR_BI_ZOO_MODELS, INDUCTOR_BI_ZOO_DTYPES (here bfloat16 unless set),
 #             INDUCTOR_BI_ZOO_EXAMPLES (H200, 2026-12-05: 24 models ~40 s each + ~15 s per block
 #             and dtype: the whole zoo in bf16 is about three calls)
-#   all       kernels attention hf llm bench e2e (more than one device call's limit)
+#   all       kernels attention launches graphs hf llm bench e2e (more than one device call's limit)
 #
 # A test running past TEST_TIMEOUT_S (default 240) fails with its stack (pytest-timeout): a slow
 # compile or a hang is named, and the part goes on.
@@ -52,7 +55,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results}; shift || true
 parts=("${@:-all}")
-[ "${parts[0]}" = all ] && parts=(kernels attention hf llm bench e2e)
+[ "${parts[0]}" = all ] && parts=(kernels attention launches graphs hf llm bench e2e)
 mkdir -p "$out" && out=$(cd "$out" && pwd)
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-gpu}
 {
@@ -76,8 +79,10 @@ for part in "${parts[@]}"; do
   case $part in
     kernels) tests "$log" 500 tests/gpu/test_matmul_gpu.py tests/gpu/test_reduction_gpu.py tests/gpu/test_backend_gpu.py ;;
     attention) tests "$log" 500 tests/gpu/test_attention_gpu.py ;;
-    launches) tests "$log" 560 tests/gpu/test_lowering_reductions_gpu.py tests/gpu/test_lowering_attention_gpu.py \
-                tests/gpu/test_lowering_scan_moe_gpu.py tests/gpu/test_inductor_launches_gpu.py tests/gpu/test_reduce_overhead_gpu.py ;;
+    launches) tests "$log" 560 tests/gpu/test_matmul_template_gpu.py tests/gpu/test_lowering_reductions_gpu.py \
+                tests/gpu/test_lowering_scan_moe_gpu.py ;;
+    graphs) tests "$log" 560 tests/gpu/test_lowering_attention_gpu.py tests/gpu/test_inductor_launches_gpu.py \
+                tests/gpu/test_reduce_overhead_gpu.py ;;
     hf) tests "$log" 570 tests/gpu/test_hf_gpu.py ;;
     llm) tests "$log" 570 -s tests/gpu/test_llm_gpu.py ;;
     rl) for who in ${RL_CONTENDERS:-stock batch_invariant}; do

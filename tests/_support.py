@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from inductor_bi.passes._observe import Observer, observing
+from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
 from tests import _zoo
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -147,3 +148,13 @@ def build_hf_model(name: str, size: dict, head_dim: int, moe: tuple[int, int], e
     assert zoo_size.head_dim == head_dim, f"head_dim is hidden_size / num_attention_heads in the zoo, not {head_dim}"
     options = {"experts_implementation": experts_implementation} if experts_implementation else {}
     return _zoo.build(_zoo.BY_NAME[name], zoo_size, **options)
+
+
+def check_row_alone_and_accuracy(compiled, reference, x: torch.Tensor, row: int, tol_scale: float = 10) -> None:
+    """Row ``row`` of the batch ``x`` has the bits of that row run alone, and the batch is close
+    to ``reference`` (a float64 copy of the model) run in float64."""
+    with torch.no_grad():
+        batched = compiled(x)
+        alone = compiled(x[row : row + 1])
+    assert_rows_equal(batched[row : row + 1], alone)
+    assert_close_to_reference(batched, reference(x.double()), dtype=torch.float32, tol_scale=tol_scale)

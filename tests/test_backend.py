@@ -12,7 +12,8 @@ import inductor_bi
 import inductor_bi.backend as backend
 import inductor_bi.hooks as hooks
 from inductor_bi.inductor_config import pinned_config
-from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
+from inductor_bi.testing import assert_close_to_reference
+from tests._support import check_row_alone_and_accuracy
 
 aten = torch.ops.aten
 MATMUL_TARGETS = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default}
@@ -110,11 +111,7 @@ def test_row_equals_alone_for_any_batch(compiled_mlp, batch, data):
     reference, compiled = compiled_mlp
     row = data.draw(st.integers(0, batch - 1), label="row position")
     x = torch.randn(batch, 48)
-    with torch.no_grad():
-        batched = compiled(x)
-        alone = compiled(x[row : row + 1])
-    assert_rows_equal(batched[row : row + 1], alone)
-    assert_close_to_reference(batched, reference(x.double()), dtype=torch.float32, tol_scale=10)
+    check_row_alone_and_accuracy(compiled, reference, x, row)
 
 
 def test_one_compilation_serves_all_batch_sizes(graphs):

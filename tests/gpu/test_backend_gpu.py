@@ -9,7 +9,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 
 def _block(norm):
-    from tests.test_reductions_backend import Block
+    from tests.test_backend_reductions import Block
 
     torch.manual_seed(0)
     return Block(d=1024, heads=8, norm=norm).cuda().to(torch.bfloat16)

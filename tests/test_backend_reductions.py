@@ -13,7 +13,7 @@ import inductor_bi
 from inductor_bi.kernels import reduction_table
 from inductor_bi.passes.guard import find_violations
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
-from tests._support import error_chain_text
+from tests._support import check_row_alone_and_accuracy, error_chain_text
 
 
 class RMSNorm(nn.Module):
@@ -59,11 +59,7 @@ def test_transformer_block_row_equals_alone_for_any_batch(compiled_block, batch,
     reference, compiled = compiled_block
     row = data.draw(st.integers(0, batch - 1), label="row position")
     x = torch.randn(batch, 12, 32)
-    with torch.no_grad():
-        batched = compiled(x)
-        alone = compiled(x[row : row + 1])
-    assert_rows_equal(batched[row : row + 1], alone)
-    assert_close_to_reference(batched, reference(x.double()), dtype=torch.float32, tol_scale=10)
+    check_row_alone_and_accuracy(compiled, reference, x, row)
 
 
 def test_no_float_reduction_is_left_to_inductor(graphs):
@@ -315,7 +311,7 @@ def test_guard_rejects_index_add_naming_the_source_line():
         torch.compile(_index_add_model, backend="batch_invariant")(torch.randn(6, 5), _INDEX)
     text = error_chain_text(info.value)
     assert "BatchInvarianceError" in text and "accumulates with atomics" in text
-    assert "torch.zeros(4, x.shape[1]).index_add(0, idx, x)" in text and "test_reductions_backend.py" in text
+    assert "torch.zeros(4, x.shape[1]).index_add(0, idx, x)" in text and "test_backend_reductions.py" in text
 
 
 def test_non_strict_warns_and_compiles():

@@ -1,4 +1,4 @@
-"""The attention pass's answers to the new user's probe (tests/test_attention_pass.py) on CUDA, in
+"""The attention pass's answers to the new user's probe (tests/test_backend_attention.py) on CUDA, in
 half precision: zero / negative scales with a causal mask, multi-query attention by broadcast K/V
 heads, and a learned float mask's gradient. Invariance is ``torch.equal``; accuracy is against the
 float64 reference computed on the CPU."""
@@ -10,7 +10,7 @@ import torch
 
 from inductor_bi.testing import assert_close_to_reference, assert_rows_equal
 from tests._support import float64_attention
-from tests.test_attention_pass import MultiQueryAttention, ScaledAttention, _attend_with_bias, compile_bi, leaves
+from tests.test_backend_attention import MultiQueryAttention, ScaledAttention, _attend_with_bias, compile_bi, leaves
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

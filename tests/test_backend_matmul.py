@@ -139,4 +139,4 @@ def test_bool_matmul_fails_as_eager_does_with_a_hint(op):
     text = str(compiled.value)
     assert str(eager.value) in text, text
     assert "integer dtype" in text and "require gradients" not in text
-    assert "test_matmul_pass.py" in text  # the user's line
+    assert "test_backend_matmul.py" in text  # the user's line
