@@ -86,6 +86,40 @@ def test_a_symbolic_k_keeps_the_custom_op(an_h100):
     assert launch_from_inductor(gm) == 0 and len(_calls(gm, MATMUL)) == 1
 
 
+def _matmul_graph(a_shape, b_shape, dtype=torch.float16, bias_shape=(512,), beta=1.0, alpha=1.0):
+    """The aten graph of one invariant_matmul over fake CUDA operands of these static shapes."""
+    with FakeTensorMode():
+        a = torch.empty(*a_shape, device="cuda", dtype=dtype)
+        b = torch.empty(*b_shape, device="cuda", dtype=dtype)
+        bias = torch.empty(*bias_shape, device="cuda", dtype=dtype) if bias_shape else None
+    return make_fx(lambda a, b, bias: torch.ops.inductor_bi.invariant_matmul(a, b, bias, beta, alpha))(a, b, bias)
+
+
+@pytest.mark.parametrize(
+    "case, takes_template",
+    [
+        (dict(a_shape=(4096, 1024), b_shape=(1024, 512)), True),
+        (dict(a_shape=(4096, 1024), b_shape=(1024, 512), bias_shape=None), True),
+        (dict(a_shape=(4096, 1024), b_shape=(1024, 512), dtype=torch.float32), True),
+        (dict(a_shape=(4096, 1024), b_shape=(1024, 512), beta=0.0), True),  # the bias is not read
+        (dict(a_shape=(4096, 1024), b_shape=(1024, 512), alpha=2.0), False),
+        (dict(a_shape=(4096, 1024), b_shape=(1024, 512), beta=0.5), False),
+        (dict(a_shape=(4096, 1024), b_shape=(1024, 512), dtype=torch.float64), False),
+        (dict(a_shape=(4, 1024, 1024), b_shape=(4, 1024, 512), bias_shape=None), False),  # batched: bmm
+        (dict(a_shape=(8, 4096), b_shape=(4096, 512)), False),  # few rows: split-K
+    ],
+    ids=["bias", "no-bias", "fp32", "beta-0", "alpha-2", "beta-half", "fp64", "bmm", "few-rows"],
+)
+def test_only_unscaled_2d_matmuls_that_launch_full_take_the_template(an_h100, case, takes_template):
+    """The template computes ``a @ b + bias`` in the FULL launch's order and nothing else: scaled
+    or batched matmuls, fp64, and matmuls that run split-K keep the traced launches."""
+    gm = _matmul_graph(**case)
+    assert launch_from_inductor(gm) == 1  # launched or marked for the template
+    marked = [n for n in _calls(gm, MATMUL) if TEMPLATE in n.meta]
+    assert len(marked) == (1 if takes_template else 0)
+    assert bool(_calls(gm, LAUNCH)) != takes_template
+
+
 class _RecordingOps:
     """An Inductor ops handler that records the casts an epilogue asks for."""
 
