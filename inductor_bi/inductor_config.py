@@ -38,6 +38,11 @@ PINNED: dict[str, tuple[Any, str]] = {
     "comprehensive_padding": (False, "pads strides depending on the shape"),
     "decompose_mem_bound_mm": (False, "rewrites small mm/bmm into mul + sum when the shape is small"),
     "b2b_gemm_pass": (False, "fuses back-to-back GEMMs into a template with its own order"),
+    "prologue_fusion": (
+        False,
+        "fuses a matmul template's producers into its operand loads, computed in fp32 where the "
+        "unfused graph reads the stored fp16/bf16 operand",
+    ),
     # --- Rounding: make fusion decisions irrelevant to the bits
     "emulate_precision_casts": (
         True,
