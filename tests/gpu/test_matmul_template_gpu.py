@@ -4,8 +4,12 @@ and whether its matmul ran in the template (many rows) or split-K (few rows)."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch._inductor.utils import run_and_get_code
 
 from inductor_bi.testing import assert_rows_equal
@@ -42,6 +46,32 @@ def test_template_fuses_the_epilogue_and_keeps_the_custom_op_bits(dtype, bias):
         assert_rows_equal(full, dispatched(x), "template vs custom op launches")
         for rows in (1, 3, 77, 1000):
             assert_rows_equal(templated(x[:rows]), full[:rows], f"{rows} rows vs 4096")
+
+
+@functools.cache
+def _compiled_mlp(dtype: torch.dtype, bias: bool):
+    """A gated MLP compiled once (dynamic batch) with its 4096-row output, shared by the examples."""
+    torch.manual_seed(0)
+    model = _GatedMlp(512, 1536, bias).to("cuda", dtype)
+    x = torch.randn(4096, 512, device="cuda", dtype=dtype)
+    compiled = torch.compile(model, backend="batch_invariant", dynamic=True)
+    with torch.no_grad():
+        return compiled, x, compiled(x)
+
+
+@given(
+    dtype=st.sampled_from([torch.bfloat16, torch.float16, torch.float32]), bias=st.booleans(),
+    rows=st.integers(2, 4096), data=st.data(),
+)  # fmt: skip
+def test_row_of_any_batch_equals_the_row_of_the_full_batch(dtype, bias, rows, data):
+    """Any row count (template at many rows, split-K launches at few, one compiled graph) and any
+    position in the batch: the row has the bits it has in the 4096-row call."""
+    compiled, x, full = _compiled_mlp(dtype, bias)
+    start = data.draw(st.integers(0, 4096 - rows), label="first row")
+    row = data.draw(st.integers(0, rows - 1), label="row position")
+    with torch.no_grad():
+        got = compiled(x[start : start + rows])
+    assert_rows_equal(got[row : row + 1], full[start + row : start + row + 1], f"row {row} of {rows}")
 
 
 def test_template_kernel_holds_the_fused_ops():
