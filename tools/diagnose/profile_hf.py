@@ -2,7 +2,7 @@
 of the rows `python -m benchmarks models` times (the same model, cache and compile), side by side.
 
     PYTHONPATH=. python tools/diagnose/profile_hf.py --model llama --shape small --mode reduce-overhead \
-        --cases decode:1:64,prefill:64:64
+        --cases decode:1:64,prefill:64:64 [--code-dir OUT]
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import sys
 
 import torch
+from torch._inductor.utils import run_and_get_code
 
 sys.path.insert(0, os.path.dirname(__file__))
 from benchmarks.hf_models import MODELS, SHAPES, build_model, compile_forward, filled_cache, rewinder, tokens  # noqa: E402
@@ -29,6 +30,7 @@ def main():
     ap.add_argument("--mode", choices=("default", "reduce-overhead"), default="reduce-overhead")
     ap.add_argument("--cases", default="decode:1:64,prefill:64:64", help="phase:batch:seq, comma separated")
     ap.add_argument("--top", type=int, default=14)
+    ap.add_argument("--code-dir", help="write each contender's generated code here (CONTENDER_PHASE_B.py)")
     args = ap.parse_args()
     device = torch.device("cuda")
     model = build_model(args.model, args.shape, device, torch.bfloat16)
@@ -58,7 +60,11 @@ def main():
                     return f(input_ids=step, past_key_values=cache, use_cache=True)
 
             with torch.no_grad():
-                call()
+                _, codes = run_and_get_code(call)
+                if args.code_dir:
+                    os.makedirs(args.code_dir, exist_ok=True)
+                    with open(os.path.join(args.code_dir, f"{contender}_{phase}_{batch}.py"), "w") as f_out:
+                        f_out.write("\n\n# ----- next graph -----\n\n".join(codes))
                 tables[contender] = profile_call(call, named=kernel_name)
         print(f"\n== {args.model} {args.shape} {args.mode} {phase} B={batch} S={seq}")
         for contender, (per, wall_us) in tables.items():
