@@ -149,5 +149,9 @@ def _config_details(val: torch.Tensor, k) -> dict:
         merged_by = "the last chunk program of each tile" if matmul_table.MATMUL_MERGE_IN_LAST_PROGRAM and not launched else "a merge launch"
         details["split_k"] = f"below {matmul_table.MATMUL_SPLIT_K_MAX_TILES} output tiles: one program per chunk, merged in ascending order by {merged_by}"
     if launched:
-        details["launch"] = "by Inductor's generated code (lowerings/matmul.py), split-K chosen once from the traced sizes' hints, pointer loads"
+        details["launch"] = (
+            "by Inductor's generated code, pointer loads: an unscaled 2-D matmul whose output fills the GPU "
+            "without split-K as Inductor's template, the ops after it fused (lowerings/matmul_template.py); "
+            "else its traced launches, split-K chosen once from the traced sizes' hints (lowerings/matmul.py)"
+        )
     return details
