@@ -46,7 +46,6 @@ from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from . import matmul_table
 from ._launch import interpreter_dtype, launch, runs_interpreted, tracing_for_inductor
-from .matmul import SUPPORTED_DTYPES as _MATMUL_DTYPES
 from .matmul import _epilogue, _input_precision, _pointer_k_steps, invariant_matmul
 from .moe_table import HISTC_BLOCK, HISTC_DTYPES, HISTC_WARPS
 
@@ -186,8 +185,8 @@ def invariant_grouped_mm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -
     """
     if a.dim() != 2 or b.dim() != 3:
         raise RuntimeError(f"invariant_grouped_mm: expected a [S, K] and b [G, K, N], got {tuple(a.shape)}, {tuple(b.shape)}")
-    if a.dtype != b.dtype or a.dtype not in _MATMUL_DTYPES:
-        raise TypeError(f"invariant_grouped_mm: dtypes {a.dtype}, {b.dtype} (need one of {_MATMUL_DTYPES})")
+    if a.dtype != b.dtype or a.dtype not in matmul_table.SUPPORTED_DTYPES:
+        raise TypeError(f"invariant_grouped_mm: dtypes {a.dtype}, {b.dtype} (need one of {matmul_table.SUPPORTED_DTYPES})")
     if a.shape[1] != b.shape[1]:
         raise RuntimeError(f"invariant_grouped_mm: cannot multiply {tuple(a.shape)} by groups of {tuple(b.shape[1:])}")
     if a.device != b.device or offs.device != a.device:
