@@ -192,9 +192,11 @@ def rewinder(cache):
 # ---------------------------------------------------------------------------------------------
 
 
-def _graph_counts() -> tuple[int, int]:
+def _graph_counts() -> tuple[int, int, int]:
+    """(graphs compiled, graph breaks, graphs reduce-overhead ran without CUDA graphs) so far."""
     counters = torch._dynamo.utils.counters
-    return int(counters["stats"]["unique_graphs"]), int(sum(counters["graph_break"].values()))
+    return (int(counters["stats"]["unique_graphs"]), int(sum(counters["graph_break"].values())),
+            int(counters["inductor"]["cudagraph_skips"]))  # fmt: skip
 
 
 def first_line(err: BaseException) -> str:
@@ -258,7 +260,7 @@ def run_contender(model, contender: str, mode: str, cases: list[tuple], args, ca
                 mark_step()
 
             with torch.set_grad_enabled(phase == "train"):
-                graphs0, breaks0 = _graph_counts()
+                graphs0, breaks0, skips0 = _graph_counts()
                 setup()
                 sync()
                 t0 = time.perf_counter()
@@ -266,18 +268,20 @@ def run_contender(model, contender: str, mode: str, cases: list[tuple], args, ca
                 sync()
                 first_s = time.perf_counter() - t0
                 del out
-                graphs1, breaks1 = _graph_counts()
                 ms = median_wall_ms(call, args.repeats, warmup=args.warmup, setup=setup, sync=sync)
+                graphs1, breaks1, skips1 = _graph_counts()  # after the warm-up: CUDA graphs record there
             graphs = graphs1 - graphs0
             recompiles = max(0, graphs - (0 if phase in phase_graphs else 1))
             phase_graphs[phase] = phase_graphs.get(phase, 0) + graphs
-            results[case] = dict(ms=ms, compile_s=first_s, graphs=graphs, recompiles=recompiles, graph_breaks=breaks1 - breaks0)
+            results[case] = dict(ms=ms, compile_s=first_s, graphs=graphs, recompiles=recompiles, graph_breaks=breaks1 - breaks0,
+                                 cudagraph_skips=skips1 - skips0)  # fmt: skip
             summary["first_call_s"] = summary["first_call_s"] if summary["first_call_s"] is not None else first_s
             summary["compile_window_s"] += first_s
             summary["graphs"] += graphs
             summary["graph_breaks"] += breaks1 - breaks0
+            skipped = f", {skips1 - skips0} without CUDA graphs" if skips1 > skips0 else ""
             print(f"  {contender:5s} {phase:7s} B={batch:3d} S={seq:4d}  {ms:9.3f} ms   first call {first_s:7.2f} s, "
-                  f"{graphs} graph(s), {recompiles} recompile(s)", flush=True)  # fmt: skip
+                  f"{graphs} graph(s), {recompiles} recompile(s){skipped}", flush=True)  # fmt: skip
         except Exception as err:  # recorded in the row; the run goes on
             errors.append(first_line(err))
             results[case] = dict(ms=None, error=errors[-1])
@@ -323,7 +327,7 @@ def run_model(name: str, shape: str, args, device, dtype) -> tuple[list[dict], l
                        cache=cache_kind(mode, args.cache) if phase == "decode" else None, dtype=str(dtype).removeprefix("torch."),
                        params_m=round(params / 1e6, 1), device=_device_name(device))  # fmt: skip
             for who, m in (("stock", s), ("ours", o)):
-                for k in ("compile_s", "graphs", "recompiles", "graph_breaks"):
+                for k in ("compile_s", "graphs", "recompiles", "graph_breaks", "cudagraph_skips"):
                     row[f"{who}_{k}"] = m.get(k)
             errors = [f"{who}: {m['error']}" for who, m in (("stock", s), ("ours", o)) if m.get("error")]
             if errors:

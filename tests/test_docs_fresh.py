@@ -76,3 +76,11 @@ def test_speed_table_shows_every_row_under_its_device_with_each_failed_sides_err
     assert table_b[0].endswith("| ours: RuntimeError: boom {...} |")
     assert table_b[1].endswith("| ours: the same error as above |")
     assert "met on 0 of 0 rows timed on both sides (2 of 2 rows: a side failed, see error)" in b
+
+
+def test_a_reduce_overhead_row_that_ran_without_cuda_graphs_says_so():
+    row = _row("GPU A", 1, 1.0) | dict(mode="reduce-overhead", ours_cudagraph_skips=1, stock_cudagraph_skips=0)
+    block = gen.hf_models_block(dict(environment=_env("GPU A"), rows=[row, _row("GPU A", 2, 1.0)]))
+    lines = [line for line in block.splitlines() if line.startswith("| llama")]
+    assert lines[0].endswith("| ours: 1 graph(s) ran without CUDA graphs |")
+    assert lines[1].endswith("|  |")

@@ -444,6 +444,16 @@ def _row_order(rows: list[dict]):
     return key
 
 
+def _row_notes(row: dict) -> str | None:
+    """The row's error, and the graphs a side ran without CUDA graphs in reduce-overhead mode
+    (its time is then not a CUDA-graph replay's)."""
+    notes = [row["error"]] if row.get("error") else []
+    for who in ("stock", "ours"):
+        if row.get(f"{who}_cudagraph_skips"):
+            notes.append(f"{who}: {row[f'{who}_cudagraph_skips']} graph(s) ran without CUDA graphs")
+    return "; ".join(notes) or None
+
+
 def hf_models_block(doc: dict) -> str:
     """The README's speed section: a table per device of every row of hf_models.json."""
     rows, runs = doc.get("rows", []), doc.get("runs", [])
@@ -495,7 +505,7 @@ def hf_models_block(doc: dict) -> str:
             out.append(
                 f"| {r['model']} | {r['shape']}{params} | {phase} | {r['batch']} | {r['seq']} | {r['mode']} "
                 f"| {_ms(r.get('stock_ms'))} | {_ms(r.get('ours_ms'))} | {speed} | {compile_cell} | {graphs} "
-                f"| {_error_cell(r.get('error'), shown)} |"
+                f"| {_error_cell(_row_notes(r), shown)} |"
             )
         failed = len(mine) - timed
         out += [
