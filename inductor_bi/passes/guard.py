@@ -249,11 +249,42 @@ def _dtype(node: torch.fx.Node) -> str:
     return "?"
 
 
+# Collectives that add across ranks (torch.distributed's functional ops, as Dynamo traces
+# dist.all_reduce and DTensor's tensor parallelism): NCCL picks the algorithm, protocol and channel
+# count from the message size, which follows the batch, and with them the order of the sum.
+COLLECTIVE_NAMESPACES = ("_c10d_functional", "_c10d_functional_autograd", "c10d")
+# name -> position of the reduce op argument (a string in the functional ops; None: not readable)
+REDUCING_COLLECTIVES = {
+    "all_reduce": 1, "all_reduce_coalesced": 1, "reduce_scatter_tensor": 1, "reduce_scatter_tensor_coalesced": 1,
+    "allreduce_": None, "allreduce_coalesced_": None, "reduce_scatter_": None, "_reduce_scatter_base_": None,
+    "reduce_": None,
+}  # fmt: skip
+EXACT_COLLECTIVE_OPS = ("max", "min", "band", "bor", "bxor")
+COLLECTIVE_LEFT = (
+    "a collective sum across ranks: NCCL picks its algorithm, protocol and channel count (and so the "
+    "order of the sum) from the message size, which follows the batch"
+)
+
+
+def _classify_collective(node: torch.fx.Node, name: str) -> tuple[str, str] | None:
+    position = REDUCING_COLLECTIVES[name]
+    op = node.args[position] if position is not None and len(node.args) > position else None
+    if isinstance(op, str) and op.lower() in EXACT_COLLECTIVE_OPS:
+        return "exact", f"a collective {op.lower()}: exact in any order"
+    inputs = [a.meta.get("val") for a in node.all_input_nodes]
+    tensors = [t for v in inputs for t in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(t, torch.Tensor)]
+    if tensors and not any(t.dtype.is_floating_point or t.dtype.is_complex for t in tensors):
+        return "exact", "a collective over integers: exact in any order"
+    return "unsafe", COLLECTIVE_LEFT
+
+
 def classify(node: torch.fx.Node) -> tuple[str, str] | None:
     """("exact" | "unsafe", reason) for reductions and order-unstable ops; None for anything else."""
     if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
         return None
     name = _packet_name(node.target)
+    if node.target.namespace in COLLECTIVE_NAMESPACES:
+        return _classify_collective(node, name) if name in REDUCING_COLLECTIVES else None
     if name in EXACT_REDUCTIONS:
         return "exact", EXACT_REDUCTIONS[name]
     if name in ACCUMULATING_PUTS:

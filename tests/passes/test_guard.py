@@ -63,3 +63,27 @@ def test_training_batch_norm_on_the_dynamo_graph_is_a_violation():
 def test_eval_batch_norm_with_running_statistics_is_kept():
     gm = torch.fx.symbolic_trace(lambda x, m, s: torch.nn.functional.batch_norm(x, m, s, training=False))
     assert find_batch_statistics(gm) == []
+
+
+def _collective_graph(op: str, dtype=torch.float32):
+    def f(x):
+        return torch.ops._c10d_functional.wait_tensor(torch.ops._c10d_functional.all_reduce(x, op, "0"))
+
+    return aten_graph(f, torch.ones(4, 8, dtype=dtype))
+
+
+def test_a_collective_sum_across_ranks_is_a_violation():
+    """Its order follows the message size (NCCL's algorithm choice), so the batch: refused, never
+    passed silently."""
+    (v,) = find_violations(_collective_graph("sum"))
+    assert v.op == "_c10d_functional.all_reduce.default" and "message size" in v.why
+    assert find_violations(_collective_graph("avg"))
+    with pytest.raises(BatchInvarianceError, match="all_reduce"):
+        check_graph(_collective_graph("sum"), strict=True)
+
+
+def test_a_collective_max_and_an_integer_sum_are_exact():
+    assert find_violations(_collective_graph("max")) == []
+    assert find_violations(_collective_graph("sum", torch.int64)) == []
+    (verdict,) = [classify(n) for n in _collective_graph("min").graph.nodes if classify(n) is not None]
+    assert verdict[0] == "exact"
