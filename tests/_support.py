@@ -158,3 +158,16 @@ def check_row_alone_and_accuracy(compiled, reference, x: torch.Tensor, row: int,
         alone = compiled(x[row : row + 1])
     assert_rows_equal(batched[row : row + 1], alone)
     assert_close_to_reference(batched, reference(x.double()), dtype=torch.float32, tol_scale=tol_scale)
+
+
+@pytest.fixture(scope="module")
+def one_rank_group(tmp_path_factory):
+    """A torch.distributed gloo group of this process alone (the WORLD group), for the module."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed not built")
+    store = dist.FileStore(str(tmp_path_factory.mktemp("gloo") / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    yield dist.group.WORLD
+    dist.destroy_process_group()

@@ -1,27 +1,23 @@
-"""Collectives in a compiled graph (torch.distributed, here a one-rank gloo group on the CPU): a
-sum across ranks is refused under strict mode, since its order follows the message size on NCCL;
-non-strict mode warns and runs it; a max across ranks is exact and compiles."""
+"""Collectives in a compiled graph (torch.distributed on the CPU, gloo): a sum across ranks runs as
+an all-gather and a sum in ascending rank order (passes/collectives.py), so a row's bits do not
+follow the batch; a sum across ranks left as it is (reduce-scatter) is refused under strict mode
+and warned about otherwise; a max across ranks is exact and stays."""
 
 from __future__ import annotations
+
+import tempfile
 
 import pytest
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 
 import inductor_bi  # noqa: F401
 from inductor_bi.errors import BatchInvarianceError
 from inductor_bi.testing import assert_close_to_reference
+from tests._support import error_chain_text, one_rank_group  # noqa: F401  (fixture)
 
 funcol = pytest.importorskip("torch.distributed._functional_collectives")
-pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not built")
-
-
-@pytest.fixture(scope="module")
-def one_rank_group(tmp_path_factory):
-    store = dist.FileStore(str(tmp_path_factory.mktemp("gloo") / "store"), 1)
-    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
-    yield dist.group.WORLD
-    dist.destroy_process_group()
 
 
 def _row_parallel_linear(op: str):
@@ -31,27 +27,33 @@ def _row_parallel_linear(op: str):
     return f
 
 
-def test_a_sum_across_ranks_is_refused_under_strict_mode(one_rank_group):
+def test_a_sum_across_ranks_compiles_under_strict_mode(one_rank_group):
     torch._dynamo.reset()
     compiled = torch.compile(_row_parallel_linear("sum"), backend="batch_invariant", dynamic=True)
+    x, w = torch.randn(4, 16), torch.randn(16, 8)
+    assert_close_to_reference(compiled(x, w), x.double() @ w.double(), dtype=torch.float32)  # one rank
+
+
+def _reduce_scatter(x, w):
+    return funcol.reduce_scatter_tensor(x @ w, "sum", 0, dist.group.WORLD)
+
+
+def test_a_reduce_scatter_sum_is_refused_under_strict_mode(one_rank_group):
+    torch._dynamo.reset()
+    compiled = torch.compile(_reduce_scatter, backend="batch_invariant", dynamic=True)
     with pytest.raises(Exception) as caught:
         compiled(torch.randn(4, 16), torch.randn(16, 8))
-    chain, err = [], caught.value
-    while err is not None:
-        chain.append(err)
-        err = err.__cause__ or err.__context__
-    refusal = next((e for e in chain if isinstance(e, BatchInvarianceError)), None)
-    assert refusal is not None, f"not refused: {caught.value!r}"
-    assert "all_reduce" in str(refusal) and "message size" in str(refusal)
+    chain = error_chain_text(caught.value)
+    assert BatchInvarianceError.__name__ in chain and "reduce_scatter" in chain and "message size" in chain
 
 
-def test_non_strict_mode_warns_and_runs_the_sum(one_rank_group):
+def test_non_strict_mode_warns_about_a_reduce_scatter_and_runs_it(one_rank_group):
     torch._dynamo.reset()
-    compiled = torch.compile(_row_parallel_linear("sum"), backend="batch_invariant", dynamic=True, options={"strict": False})
+    compiled = torch.compile(_reduce_scatter, backend="batch_invariant", dynamic=True, options={"strict": False})
     x, w = torch.randn(4, 16), torch.randn(16, 8)
-    with pytest.warns(UserWarning, match="all_reduce"):
+    with pytest.warns(UserWarning, match="reduce_scatter"):
         out = compiled(x, w)
-    assert_close_to_reference(out, x.double() @ w.double(), dtype=torch.float32)  # one rank: the local product
+    assert_close_to_reference(out, x.double() @ w.double(), dtype=torch.float32)
 
 
 def test_a_max_across_ranks_compiles_under_strict_mode(one_rank_group):
@@ -59,3 +61,56 @@ def test_a_max_across_ranks_compiles_under_strict_mode(one_rank_group):
     compiled = torch.compile(_row_parallel_linear("max"), backend="batch_invariant", dynamic=True)
     x, w = torch.randn(4, 16), torch.randn(16, 8)
     assert_close_to_reference(compiled(x, w), x.double() @ w.double(), dtype=torch.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Four ranks, each a process: a row-parallel linear (each rank holds a slice of K)
+# ---------------------------------------------------------------------------------------------
+
+WORLD = 4
+
+
+def _rank_main(rank: int, store_path: str, results) -> None:
+    from torch._inductor.utils import run_and_get_code
+
+    dist.init_process_group("gloo", store=dist.FileStore(store_path, WORLD), rank=rank, world_size=WORLD)
+    try:
+        torch.manual_seed(0)  # every rank draws the same full x and w, and keeps its K slice
+        x, w = torch.randn(7, 4 * WORLD), torch.randn(4 * WORLD, 8)
+        xs, ws = x[:, rank * 4 : (rank + 1) * 4], w[rank * 4 : (rank + 1) * 4]
+        compiled = torch.compile(_row_parallel_linear("sum"), backend="batch_invariant", dynamic=True)
+        batched, codes = run_and_get_code(compiled, xs, ws)
+        alone = compiled(xs[3:4], ws)
+        # the reference: every rank's partial (the invariant matmul's), added in ascending rank order
+        partial = torch.compile(lambda a, b: a @ b, backend="batch_invariant", dynamic=True)(xs, ws)
+        partials = [torch.empty_like(partial) for _ in range(WORLD)]
+        dist.all_gather(partials, partial)
+        in_rank_order = partials[0]
+        for p in partials[1:]:
+            in_rank_order = in_rank_order + p
+        code = "\n".join(codes)
+        results.put(dict(
+            rank=rank, gathered="all_gather_into_tensor" in code, all_reduce="all_reduce" in code,
+            alone=torch.equal(batched[3:4], alone), in_rank_order=torch.equal(batched, in_rank_order),
+            error=(batched.double() - x.double() @ w.double()).abs().max().item(),
+        ))  # fmt: skip
+    finally:
+        dist.destroy_process_group()
+
+
+def test_four_ranks_sum_in_rank_order_and_a_row_alone_equals_the_row_in_a_batch():
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = [ctx.Process(target=_rank_main, args=(rank, f"{tmp}/store", results)) for rank in range(WORLD)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(240)
+        assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    got = sorted((results.get(timeout=10) for _ in range(WORLD)), key=lambda r: r["rank"])
+    for r in got:
+        assert r["gathered"] and not r["all_reduce"], f"rank {r['rank']}: the all-reduce was not rewritten"
+        assert r["alone"], f"rank {r['rank']}: row 3 alone != row 3 in a batch of 7"
+        assert r["in_rank_order"], f"rank {r['rank']}: not the partials added in ascending rank order"
+        assert r["error"] < 1e-4, r

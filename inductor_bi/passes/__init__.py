@@ -13,6 +13,7 @@ import logging
 import torch.fx
 
 from ._rewrite import Rewrite
+from .collectives import rewrite_collective_sums
 from .guard import check_graph
 from .index_accumulate import rewrite_gradient_index_puts
 from .kv_gather import fold_kv_gathers
@@ -28,7 +29,7 @@ OWNED_OPS = frozenset(MATMUL_OPS) | frozenset(FUSED_OPS)
 
 PASSES = (
     rewrite_matmuls, rewrite_reductions, fuse_rms_norms, fold_kv_gathers, rewrite_moe_routing, rewrite_scans,
-    rewrite_gradient_index_puts,
+    rewrite_gradient_index_puts, rewrite_collective_sums,
 )
 
 
