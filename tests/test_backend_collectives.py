@@ -114,3 +114,70 @@ def test_four_ranks_sum_in_rank_order_and_a_row_alone_equals_the_row_in_a_batch(
         assert r["alone"], f"rank {r['rank']}: row 3 alone != row 3 in a batch of 7"
         assert r["in_rank_order"], f"rank {r['rank']}: not the partials added in ascending rank order"
         assert r["error"] < 1e-4, r
+
+
+# ---------------------------------------------------------------------------------------------
+# A tensor-parallel Llama-style block (DTensor: parallelize_module), 2 and 4 ranks
+# ---------------------------------------------------------------------------------------------
+
+
+class TensorParallelBlock(torch.nn.Module):
+    """RMSNorm, causal attention (heads split across ranks: views with -1 heads), RMSNorm, SwiGLU."""
+
+    def __init__(self, hidden: int = 32, heads: int = 8, inner: int = 64):
+        super().__init__()
+        self.head_dim = hidden // heads
+        self.norm1, self.norm2 = torch.nn.RMSNorm(hidden), torch.nn.RMSNorm(hidden)
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(hidden, hidden, bias=False) for _ in range(4))
+        self.gate, self.up = torch.nn.Linear(hidden, inner, bias=False), torch.nn.Linear(hidden, inner, bias=False)
+        self.down = torch.nn.Linear(inner, hidden, bias=False)
+
+    def forward(self, x):
+        b, s, _ = x.shape
+        h = self.norm1(x)
+        q, k, v = (proj(h).view(b, s, -1, self.head_dim).transpose(1, 2) for proj in (self.q, self.k, self.v))
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.o(a.transpose(1, 2).reshape(b, s, -1))
+        h = self.norm2(x)
+        return x + self.down(torch.nn.functional.silu(self.gate(h)) * self.up(h))
+
+
+def _tp_rank_main(rank: int, world: int, store_path: str, results) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    dist.init_process_group("gloo", store=dist.FileStore(store_path, world), rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        block = TensorParallelBlock()
+        reference = TensorParallelBlock().double()
+        reference.load_state_dict({k: v.double() for k, v in block.state_dict().items()})
+        plan = {name: ColwiseParallel() for name in ("q", "k", "v", "gate", "up")}
+        plan |= {name: RowwiseParallel() for name in ("o", "down")}
+        parallelize_module(block, init_device_mesh("cpu", (world,)), plan)
+        x = torch.randn(5, 6, 32)
+        compiled = torch.compile(block, backend="batch_invariant", dynamic=True)
+        with torch.no_grad():
+            batched = compiled(x)
+            alone = [torch.equal(compiled(x[row : row + 1]), batched[row : row + 1]) for row in (0, 3)]
+            error = (batched.double() - reference(x.double())).abs().max().item()
+        results.put(dict(rank=rank, alone=alone, error=error))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_tensor_parallel_block_row_alone_equals_the_row_in_a_batch(world):
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = [ctx.Process(target=_tp_rank_main, args=(rank, world, f"{tmp}/store", results)) for rank in range(world)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(300)
+        assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    got = sorted((results.get(timeout=10) for _ in range(world)), key=lambda r: r["rank"])
+    for r in got:
+        assert all(r["alone"]), f"rank {r['rank']} of {world}: rows 0 / 3 alone vs in a batch of 5: {r['alone']}"
+        assert r["error"] < 1e-4, f"rank {r['rank']} of {world}: max error vs the float64 block {r['error']}"
