@@ -507,3 +507,21 @@ def fixed_order_scatter_add(dest: torch.Tensor, dim: int, index: torch.Tensor, s
 def _(dest, dim, index, src):
     torch._check(src.dtype == dest.dtype, lambda: f"fixed_order_scatter_add: {src.dtype} src, {dest.dtype} dest")
     return dest.new_empty(dest.shape)  # contiguous, as the kernel's
+
+
+# =============================================================================================
+# Sums across ranks (passes/collectives.py, kernels/collectives.py): fixed_order_all_reduce.
+# =============================================================================================
+
+from .kernels import collectives as _collectives  # noqa: E402
+
+
+@torch.library.custom_op(f"{LIBRARY}::fixed_order_all_reduce", mutates_args=())
+def fixed_order_all_reduce(x: torch.Tensor, op: str, group_name: str) -> torch.Tensor:
+    """all_reduce(x, op, group) for a sum or an average: added in ascending rank order."""
+    return _collectives.fixed_order_all_reduce(x, op, group_name)
+
+
+@fixed_order_all_reduce.register_fake
+def _(x, op, group_name):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)

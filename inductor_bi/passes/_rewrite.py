@@ -100,7 +100,8 @@ def replace_node(node: torch.fx.Node, target, args: tuple, kwargs: dict | None =
     graph = node.graph
     with graph.inserting_before(node):
         new = graph.call_function(target, args, kwargs or {})
-    new.meta = dict(node.meta)
+    # not the old op's eager input values: Inductor matches them against the new op's schema
+    new.meta = {key: value for key, value in node.meta.items() if key != "eager_input_vals"}
     node.replace_all_uses_with(new)
     graph.erase_node(node)
     return new

@@ -1,15 +1,15 @@
-"""passes/collectives.py on a graph: a sum across ranks becomes an all-gather and a sum in
-ascending rank order; what it leaves (no group here, a max) stays for the guard."""
+"""passes/collectives.py on a graph: a sum across ranks becomes fixed_order_all_reduce (an
+all-gather and a sum in ascending rank order); what it leaves (no group here, a max) stays for
+the guard."""
 
 import torch
 
 from inductor_bi.passes.collectives import rewrite_collective_sums
 from inductor_bi.passes.guard import find_violations
 from tests._support import one_rank_group  # noqa: F401  (fixture)
-from tests.passes._graph import aten_graph, calls
+from tests.passes._graph import aten_graph, bi, calls
 
 c10d = torch.ops._c10d_functional
-aten = torch.ops.aten
 
 
 def _all_reduce_graph(op: str, group_name: str, dtype=torch.float32):
@@ -19,23 +19,28 @@ def _all_reduce_graph(op: str, group_name: str, dtype=torch.float32):
     return aten_graph(f, torch.ones(4, 8, dtype=dtype))
 
 
-def test_a_sum_across_ranks_becomes_a_gather_and_a_sum_in_rank_order(one_rank_group):
+def test_a_sum_across_ranks_becomes_a_sum_in_rank_order(one_rank_group):
     gm = _all_reduce_graph("sum", one_rank_group.group_name, torch.bfloat16)
     (record,) = rewrite_collective_sums(gm)
-    assert not calls(gm, c10d.all_reduce.default)
-    (gather,) = calls(gm, c10d.all_gather_into_tensor.default)
-    assert gather.args[1] == 1 and gather.args[2] == one_rank_group.group_name
+    assert not calls(gm, c10d.all_reduce.default) and not calls(gm, c10d.wait_tensor.default)
+    (call,) = calls(gm, bi.fixed_order_all_reduce.default)
+    assert call.args[1:] == ("sum", one_rank_group.group_name)
     assert record.details["accumulate"] == "float32" and "ascending rank order" in record.details["ranks"]
-    # the sum is accumulated in fp32 and rounded once to the input's bf16
-    converts = [n.args[1] for n in calls(gm, torch.ops.prims.convert_element_type.default)]
-    assert converts[-1] == torch.bfloat16 and torch.float32 in converts
     assert find_violations(gm) == []
 
 
-def test_an_average_is_the_sum_divided_by_the_ranks(one_rank_group):
+def test_an_average_is_rewritten_too(one_rank_group):
     gm = _all_reduce_graph("avg", one_rank_group.group_name)
     assert len(rewrite_collective_sums(gm)) == 1
-    assert calls(gm, aten.div.Tensor) and not calls(gm, c10d.all_reduce.default)
+    (call,) = calls(gm, bi.fixed_order_all_reduce.default)
+    assert call.args[1] == "avg"
+
+
+def test_the_op_adds_the_ranks_in_order_and_averages(one_rank_group):
+    x = torch.randn(3, 5, dtype=torch.bfloat16)
+    name = one_rank_group.group_name
+    assert torch.equal(bi.fixed_order_all_reduce(x, "sum", name), x)  # one rank: x, rounded once
+    assert torch.equal(bi.fixed_order_all_reduce(x, "avg", name), x)
 
 
 def test_an_unknown_group_or_a_max_is_left_for_the_guard():
