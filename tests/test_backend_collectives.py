@@ -67,23 +67,35 @@ def test_a_max_across_ranks_compiles_under_strict_mode(one_rank_group):
 # Four ranks, each a process: a row-parallel linear (each rank holds a slice of K)
 # ---------------------------------------------------------------------------------------------
 
-WORLD = 4
+def _run_ranks(main, world: int) -> list[dict]:
+    """``main(rank, world, store_path, results)`` in one spawned process per rank (a gloo group
+    through a file store); what each put on ``results``, in rank order."""
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = [ctx.Process(target=main, args=(rank, world, f"{tmp}/store", results)) for rank in range(world)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(300)
+        assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    return sorted((results.get(timeout=10) for _ in range(world)), key=lambda r: r["rank"])
 
 
-def _rank_main(rank: int, store_path: str, results) -> None:
+def _rank_main(rank: int, world: int, store_path: str, results) -> None:
     from torch._inductor.utils import run_and_get_code
 
-    dist.init_process_group("gloo", store=dist.FileStore(store_path, WORLD), rank=rank, world_size=WORLD)
+    dist.init_process_group("gloo", store=dist.FileStore(store_path, world), rank=rank, world_size=world)
     try:
         torch.manual_seed(0)  # every rank draws the same full x and w, and keeps its K slice
-        x, w = torch.randn(7, 4 * WORLD), torch.randn(4 * WORLD, 8)
+        x, w = torch.randn(7, 4 * world), torch.randn(4 * world, 8)
         xs, ws = x[:, rank * 4 : (rank + 1) * 4], w[rank * 4 : (rank + 1) * 4]
         compiled = torch.compile(_row_parallel_linear("sum"), backend="batch_invariant", dynamic=True)
         batched, codes = run_and_get_code(compiled, xs, ws)
         alone = compiled(xs[3:4], ws)
         # the reference: every rank's partial (the invariant matmul's), added in ascending rank order
         partial = torch.compile(lambda a, b: a @ b, backend="batch_invariant", dynamic=True)(xs, ws)
-        partials = [torch.empty_like(partial) for _ in range(WORLD)]
+        partials = [torch.empty_like(partial) for _ in range(world)]
         dist.all_gather(partials, partial)
         in_rank_order = partials[0]
         for p in partials[1:]:
@@ -99,16 +111,7 @@ def _rank_main(rank: int, store_path: str, results) -> None:
 
 
 def test_four_ranks_sum_in_rank_order_and_a_row_alone_equals_the_row_in_a_batch():
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    with tempfile.TemporaryDirectory() as tmp:
-        procs = [ctx.Process(target=_rank_main, args=(rank, f"{tmp}/store", results)) for rank in range(WORLD)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(240)
-        assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
-    got = sorted((results.get(timeout=10) for _ in range(WORLD)), key=lambda r: r["rank"])
+    got = _run_ranks(_rank_main, 4)
     for r in got:
         assert r["gathered"] and not r["all_reduce"], f"rank {r['rank']}: the all-reduce was not rewritten"
         assert r["alone"], f"rank {r['rank']}: row 3 alone != row 3 in a batch of 7"
@@ -178,16 +181,7 @@ def _tp_rank_main(rank: int, world: int, store_path: str, results) -> None:
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_tensor_parallel_block_row_alone_equals_the_row_in_a_batch_forward_and_backward(world):
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    with tempfile.TemporaryDirectory() as tmp:
-        procs = [ctx.Process(target=_tp_rank_main, args=(rank, world, f"{tmp}/store", results)) for rank in range(world)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(300)
-        assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
-    got = sorted((results.get(timeout=10) for _ in range(world)), key=lambda r: r["rank"])
+    got = _run_ranks(_tp_rank_main, world)
     for r in got:
         assert all(r["alone"]), f"rank {r['rank']} of {world}: rows 0 / 3 and row 3's input gradient alone vs in a batch of 5: {r['alone']}"
         assert r["error"] < 1e-4, f"rank {r['rank']} of {world}: max error vs the float64 block {r['error']}"
