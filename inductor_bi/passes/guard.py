@@ -271,9 +271,7 @@ def _classify_collective(node: torch.fx.Node, name: str) -> tuple[str, str] | No
     op = node.args[position] if position is not None and len(node.args) > position else None
     if isinstance(op, str) and op.lower() in EXACT_COLLECTIVE_OPS:
         return "exact", f"a collective {op.lower()}: exact in any order"
-    inputs = [a.meta.get("val") for a in node.all_input_nodes]
-    tensors = [t for v in inputs for t in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(t, torch.Tensor)]
-    if tensors and not any(t.dtype.is_floating_point or t.dtype.is_complex for t in tensors):
+    if _tensors(node) and not _is_floating(node):
         return "exact", "a collective over integers: exact in any order"
     return "unsafe", COLLECTIVE_LEFT
 
