@@ -40,6 +40,9 @@
 #             variables: INDUCTOR_BI_ZOO_MODELS, INDUCTOR_BI_ZOO_DTYPES (here bfloat16 unless set),
 #             INDUCTOR_BI_ZOO_EXAMPLES (H200, 2026-12-05: 24 models ~40 s each + ~15 s per block
 #             and dtype: the whole zoo in bf16 is about three calls)
+#   suites    every GPU invariance suite above (kernels, attention, launches, graphs, hf, the quick
+#             llm serving check; not the zoo) in one pytest spread over GPU_WORKERS xdist processes
+#             (default 12: the machine's 16 cores compile side by side, the tests share the GPU)
 #   all       kernels attention launches graphs hf llm bench e2e (more than one device call's limit)
 #
 # A test running past TEST_TIMEOUT_S (default 240) fails with its stack (pytest-timeout): a slow
@@ -84,6 +87,8 @@ for part in "${parts[@]}"; do
     graphs) tests "$log" 560 tests/gpu/test_lowering_attention_gpu.py tests/gpu/test_inductor_launches_gpu.py \
                 tests/gpu/test_reduce_overhead_gpu.py ;;
     hf) tests "$log" 570 tests/gpu/test_hf_gpu.py ;;
+    suites) tests "$log" ${SUITES_LIMIT_S:-570} -n ${GPU_WORKERS:-12} --dist worksteal \
+              $(ls tests/gpu/test_*.py | grep -v test_zoo_gpu) -k "not full" ;;
     llm) tests "$log" 570 -s tests/gpu/test_llm_gpu.py ;;
     rl) for who in ${RL_CONTENDERS:-stock batch_invariant}; do
           timeout 570 python3 examples/rl.py --device cuda --contenders "$who" --out "$out" ${RL_ARGS:-} 2>&1 | tee -a "$log" | grep -v Warn | tail -30
@@ -96,6 +101,6 @@ for part in "${parts[@]}"; do
     ab) [ -n "${AB_KNOB:-}" ] || { echo "ab: set AB_KNOB to tools/tune/ab_knob_e2e.py's arguments" >&2; exit 2; }
         timeout 450 python3 tools/tune/ab_knob_e2e.py $AB_KNOB 2>&1 | tee -a "$log" | grep -v Warn | tail -14 ;;
     tune) { timeout 150 python3 tools/tune/tune_split_k.py; timeout 420 python3 tools/tune/tune_matmul.py --out "$out"; timeout 240 python3 tools/tune/tune_attention.py; } 2>&1 | tee -a "$log" | grep -v Warn | tail -70 ;;
-    *) echo "unknown part: $part (kernels, attention, launches, hf, llm, rl, bench, e2e, models, zoo, ab, tune, all)" >&2; exit 2 ;;
+    *) echo "unknown part: $part (kernels, attention, launches, graphs, hf, suites, llm, rl, bench, e2e, models, zoo, ab, tune, all)" >&2; exit 2 ;;
   esac
 done
