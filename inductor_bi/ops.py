@@ -510,7 +510,8 @@ def _(dest, dim, index, src):
 
 
 # =============================================================================================
-# Sums across ranks (passes/collectives.py, kernels/collectives.py): fixed_order_all_reduce.
+# Sums across ranks (passes/collectives.py, kernels/collectives.py): fixed_order_all_reduce,
+# fixed_order_reduce_scatter.
 # =============================================================================================
 
 from .kernels import collectives as _collectives  # noqa: E402
@@ -525,3 +526,14 @@ def fixed_order_all_reduce(x: torch.Tensor, op: str, group_name: str) -> torch.T
 @fixed_order_all_reduce.register_fake
 def _(x, op, group_name):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op(f"{LIBRARY}::fixed_order_reduce_scatter", mutates_args=())
+def fixed_order_reduce_scatter(x: torch.Tensor, op: str, group_size: int, group_name: str) -> torch.Tensor:
+    """reduce_scatter_tensor(x, op, group_size, group) along dim 0: added in ascending rank order."""
+    return _collectives.fixed_order_reduce_scatter(x, op, group_size, group_name)
+
+
+@fixed_order_reduce_scatter.register_fake
+def _(x, op, group_size, group_name):
+    return x.new_empty((x.shape[0] // group_size, *x.shape[1:]))

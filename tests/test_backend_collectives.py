@@ -1,7 +1,8 @@
 """Collectives in a compiled graph (torch.distributed on the CPU, gloo): a sum across ranks runs as
-an all-gather and a sum in ascending rank order (passes/collectives.py), so a row's bits do not
-follow the batch; a sum across ranks left as it is (reduce-scatter) is refused under strict mode
-and warned about otherwise; a max across ranks is exact and stays."""
+an all-gather (a reduce-scatter: an all-to-all) and a sum in ascending rank order
+(passes/collectives.py), so a row's bits do not follow the batch; a sum across ranks left as it
+is (a coalesced all-reduce) is refused under strict mode and warned about otherwise; a max across
+ranks is exact and stays."""
 
 from __future__ import annotations
 
@@ -38,20 +39,35 @@ def _reduce_scatter(x, w):
     return funcol.reduce_scatter_tensor(x @ w, "sum", 0, dist.group.WORLD)
 
 
-def test_a_reduce_scatter_sum_is_refused_under_strict_mode(one_rank_group):
+def test_a_reduce_scatter_sum_compiles_under_strict_mode(one_rank_group):
+    from torch._inductor.utils import run_and_get_code
+
     torch._dynamo.reset()
     compiled = torch.compile(_reduce_scatter, backend="batch_invariant", dynamic=True)
+    x, w = torch.randn(4, 16), torch.randn(16, 8)
+    out, codes = run_and_get_code(compiled, x, w)
+    assert "fixed_order_reduce_scatter" in "\n".join(codes)
+    assert_close_to_reference(out, x.double() @ w.double(), dtype=torch.float32)  # one rank
+
+
+def _coalesced_sum(x, w):
+    return funcol.all_reduce_coalesced([x @ w, x], "sum", dist.group.WORLD)[0]
+
+
+def test_a_coalesced_sum_across_ranks_is_refused_under_strict_mode(one_rank_group):
+    torch._dynamo.reset()
+    compiled = torch.compile(_coalesced_sum, backend="batch_invariant", dynamic=True)
     with pytest.raises(Exception) as caught:
         compiled(torch.randn(4, 16), torch.randn(16, 8))
     chain = error_chain_text(caught.value)
-    assert BatchInvarianceError.__name__ in chain and "reduce_scatter" in chain and "message size" in chain
+    assert BatchInvarianceError.__name__ in chain and "all_reduce_coalesced" in chain and "message size" in chain
 
 
-def test_non_strict_mode_warns_about_a_reduce_scatter_and_runs_it(one_rank_group):
+def test_non_strict_mode_warns_about_a_coalesced_sum_and_runs_it(one_rank_group):
     torch._dynamo.reset()
-    compiled = torch.compile(_reduce_scatter, backend="batch_invariant", dynamic=True, options={"strict": False})
+    compiled = torch.compile(_coalesced_sum, backend="batch_invariant", dynamic=True, options={"strict": False})
     x, w = torch.randn(4, 16), torch.randn(16, 8)
-    with pytest.warns(UserWarning, match="reduce_scatter"):
+    with pytest.warns(UserWarning, match="all_reduce_coalesced"):
         out = compiled(x, w)
     assert_close_to_reference(out, x.double() @ w.double(), dtype=torch.float32)
 
@@ -101,9 +117,12 @@ def _rank_main(rank: int, world: int, store_path: str, results) -> None:
         for p in partials[1:]:
             in_rank_order = in_rank_order + p
         code = "\n".join(codes)
+        # a reduce-scatter of the first `world` rows: this rank's row of the same rank-order sum
+        scattered = torch.compile(_reduce_scatter, backend="batch_invariant", dynamic=True)(xs[:world], ws)
         results.put(dict(
             rank=rank, gathered="fixed_order_all_reduce" in code, all_reduce="_c10d_functional.all_reduce" in code,
             alone=torch.equal(batched[3:4], alone), in_rank_order=torch.equal(batched, in_rank_order),
+            scattered=torch.equal(scattered, in_rank_order[rank : rank + 1]),
             error=(batched.double() - x.double() @ w.double()).abs().max().item(),
         ))  # fmt: skip
     finally:
@@ -116,6 +135,7 @@ def test_four_ranks_sum_in_rank_order_and_a_row_alone_equals_the_row_in_a_batch(
         assert r["gathered"] and not r["all_reduce"], f"rank {r['rank']}: the all-reduce was not rewritten"
         assert r["alone"], f"rank {r['rank']}: row 3 alone != row 3 in a batch of 7"
         assert r["in_rank_order"], f"rank {r['rank']}: not the partials added in ascending rank order"
+        assert r["scattered"], f"rank {r['rank']}: the reduce-scatter's shard is not the rank-order sum's row"
         assert r["error"] < 1e-4, r
 
 

@@ -2,6 +2,7 @@
 all-gather and a sum in ascending rank order); what it leaves (no group here, a max) stays for
 the guard."""
 
+import pytest
 import torch
 
 from inductor_bi.passes.collectives import rewrite_collective_sums
@@ -49,3 +50,26 @@ def test_an_unknown_group_or_a_max_is_left_for_the_guard():
     assert find_violations(gm), "the guard refuses the sum left"
     gm = _all_reduce_graph("max", "no-such-group")
     assert rewrite_collective_sums(gm) == [] and find_violations(gm) == []
+
+
+def test_a_reduce_scatter_sum_becomes_a_shard_summed_in_rank_order(one_rank_group):
+    name = one_rank_group.group_name
+
+    def f(x):
+        return c10d.wait_tensor(c10d.reduce_scatter_tensor(x * 2, "sum", 1, name)) + 1
+
+    gm = aten_graph(f, torch.ones(4, 8, dtype=torch.float16))
+    (record,) = rewrite_collective_sums(gm)
+    assert not calls(gm, c10d.reduce_scatter_tensor.default) and not calls(gm, c10d.wait_tensor.default)
+    (call,) = calls(gm, bi.fixed_order_reduce_scatter.default)
+    assert call.args[1:] == ("sum", 1, name)
+    assert "all-to-all" in record.details["ranks"] and record.details["accumulate"] == "float32"
+    assert find_violations(gm) == []
+
+
+def test_the_reduce_scatter_op_checks_that_the_shards_split_evenly(one_rank_group):
+    x = torch.randn(3, 5, dtype=torch.float16)
+    name = one_rank_group.group_name
+    assert torch.equal(bi.fixed_order_reduce_scatter(x, "sum", 1, name), x)  # one rank: x, rounded once
+    with pytest.raises(ValueError, match="split evenly"):
+        bi.fixed_order_reduce_scatter(x, "sum", 2, name)
