@@ -6,6 +6,7 @@ ranks is exact and stays."""
 
 from __future__ import annotations
 
+import functools
 import tempfile
 
 import pytest
@@ -165,9 +166,32 @@ class TensorParallelBlock(torch.nn.Module):
         return x + self.down(torch.nn.functional.silu(self.gate(h)) * self.up(h))
 
 
-def _tp_rank_main(rank: int, world: int, store_path: str, results) -> None:
+def _tensor_parallel_plan(block, mesh, sequence_parallel: bool):
+    """Megatron-style: q/k/v/gate/up split by columns, o/down by rows (their outputs summed across
+    ranks). With ``sequence_parallel`` the norms and residuals run on a shard of the sequence: the
+    row-parallel outputs are reduce-scattered along it and gathered again before the projections."""
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel, PrepareModuleInputOutput, RowwiseParallel, SequenceParallel, parallelize_module,
+    )  # fmt: skip
+
+    if not sequence_parallel:
+        plan = {name: ColwiseParallel() for name in ("q", "k", "v", "gate", "up")}
+        plan |= {name: RowwiseParallel() for name in ("o", "down")}
+        return parallelize_module(block, mesh, plan)
+    plan = {name: ColwiseParallel(input_layouts=Shard(1)) for name in ("q", "k", "v", "gate", "up")}
+    plan |= {name: RowwiseParallel(output_layouts=Shard(1), use_local_output=False) for name in ("o", "down")}
+    plan |= {name: SequenceParallel() for name in ("norm1", "norm2")}
+    parallelize_module(block, mesh, plan)
+    return parallelize_module(block, mesh, PrepareModuleInputOutput(
+        input_layouts=(Replicate(),), desired_input_layouts=(Shard(1),), use_local_input=False,
+        output_layouts=(Shard(1),), desired_output_layouts=(Replicate(),), use_local_output=True,
+    ))  # fmt: skip
+
+
+def _tp_rank_main(rank: int, world: int, store_path: str, results, sequence_parallel: bool = False) -> None:
+    from torch._inductor.utils import run_and_get_code
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
     dist.init_process_group("gloo", store=dist.FileStore(store_path, world), rank=rank, world_size=world)
     try:
@@ -175,13 +199,11 @@ def _tp_rank_main(rank: int, world: int, store_path: str, results) -> None:
         block = TensorParallelBlock()
         reference = TensorParallelBlock().double()
         reference.load_state_dict({k: v.double() for k, v in block.state_dict().items()})
-        plan = {name: ColwiseParallel() for name in ("q", "k", "v", "gate", "up")}
-        plan |= {name: RowwiseParallel() for name in ("o", "down")}
-        parallelize_module(block, init_device_mesh("cpu", (world,)), plan)
-        x = torch.randn(5, 6, 32)
+        _tensor_parallel_plan(block, init_device_mesh("cpu", (world,)), sequence_parallel)
+        x = torch.randn(5, 8, 32)
         compiled = torch.compile(block, backend="batch_invariant", dynamic=True)
         with torch.no_grad():
-            batched = compiled(x)
+            batched, codes = run_and_get_code(compiled, x)
             alone = [torch.equal(compiled(x[row : row + 1]), batched[row : row + 1]) for row in (0, 3)]
             error = (batched.double() - reference(x.double())).abs().max().item()
         # training: the backward's sums across ranks (the column-parallel inputs' gradients) too.
@@ -194,14 +216,17 @@ def _tp_rank_main(rank: int, world: int, store_path: str, results) -> None:
             trained(leaf).sum().backward()
             grads.append(leaf.grad)
         grad_alone = torch.equal(grads[1], grads[0][3:4])
-        results.put(dict(rank=rank, alone=alone + [grad_alone], error=error))
+        code = "\n".join(codes)
+        rewritten = ("fixed_order_reduce_scatter" if sequence_parallel else "fixed_order_all_reduce") in code
+        results.put(dict(rank=rank, alone=alone + [grad_alone], error=error, rewritten=rewritten))
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("world", [2, 4])
-def test_tensor_parallel_block_row_alone_equals_the_row_in_a_batch_forward_and_backward(world):
-    got = _run_ranks(_tp_rank_main, world)
+@pytest.mark.parametrize("world, sequence_parallel", [(2, False), (4, False), (2, True)], ids=["2-ranks", "4-ranks", "2-ranks-sequence-parallel"])
+def test_tensor_parallel_block_row_alone_equals_the_row_in_a_batch_forward_and_backward(world, sequence_parallel):
+    got = _run_ranks(functools.partial(_tp_rank_main, sequence_parallel=sequence_parallel), world)
     for r in got:
+        assert r["rewritten"], f"rank {r['rank']} of {world}: the sums across ranks were not all rewritten"
         assert all(r["alone"]), f"rank {r['rank']} of {world}: rows 0 / 3 and row 3's input gradient alone vs in a batch of 5: {r['alone']}"
         assert r["error"] < 1e-4, f"rank {r['rank']} of {world}: max error vs the float64 block {r['error']}"
