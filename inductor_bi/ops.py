@@ -511,7 +511,7 @@ def _(dest, dim, index, src):
 
 # =============================================================================================
 # Sums across ranks (passes/collectives.py, kernels/collectives.py): fixed_order_all_reduce,
-# fixed_order_reduce_scatter.
+# fixed_order_reduce_scatter, chunk_ordered_all_reduce_matmul.
 # =============================================================================================
 
 from .kernels import collectives as _collectives  # noqa: E402
@@ -537,3 +537,14 @@ def fixed_order_reduce_scatter(x: torch.Tensor, op: str, group_size: int, group_
 @fixed_order_reduce_scatter.register_fake
 def _(x, op, group_size, group_name):
     return x.new_empty((x.shape[0] // group_size, *x.shape[1:]))
+
+
+@torch.library.custom_op(f"{LIBRARY}::chunk_ordered_all_reduce_matmul", mutates_args=())
+def chunk_ordered_all_reduce_matmul(a: torch.Tensor, b: torch.Tensor, group_name: str) -> torch.Tensor:
+    """all_reduce(a @ b, "sum", group) of a row-parallel matmul: the unsplit matmul's bits."""
+    return _collectives.chunk_ordered_all_reduce_matmul(a, b, group_name)
+
+
+@chunk_ordered_all_reduce_matmul.register_fake
+def _(a, b, group_name):
+    return a.new_empty((a.shape[0], b.shape[1]))

@@ -204,3 +204,21 @@ def test_knobs_overridden_puts_values_back_and_rejects_unknown_names():
     with pytest.raises(AttributeError, match="MATMUL_MERGE_TILES"):
         with knobs.overridden(MATMUL_MERGE_TILES=None):
             pass
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_chunk_partials_of_k_slices_merge_to_the_unsplit_bits(dtype):
+    """A row-parallel matmul's ranks each hold whole K chunks: their unrounded chunk partials,
+    concatenated in K order and merged, are invariant_matmul's bits (one chunk per slice or two)."""
+    k_chunk = matmul_table.MATMUL_INTERPRETER.k_chunk
+    g = torch.Generator().manual_seed(7)
+    a = torch.randn(5, 4 * k_chunk, generator=g).to(dtype)
+    b = torch.randn(4 * k_chunk, 24, generator=g).to(dtype)
+    unsplit = invariant_matmul(a, b)
+    for ranks in (1, 2, 4):
+        width = a.shape[1] // ranks
+        parts = torch.cat([matmul.fixed_chunk_partials(a[:, r * width : (r + 1) * width], b[r * width : (r + 1) * width]) for r in range(ranks)])
+        assert parts.dtype == torch.float32 and parts.shape == (4, 5, 24)
+        assert torch.equal(matmul.merge_fixed_chunk_partials(parts, a.shape[1], dtype), unsplit), ranks
+    with pytest.raises(ValueError, match="chunks"):
+        matmul.merge_fixed_chunk_partials(parts[:3], a.shape[1], dtype)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from . import matmul
 from .collectives_table import SUMS
 
 
@@ -51,3 +52,15 @@ def fixed_order_reduce_scatter(x: torch.Tensor, op: str, group_size: int, group_
     received = torch.empty_like(x, memory_format=torch.contiguous_format)
     dist.all_to_all_single(received, x.contiguous(), group=group)
     return _in_rank_order(received.chunk(group_size), op, x.dtype)
+
+
+def chunk_ordered_all_reduce_matmul(a: torch.Tensor, b: torch.Tensor, group_name: str) -> torch.Tensor:
+    """``all_reduce(a @ b, "sum")`` where each rank holds a slice of K (a row-parallel matmul) made
+    of whole fixed K chunks: every rank's unrounded chunk partials gathered (rank order is K
+    order) and added in ascending chunk order, rounded once. That is the order of the unsplit
+    matmul on one device, so the bits are the same at every number of ranks."""
+    group = _group(group_name, "sum", "chunk_ordered_all_reduce_matmul")
+    partials = matmul.fixed_chunk_partials(a, b)
+    gathered = [torch.empty_like(partials) for _ in range(group.size())]
+    dist.all_gather(gathered, partials.contiguous(), group=group)
+    return matmul.merge_fixed_chunk_partials(torch.cat(gathered), a.shape[-1] * group.size(), a.dtype)

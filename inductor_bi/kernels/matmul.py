@@ -283,6 +283,50 @@ def invariant_matmul(
     return out.to(a.dtype) if compute_dtype != a.dtype else out
 
 
+def fixed_chunk_partials(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The partials of ``a @ b`` ([M, K] @ [K, N]) per fixed K chunk, each from zero, unrounded:
+    ``[K / k_chunk, M, N]`` in the accumulator dtype (what split-K's SPLIT programs write).
+    ``merge_fixed_chunk_partials`` of them is ``invariant_matmul(a, b)`` bit for bit; so are the
+    partials of K's slices, concatenated in K order, where each slice is a whole number of chunks
+    (a row-parallel matmul split across ranks)."""
+    _check(a, b, None)
+    if a.dim() != 2 or a.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"fixed_chunk_partials: 2-D real operands only, got {tuple(a.shape)} {a.dtype}")
+    (m, k), n = a.shape, b.shape[-1]
+    compute_dtype = interpreter_dtype(a.dtype) if uses_interpreter(a.device) else a.dtype
+    a3, b3 = a.to(compute_dtype).unsqueeze(0), b.to(compute_dtype).unsqueeze(0)
+    plan = matmul_plan(compute_dtype, a.device, 1, m, n, k, split_k=True)
+    n_chunks = triton.cdiv(k, plan.k_chunk)
+    work = torch.empty((n_chunks, 1, m, n), dtype=_acc_dtype(compute_dtype), device=a.device)
+    if work.numel():
+        launcher = _launcher(a3, b3, work[0], None, 1.0, 1.0, MatmulPlan(plan.cfg, plan.k_chunk, True), tma=False)
+        launcher(_SPLIT, work, n_chunks)
+    return work.squeeze(1)
+
+
+def merge_fixed_chunk_partials(partials: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
+    """``partials`` ([n_chunks, M, N], from ``fixed_chunk_partials``, of a K of ``k``) added in
+    ascending chunk order from zero and rounded once to ``dtype``: the MERGE program's order."""
+    n_chunks, m, n = partials.shape
+    compute_dtype = interpreter_dtype(dtype) if uses_interpreter(partials.device) else dtype
+    plan = matmul_plan(compute_dtype, partials.device, 1, m, n, k, split_k=True)
+    if triton.cdiv(k, plan.k_chunk) != n_chunks:
+        raise ValueError(f"merge_fixed_chunk_partials: K = {k} has {triton.cdiv(k, plan.k_chunk)} chunks of {plan.k_chunk}, got {n_chunks} partials")
+    out = torch.empty((1, m, n), dtype=compute_dtype, device=partials.device)
+    work = partials.to(_acc_dtype(compute_dtype)).contiguous().unsqueeze(1)
+    if out.numel():
+        # MERGE reads only the partials: A and B are stand-ins of their shapes, no memory
+        a3 = out.new_empty(1).expand(1, m, k)
+        b3 = out.new_empty(1).expand(1, k, n)
+        launcher = _launcher(a3, b3, out, None, 1.0, 1.0, MatmulPlan(plan.cfg, plan.k_chunk, True), tma=False)
+        launcher(_MERGE, work, 1)
+    return out.squeeze(0).to(dtype)
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _complex_matmul(a, b, bias, beta, alpha, split_k, tma):
     """(ar + i ai)(br + i bi) as ONE real matmul, [ar | ai] @ [[br, bi], [-bi, br]] = [re | im]:
     each output element is a sum of 2K real products in the real kernel's fixed order (a function
@@ -357,14 +401,34 @@ def matmul_plan(dtype: torch.dtype, device: torch.device, nb, m, n, k: int, spli
 
 def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
     nb, m, k = a3.shape
-    n = b3.shape[-1]
     device = a3.device
     traced = tracing_for_inductor()  # Inductor launches: no arrival counters, no TMA descriptors
-    plan = matmul_plan(a3.dtype, device, nb, m, n, k, split_k)
-    cfg, k_chunk, split_k = plan
-    tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
-    n_chunks = triton.cdiv(k, k_chunk)
+    plan = matmul_plan(a3.dtype, device, nb, m, k=k, n=b3.shape[-1], split_k=split_k)
+    if tma is None:
+        tma = not traced and matmul_table.matmul_use_tma(a3, device)
+    go = _launcher(a3, b3, out3, bias3, alpha, beta, plan, tma)
+    if not plan.split_k:
+        go(_FULL, out3, 1)
+        return
+    n_chunks = triton.cdiv(k, plan.k_chunk)
+    work = torch.empty((n_chunks, nb, m, b3.shape[-1]), dtype=_acc_dtype(a3.dtype), device=device)
+    merge_in_last = matmul_table.MATMUL_MERGE_IN_LAST_PROGRAM and not traced
+    arrivals = tile_arrivals(device, go.tiles * nb) if merge_in_last else None
+    if arrivals is not None:
+        go(_SPLIT, work, n_chunks, arrivals=arrivals, MERGE_IN_LAST=True)
+        return
+    go(_SPLIT, work, n_chunks)
+    go(_MERGE, work, 1)
 
+
+def _launcher(a3, b3, out3, bias3, alpha, beta, plan: "MatmulPlan", tma: bool):
+    """``go(mode, work, chunks)``: one launch of the kernel in ``mode`` over ``out3``'s tiles, with
+    ``chunks`` programs per tile (SPLIT: one per fixed K chunk)."""
+    nb, m, k = a3.shape
+    n = b3.shape[-1]
+    device = a3.device
+    cfg = plan.cfg
+    tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
     has_bias = bias3 is not None
     bias_arg = bias3 if has_bias else out3
     bias_strides = bias3.stride() if has_bias else (0, 0, 0)
@@ -381,19 +445,16 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
     )
-
     a_arg, b_arg = a3, b3
-    if tma is None:
-        tma = not traced and matmul_table.matmul_use_tma(a3, device)
     descriptors = _tma_operands(a3, b3, cfg) if tma else None
     if descriptors is not None:
         a_arg, b_arg, common["B_KMAJOR"] = descriptors
         common["USE_TMA"] = True
 
-    def go(grid, mode, work, arrivals=None, **options):
+    def go(mode, work, chunks, arrivals=None, **options):
         arrivals = out3 if arrivals is None else arrivals  # unused unless MERGE_IN_LAST
         launch(
-            _invariant_matmul_kernel, grid, device,
+            _invariant_matmul_kernel, (tiles, nb, chunks), device,
             a_arg, b_arg, out3, bias_arg, work, arrivals,
             m, n, k,
             *a3.stride(), *b3.stride(), *out3.stride(), *bias_strides,
@@ -401,15 +462,5 @@ def _run(a3, b3, out3, bias3, alpha, beta, split_k, tma):
             MODE=mode, **{**common, **options},
         )
 
-    if not split_k:
-        go((tiles, nb, 1), _FULL, out3)
-        return
-    work_dtype = torch.float64 if a3.dtype == torch.float64 else torch.float32
-    work = torch.empty((n_chunks, nb, m, n), dtype=work_dtype, device=device)
-    merge_in_last = matmul_table.MATMUL_MERGE_IN_LAST_PROGRAM and not traced
-    arrivals = tile_arrivals(device, tiles * nb) if merge_in_last else None
-    if arrivals is not None:
-        go((tiles, nb, n_chunks), _SPLIT, work, arrivals=arrivals, MERGE_IN_LAST=True)
-        return
-    go((tiles, nb, n_chunks), _SPLIT, work)
-    go((tiles, nb, 1), _MERGE, work)
+    go.tiles = tiles
+    return go

@@ -1,6 +1,10 @@
-"""Sums across ranks in a fixed order: ``wait_tensor(all_reduce(x, "sum" | "avg", group))`` becomes
-``inductor_bi::fixed_order_all_reduce`` (every rank's ``x`` gathered and added in ascending rank
-order), ``wait_tensor(reduce_scatter_tensor(x, ...))`` ``inductor_bi::fixed_order_reduce_scatter``
+"""Sums across ranks in a fixed order. A row-parallel matmul summed across ranks,
+``wait_tensor(all_reduce(invariant_matmul(a, b), "sum"))`` with each rank's K a whole number of
+the kernel's fixed K chunks, becomes ``inductor_bi::chunk_ordered_all_reduce_matmul``: every
+rank's unrounded chunk partials gathered and added in ascending chunk order, the order of the
+unsplit matmul, so its bits are the same at every number of ranks. Any other
+``wait_tensor(all_reduce(x, "sum" | "avg", group))`` becomes ``inductor_bi::fixed_order_all_reduce``
+(every rank's ``x`` gathered and added in ascending rank order), ``wait_tensor(reduce_scatter_tensor(x, ...))`` ``inductor_bi::fixed_order_reduce_scatter``
 (every rank's block of this rank's shard, added in ascending rank order; kernels/collectives.py).
 The strict guard refuses any sum across ranks this pass leaves (a coalesced or legacy form, a
 group this process does not know).
@@ -12,11 +16,15 @@ import torch
 import torch.fx
 
 from .. import ops  # noqa: F401  (registers torch.ops.inductor_bi)
-from .._fx import fake_value
+from .._fx import fake_value, static_int
+from ..kernels import matmul_table
 from ..kernels.collectives_table import SUMS
 from ._rewrite import Rewrite, input_shapes, replace_node, user_source_line
 
 c10d = torch.ops._c10d_functional
+aten = torch.ops.aten
+_MATMUL = torch.ops.inductor_bi.invariant_matmul.default
+_VIEWS = (aten.view.default, aten._unsafe_view.default, aten.reshape.default)
 
 
 def _group_size(group_name: str) -> int | None:
@@ -39,6 +47,57 @@ _FIXED_ORDER = {
 }
 
 
+def _row_parallel_matmuls(x: torch.fx.Node) -> list[torch.fx.Node] | None:
+    """The ``invariant_matmul(a, b)`` nodes whose outputs ``x`` is, through views and additions
+    used by nothing else (a column-parallel input's gradient adds the q, k and v terms), if each
+    one's partials can be merged in the unsplit matmul's order: 2-D, unscaled, no bias, a static
+    K of whole fixed K chunks. The sum across ranks of the terms' sum is then the sum of each
+    term's own sum across ranks, added as the one-device graph adds them. Else None."""
+    while x.op == "call_function" and x.target in _VIEWS and len(x.users) == 1:
+        x = x.args[0]
+    if x.op == "call_function" and x.target is aten.add.Tensor and len(x.users) == 1 and x.kwargs.get("alpha", 1) == 1:
+        terms = [t for arg in x.args[:2] for t in (_row_parallel_matmuls(arg) if isinstance(arg, torch.fx.Node) else None) or [None]]
+        return None if None in terms or len(set(terms)) != len(terms) else terms
+    if x.op != "call_function" or x.target is not _MATMUL or len(x.users) != 1:
+        return None
+    a, b, bias, _beta, alpha = x.args
+    av, bv = fake_value(a), fake_value(b)
+    if bias is not None or alpha != 1.0 or av is None or bv is None or av.dim() != 2 or bv.dim() != 2:
+        return None
+    if av.dtype not in matmul_table.MATMUL_CUDA or av.dtype.is_complex:
+        return None
+    k = static_int(av.shape[-1])
+    cfg = matmul_table.matmul_config(av.dtype, av.device, interpreted=av.device.type != "cuda")
+    # every rank's chunks are the unsplit K's chunks only if the slice is whole chunks of the
+    # pinned size (a shorter K would shrink its chunk: matmul_k_chunk)
+    if k is None or k % cfg.k_chunk:
+        return None
+    return [x]
+
+
+def _chunk_ordered(node: torch.fx.Node, wait: torch.fx.Node, matmuls: list[torch.fx.Node], world: int, gm) -> Rewrite:
+    dtype = fake_value(matmuls[0].args[0]).dtype
+    record = Rewrite(
+        original=f"{node.target} of {len(matmuls)} {_MATMUL}",
+        replacement=str(torch.ops.inductor_bi.chunk_ordered_all_reduce_matmul.default),
+        shapes=[shape for m in matmuls for shape in input_shapes(m)[:2]],
+        dtype=str(dtype),
+        source=user_source_line(node),
+        details={
+            "op": "sum",
+            "ranks": f"{world}: every rank's K chunk partials gathered, added in ascending chunk order "
+            "(the unsplit matmul's order: the same bits at every number of ranks)",
+            "accumulate": "float64" if dtype == torch.float64 else "float32",
+        },
+    )
+    for matmul in matmuls:
+        replace_node(matmul, torch.ops.inductor_bi.chunk_ordered_all_reduce_matmul.default, (*matmul.args[:2], node.args[2]))
+    wait.replace_all_uses_with(node.args[0])
+    gm.graph.erase_node(wait)
+    gm.graph.erase_node(node)
+    return record
+
+
 def rewrite_collective_sums(gm: torch.fx.GraphModule) -> list[Rewrite]:
     rewrites = []
     for collective, (fixed_order, kept, how) in _FIXED_ORDER.items():
@@ -56,6 +115,10 @@ def rewrite_collective_sums(gm: torch.fx.GraphModule) -> list[Rewrite]:
                 continue
             world = _group_size(group_name)
             if world is None:
+                continue
+            matmuls = _row_parallel_matmuls(x) if collective is c10d.all_reduce.default and op == "sum" else None
+            if matmuls:
+                rewrites.append(_chunk_ordered(node, wait, matmuls, world, gm))
                 continue
             record = Rewrite(
                 original=str(node.target),

@@ -5,6 +5,7 @@ the guard."""
 import pytest
 import torch
 
+from inductor_bi.kernels import matmul_table
 from inductor_bi.passes.collectives import rewrite_collective_sums
 from inductor_bi.passes.guard import find_violations
 from tests._support import one_rank_group  # noqa: F401  (fixture)
@@ -73,3 +74,35 @@ def test_the_reduce_scatter_op_checks_that_the_shards_split_evenly(one_rank_grou
     assert torch.equal(bi.fixed_order_reduce_scatter(x, "sum", 1, name), x)  # one rank: x, rounded once
     with pytest.raises(ValueError, match="split evenly"):
         bi.fixed_order_reduce_scatter(x, "sum", 2, name)
+
+
+def _row_parallel_graph(group_name: str, k: int, bias: bool = False):
+    """A rank's row-parallel linear as DTensor leaves it after the matmul pass: invariant_matmul
+    of [rows, K] by [K, N], viewed back to [batch, seq, N], summed across ranks."""
+
+    def f(x, w, b):
+        y = bi.invariant_matmul(x.view(-1, k), w, b if bias else None, 1.0, 1.0).view(2, 3, 8)
+        return c10d.wait_tensor(c10d.all_reduce(y, "sum", group_name)) * 2
+
+    return aten_graph(f, torch.ones(2, 3, k), torch.ones(k, 8), torch.ones(8))
+
+
+def test_a_row_parallel_matmul_of_whole_k_chunks_is_merged_in_chunk_order(one_rank_group):
+    k = 2 * matmul_table.MATMUL_INTERPRETER.k_chunk
+    gm = _row_parallel_graph(one_rank_group.group_name, k)
+    (record,) = rewrite_collective_sums(gm)
+    assert not calls(gm, bi.invariant_matmul.default) and not calls(gm, c10d.all_reduce.default)
+    (call,) = calls(gm, bi.chunk_ordered_all_reduce_matmul.default)
+    assert call.args[2] == one_rank_group.group_name
+    assert "ascending chunk order" in record.details["ranks"]
+    assert find_violations(gm) == []
+    x, w = torch.randn(2, 3, k), torch.randn(k, 8)
+    assert torch.equal(gm(x, w, torch.ones(8)), bi.invariant_matmul(x.view(-1, k), w, None, 1.0, 1.0).view(2, 3, 8) * 2)
+
+
+def test_a_k_of_partial_chunks_or_a_bias_is_summed_in_rank_order_instead(one_rank_group):
+    chunk = matmul_table.MATMUL_INTERPRETER.k_chunk
+    for gm in (_row_parallel_graph(one_rank_group.group_name, chunk + 32), _row_parallel_graph(one_rank_group.group_name, chunk, bias=True)):
+        (record,) = rewrite_collective_sums(gm)
+        assert calls(gm, bi.fixed_order_all_reduce.default) and calls(gm, bi.invariant_matmul.default)
+        assert not calls(gm, bi.chunk_ordered_all_reduce_matmul.default)
