@@ -49,7 +49,7 @@ _FIXED_ORDER = {
 
 def _row_parallel_matmuls(x: torch.fx.Node) -> list[torch.fx.Node] | None:
     """The ``invariant_matmul(a, b)`` nodes whose outputs ``x`` is, through views and additions
-    used by nothing else (a column-parallel input's gradient adds the q, k and v terms), if each
+    used by nothing else (a layer may add several row-parallel partials before one all-reduce), if each
     one's partials can be merged in the unsplit matmul's order: 2-D, unscaled, no bias, a static
     K of whole fixed K chunks. The sum across ranks of the terms' sum is then the sum of each
     term's own sum across ranks, added as the one-device graph adds them. Else None."""

@@ -106,3 +106,25 @@ def test_a_k_of_partial_chunks_or_a_bias_is_summed_in_rank_order_instead(one_ran
         (record,) = rewrite_collective_sums(gm)
         assert calls(gm, bi.fixed_order_all_reduce.default) and calls(gm, bi.invariant_matmul.default)
         assert not calls(gm, bi.chunk_ordered_all_reduce_matmul.default)
+
+
+def test_a_sum_of_row_parallel_matmuls_is_merged_term_by_term(one_rank_group):
+    """all_reduce(a1 @ b1 + a2 @ b2): each term's sum across ranks in chunk order, then the add
+    the one-device graph does (a sum across ranks is linear)."""
+    k, name = matmul_table.MATMUL_INTERPRETER.k_chunk, one_rank_group.group_name
+
+    def f(a1, b1, a2, b2):
+        y = bi.invariant_matmul(a1, b1, None, 1.0, 1.0) + bi.invariant_matmul(a2, b2, None, 1.0, 1.0)
+        return c10d.wait_tensor(c10d.all_reduce(y, "sum", name))
+
+    args = (torch.randn(3, k), torch.randn(k, 8), torch.randn(3, 2 * k), torch.randn(2 * k, 8))
+    gm = aten_graph(f, *args)
+    (record,) = rewrite_collective_sums(gm)
+    assert len(calls(gm, bi.chunk_ordered_all_reduce_matmul.default)) == 2 and not calls(gm, c10d.all_reduce.default)
+    assert len(record.shapes) == 4
+    a1, b1, a2, b2 = args
+    assert torch.equal(gm(*args), bi.invariant_matmul(a1, b1, None, 1.0, 1.0) + bi.invariant_matmul(a2, b2, None, 1.0, 1.0))
+    # a term used twice, or a term that is not a whole-chunk matmul, leaves the rank-order sum
+    gm = aten_graph(lambda a, b: c10d.wait_tensor(c10d.all_reduce(a @ b + a, "sum", name)), torch.randn(3, k), torch.randn(k, k))
+    rewrite_collective_sums(gm)
+    assert calls(gm, bi.fixed_order_all_reduce.default) and not calls(gm, bi.chunk_ordered_all_reduce_matmul.default)
