@@ -20,6 +20,7 @@ QUESTIONS = {
     "matmul": ("benchmarks.matmul", "invariant_matmul vs cuBLAS (torch.mm), bf16, M = 1..8192"),
     "attention": ("benchmarks.attention", "fixed_split_attention vs stock SDPA (flash), prefill and decode"),
     "e2e": ("benchmarks.e2e", "the llama-1b model of examples/model.py end to end vs stock torch.compile"),
+    "tensor_parallel": ("benchmarks.tensor_parallel", "examples/model.py's LLM split over the GPUs of one host: stock vs the backend at one degree"),
     "serving": ("examples/llm.py", "serving with dynamic batching: is a request's output its own?"),
     "rl": ("examples/rl.py", "a GRPO-style loop: sampler vs trainer log-probs, stock vs the backend"),
 }

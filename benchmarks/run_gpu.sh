@@ -43,6 +43,9 @@
 #   suites    every GPU invariance suite above (kernels, attention, launches, graphs, hf, the quick
 #             llm serving check; not the zoo) in one pytest spread over GPU_WORKERS xdist processes
 #             (default 12: the machine's 16 cores compile side by side, the tests share the GPU)
+#   tp        several GPUs of one host (nvidia-h100-x2 / x4): tensor parallelism over NCCL, the
+#             LLM's logits == one GPU's and rows alone == in a batch (tests/gpu/test_tensor_parallel_gpu.py),
+#             then python -m benchmarks tensor_parallel at TP_DEGREE (default 2): tensor_parallel.json
 #   all       kernels attention launches graphs hf llm bench e2e (more than one device call's limit)
 #
 # A test running past TEST_TIMEOUT_S (default 240) fails with its stack (pytest-timeout): a slow
@@ -88,7 +91,7 @@ for part in "${parts[@]}"; do
                 tests/gpu/test_reduce_overhead_gpu.py ;;
     hf) tests "$log" 570 tests/gpu/test_hf_gpu.py ;;
     suites) tests "$log" ${SUITES_LIMIT_S:-570} -n ${GPU_WORKERS:-12} --dist worksteal \
-              $(ls tests/gpu/test_*.py | grep -v test_zoo_gpu) -k "not full" ;;
+              $(ls tests/gpu/test_*.py | grep -v -e test_zoo_gpu -e test_tensor_parallel_gpu) -k "not full" ;;
     llm) tests "$log" 570 -s tests/gpu/test_llm_gpu.py ;;
     rl) for who in ${RL_CONTENDERS:-stock batch_invariant}; do
           timeout 570 python3 examples/rl.py --device cuda --contenders "$who" --out "$out" ${RL_ARGS:-} 2>&1 | tee -a "$log" | grep -v Warn | tail -30
@@ -96,11 +99,13 @@ for part in "${parts[@]}"; do
     bench) { timeout 300 python3 -m benchmarks matmul --out "$out"; timeout 240 python3 -m benchmarks attention --out "$out"; } 2>&1 | tee -a "$log" | tail -40 ;;
     e2e) timeout 570 python3 -m benchmarks e2e --out "$out" 2>&1 | tee -a "$log" | tail -12 ;;
     models) timeout 570 python3 -m benchmarks models --out "$out" ${HF_ARGS:-} 2>&1 | tee -a "$log" | grep -v Warn | tail -60 ;;
+    tp) tests "$log" 300 tests/gpu/test_tensor_parallel_gpu.py
+        timeout 270 python3 -m benchmarks tensor_parallel --degree ${TP_DEGREE:-2} --out "$out" 2>&1 | tee -a "$log" | grep -v Warn | tail -20 ;;
     zoo) INDUCTOR_BI_ZOO_GPU_JSON="$out/models-gpu.json" INDUCTOR_BI_ZOO_DTYPES=${INDUCTOR_BI_ZOO_DTYPES:-bfloat16} \
            tests "$log" 570 tests/gpu/test_zoo_gpu.py ;;
     ab) [ -n "${AB_KNOB:-}" ] || { echo "ab: set AB_KNOB to tools/tune/ab_knob_e2e.py's arguments" >&2; exit 2; }
         timeout 450 python3 tools/tune/ab_knob_e2e.py $AB_KNOB 2>&1 | tee -a "$log" | grep -v Warn | tail -14 ;;
     tune) { timeout 150 python3 tools/tune/tune_split_k.py; timeout 420 python3 tools/tune/tune_matmul.py --out "$out"; timeout 240 python3 tools/tune/tune_attention.py; } 2>&1 | tee -a "$log" | grep -v Warn | tail -70 ;;
-    *) echo "unknown part: $part (kernels, attention, launches, graphs, hf, suites, llm, rl, bench, e2e, models, zoo, ab, tune, all)" >&2; exit 2 ;;
+    *) echo "unknown part: $part (kernels, attention, launches, graphs, hf, suites, tp, llm, rl, bench, e2e, models, zoo, ab, tune, all)" >&2; exit 2 ;;
   esac
 done

@@ -12,7 +12,7 @@ implemented). Nothing here is specific to the backend: ``torch.compile`` it eith
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -177,8 +177,9 @@ class Transformer(nn.Module):
     def setup_kv_cache(self, dtype: torch.dtype | None = None) -> None:
         dtype = dtype or self.lm_head.weight.dtype
         device = self.lm_head.weight.device
-        for layer in self.layers:
-            layer.self_attn.kv_cache = KVCache(self.args, dtype).to(device)
+        for layer in self.layers:  # the layer's own head count: a tensor-parallel rank keeps a share
+            args = replace(self.args, n_kv_heads=layer.self_attn.n_kv_heads)
+            layer.self_attn.kv_cache = KVCache(args, dtype).to(device)
 
     def _decode(self, tokens, positions, serving=None):
         x = self.embed_tokens(tokens)
@@ -196,6 +197,33 @@ class Transformer(nn.Module):
         visible = torch.arange(kv_len, device=tokens.device) <= positions[:, None]  # [T, kv_len]
         serving = (slots, positions, kv_len, visible[:, None, None, :])  # [T, heads=1, q=1, kv_len]
         return self._decode(tokens[:, None], positions[:, None], serving).squeeze(1)
+
+
+def tensor_parallel(model: Transformer, mesh) -> Transformer:
+    """Megatron-style tensor parallelism over ``mesh`` (a 1-D DeviceMesh), with DTensor: the
+    embedding split by vocabulary rows, q / k / v / gate / up by output columns, o / down by input
+    columns (their outputs summed across ranks), the logits gathered whole on every rank. Each rank
+    keeps n_heads / world query and n_kv_heads / world key-value heads (and a KV cache of them,
+    from ``setup_kv_cache`` after this)."""
+    from torch.distributed.tensor import Replicate
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    world = mesh.size()
+    if model.args.n_heads % world or model.args.n_kv_heads % world:
+        raise ValueError(f"tensor_parallel: {model.args.n_heads} query / {model.args.n_kv_heads} key-value heads do not split over {world} ranks")
+    plan = {
+        "embed_tokens": RowwiseParallel(input_layouts=Replicate()),
+        "lm_head": ColwiseParallel(output_layouts=Replicate()),
+    }
+    for i in range(len(model.layers)):
+        plan |= {f"layers.{i}.self_attn.{p}": ColwiseParallel() for p in ("q_proj", "k_proj", "v_proj")}
+        plan |= {f"layers.{i}.mlp.{p}": ColwiseParallel() for p in ("gate_proj", "up_proj")}
+        plan |= {f"layers.{i}.self_attn.o_proj": RowwiseParallel(), f"layers.{i}.mlp.down_proj": RowwiseParallel()}
+    parallelize_module(model, mesh, plan)
+    for layer in model.layers:
+        layer.self_attn.n_heads //= world
+        layer.self_attn.n_kv_heads //= world
+    return model
 
 
 def build_model(args: ModelArgs, device, dtype, seed: int = 0, checkpoint: str | None = None) -> Transformer:
