@@ -4,8 +4,9 @@ the kernel's fixed K chunks, becomes ``inductor_bi::chunk_ordered_all_reduce_mat
 rank's unrounded chunk partials gathered and added in ascending chunk order, the order of the
 unsplit matmul, so its bits are the same at every number of ranks. Any other
 ``wait_tensor(all_reduce(x, "sum" | "avg", group))`` becomes ``inductor_bi::fixed_order_all_reduce``
-(every rank's ``x`` gathered and added in ascending rank order), ``wait_tensor(reduce_scatter_tensor(x, ...))`` ``inductor_bi::fixed_order_reduce_scatter``
-(every rank's block of this rank's shard, added in ascending rank order; kernels/collectives.py).
+(every rank's ``x`` gathered and added in ascending rank order), and
+``wait_tensor(reduce_scatter_tensor(x, ...))`` ``inductor_bi::fixed_order_reduce_scatter`` (every
+rank's block of this rank's shard, added in ascending rank order; kernels/collectives.py).
 The strict guard refuses any sum across ranks this pass leaves (a coalesced or legacy form, a
 group this process does not know).
 """
@@ -49,8 +50,8 @@ _FIXED_ORDER = {
 
 def _row_parallel_matmuls(x: torch.fx.Node) -> list[torch.fx.Node] | None:
     """The ``invariant_matmul(a, b)`` nodes whose outputs ``x`` is, through views and additions
-    used by nothing else (a layer may add several row-parallel partials before one all-reduce), if each
-    one's partials can be merged in the unsplit matmul's order: 2-D, unscaled, no bias, a static
+    used by nothing else (a layer may add several row-parallel partials before one all-reduce), if
+    each one's partials can be merged in the unsplit matmul's order: 2-D, unscaled, no bias, a static
     K of whole fixed K chunks. The sum across ranks of the terms' sum is then the sum of each
     term's own sum across ranks, added as the one-device graph adds them. Else None."""
     while x.op == "call_function" and x.target in _VIEWS and len(x.users) == 1:
