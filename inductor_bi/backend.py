@@ -56,9 +56,22 @@ def compile_graph(gm: torch.fx.GraphModule, example_inputs, mode: str | None = N
         gm,
         example_inputs,
         inner_compile=inner_compile,
-        config_patches=config_patches(mode, opts),
+        config_patches=partition_safe(config_patches(mode, opts), example_inputs),
         decompositions=decompositions(),
     )
+
+
+def partition_safe(patches: dict[str, Any], example_inputs) -> dict[str, Any]:
+    """``patches`` with Inductor's graph partition off where it would change a value's dtype: under
+    CUDA graphs it moves the graph's CPU scalar inputs to the GPU as ONE concatenated tensor, so
+    scalars of different dtypes come back promoted (an int64 cache position as float64: a failed
+    index lowering on torch 2.11 with a static cache's ``generate()``). Without the partition
+    such a graph runs outside CUDA graphs (a counted skip), with its own dtypes."""
+    scalars = {t.dtype for t in example_inputs if isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.dim() == 0}
+    gpu = any(isinstance(t, torch.Tensor) and t.device.type == "cuda" for t in example_inputs)
+    if patches.get("triton.cudagraphs") and gpu and len(scalars) > 1:
+        return {**patches, "graph_partition": False}
+    return patches
 
 
 def config_patches(mode: str | None, options: Options | None = None) -> dict[str, Any]:

@@ -212,3 +212,49 @@ def test_rewrite_identity_follows_configs_and_keeps_a_users_pass():
     assert seen == ["graph"]
     # a plain callable cannot be hashed: Inductor must keep bypassing its caches for it
     assert RewriteIdentity(lambda graph: None, inductor_bi.Options()).uuid() == ""
+
+
+def test_graph_partition_is_off_where_it_would_promote_cpu_scalar_inputs():
+    """Under CUDA graphs Inductor moves a graph's CPU scalar inputs to the GPU as one concatenated
+    tensor: an int64 and a float64 scalar come back float64 (an index that fails to lower). Such a
+    graph keeps its dtypes without the partition; graphs with one scalar dtype keep the partition."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    graphed = backend.config_patches("reduce-overhead")
+    with FakeTensorMode():  # a CUDA input without a GPU
+        on_gpu = torch.empty(2, 3, device="cuda")
+    scale, position = torch.tensor(1.5, dtype=torch.float64), torch.tensor(7)
+    assert backend.partition_safe(graphed, [scale, position, on_gpu])["graph_partition"] is False
+    assert "graph_partition" not in backend.partition_safe(graphed, [scale, on_gpu])  # one scalar dtype
+    assert "graph_partition" not in backend.partition_safe(graphed, [scale, position, torch.ones(2)])  # no GPU input
+    assert "graph_partition" not in backend.partition_safe(backend.config_patches(None), [scale, position, on_gpu])
+
+
+def test_without_the_partition_cpu_scalars_keep_their_dtypes_under_cuda_graphs():
+    """The mechanism, on fake CUDA tensors: Inductor's constructor mover concatenates an int64
+    position and a float64 scale into one tensor (promoted to float64) under reduce-overhead's
+    config; under ``partition_safe``'s it leaves them as they are."""
+    from torch._inductor.fx_passes.post_grad import move_constructors_to_gpu
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    aten = torch.ops.aten
+
+    def f(x, scale, position):
+        index = aten.add.Tensor(aten.arange.start_step(0, 2, device=x.device), position)
+        return aten.mul.Tensor(aten.index.Tensor(x, [index]), scale)
+
+    def cats_after_the_mover(patches):
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            inputs = (torch.empty(8, device="cuda"), torch.empty((), dtype=torch.float64), torch.empty((), dtype=torch.int64))
+            gm = make_fx(f, tracing_mode="fake")(*inputs)
+            with torch._inductor.config.patch(patches):
+                move_constructors_to_gpu(gm.graph)
+        return [n for n in gm.graph.nodes if n.target is aten.cat.default], inputs
+
+    graphed = {k: v for k, v in backend.config_patches("reduce-overhead").items() if k in ("triton.cudagraphs", "graph_partition")}
+    graphed.setdefault("graph_partition", True)  # the default of the torch versions that have it
+    cats, inputs = cats_after_the_mover(graphed)
+    assert cats, "Inductor's mover no longer concatenates CPU scalars: partition_safe may be obsolete"
+    cats, _ = cats_after_the_mover({**graphed, **{k: v for k, v in backend.partition_safe(graphed, inputs).items() if k == "graph_partition"}})
+    assert not cats
