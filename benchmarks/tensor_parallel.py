@@ -96,7 +96,6 @@ def _rank_main(rank: int, world: int, store_path: str, args, results) -> None:
         margs = llm.ModelArgs(**PRESETS[args.preset])
         dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
         model = llm.tensor_parallel(llm.build_model(margs, device, dtype), init_device_mesh(args.device, (world,)))
-        model.setup_kv_cache()
         sync = (lambda: (torch.cuda.synchronize(), dist.barrier())) if args.device == "cuda" else dist.barrier
         rows = []
         for contender in CONTENDERS:

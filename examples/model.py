@@ -203,8 +203,7 @@ def tensor_parallel(model: Transformer, mesh) -> Transformer:
     """Megatron-style tensor parallelism over ``mesh`` (a 1-D DeviceMesh), with DTensor: the
     embedding split by vocabulary rows, q / k / v / gate / up by output columns, o / down by input
     columns (their outputs summed across ranks), the logits gathered whole on every rank. Each rank
-    keeps n_heads / world query and n_kv_heads / world key-value heads (and a KV cache of them,
-    from ``setup_kv_cache`` after this)."""
+    keeps n_heads / world query and n_kv_heads / world key-value heads, and a KV cache of them."""
     from torch.distributed.tensor import Replicate
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
@@ -223,6 +222,9 @@ def tensor_parallel(model: Transformer, mesh) -> Transformer:
     for layer in model.layers:
         layer.self_attn.n_heads //= world
         layer.self_attn.n_kv_heads //= world
+    caches = [layer.self_attn.kv_cache for layer in model.layers if layer.self_attn.kv_cache is not None]
+    if caches:  # rebuilt with the rank's heads
+        model.setup_kv_cache(caches[0].k.dtype)
     return model
 
 
