@@ -10,8 +10,8 @@ import torch.multiprocessing as mp
 
 
 def run_ranks(main, world: int) -> list[dict]:
-    """``main(rank, world, store_path, results)`` in one spawned process per rank (a gloo group
-    through a file store); what each put on ``results``, in rank order."""
+    """``main(rank, world, store_path, results)`` in one spawned process per rank (``main`` opens
+    its gloo or NCCL group through the file store); what each put on ``results``, in rank order."""
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     with tempfile.TemporaryDirectory() as tmp:
@@ -23,6 +23,10 @@ def run_ranks(main, world: int) -> list[dict]:
         assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
     return sorted((results.get(timeout=10) for _ in range(world)), key=lambda r: r["rank"])
 
+
+# Wide enough that each rank's K slice of o and down is whole K chunks at 4 ranks (the
+# interpreter's K chunk is 128): their sums across ranks merge the chunks in the unsplit order.
+WIDE = dict(hidden=512, heads=8, inner=512)
 
 
 class TensorParallelBlock(torch.nn.Module):

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 import inductor_bi  # noqa: F401
-from tests._distributed import TensorParallelBlock, run_ranks, tensor_parallel_plan
+from tests._distributed import WIDE, TensorParallelBlock, run_ranks, tensor_parallel_plan
 
 
 def _tp_rank_main(rank: int, world: int, store_path: str, results, sequence_parallel: bool = False) -> None:
@@ -58,9 +58,6 @@ def test_tensor_parallel_block_row_alone_equals_the_row_in_a_batch_forward_and_b
         assert r["error"] < 1e-4, f"rank {r['rank']} of {world}: max error vs the float64 block {r['error']}"
 
 
-_WIDE = dict(hidden=512, heads=8, inner=512)  # o and down: whole interpreter K chunks (128) per rank at 4 ranks
-
-
 def _llm_rank_main(rank: int, world: int, store_path: str, results) -> None:
     from torch.distributed.device_mesh import init_device_mesh
 
@@ -69,8 +66,8 @@ def _llm_rank_main(rank: int, world: int, store_path: str, results) -> None:
     llm = load_model_file()
     dist.init_process_group("gloo", store=dist.FileStore(store_path, world), rank=rank, world_size=world)
     try:
-        # o and down take whole K chunks per rank at 4 ranks (as _WIDE); vocabulary rows split
-        args = llm.ModelArgs(vocab_size=64, dim=_WIDE["hidden"], n_layers=1, n_heads=8, n_kv_heads=4, ffn_dim=_WIDE["inner"], max_seq_len=8)
+        # o and down take whole K chunks per rank at 4 ranks (as WIDE); vocabulary rows split
+        args = llm.ModelArgs(vocab_size=64, dim=WIDE["hidden"], n_layers=1, n_heads=8, n_kv_heads=4, ffn_dim=WIDE["inner"], max_seq_len=8)
         one_device = llm.build_model(args, "cpu", torch.float32)
         parallel = llm.tensor_parallel(llm.build_model(args, "cpu", torch.float32), init_device_mesh("cpu", (world,)))
         tokens = torch.randint(0, args.vocab_size, (3, 6), generator=torch.Generator().manual_seed(1))

@@ -9,11 +9,7 @@ import torch
 import torch.distributed as dist
 
 import inductor_bi  # noqa: F401
-from tests._distributed import TensorParallelBlock, run_ranks, tensor_parallel_plan
-
-# Wide enough that each rank's K slice of o and down is whole K chunks at 4 ranks (the
-# interpreter's K chunk is 128): their sums across ranks merge the chunks in the unsplit order.
-_WIDE = dict(hidden=512, heads=8, inner=512)
+from tests._distributed import WIDE, TensorParallelBlock, run_ranks, tensor_parallel_plan
 
 
 def _degree_rank_main(rank: int, world: int, store_path: str, results) -> None:
@@ -23,11 +19,11 @@ def _degree_rank_main(rank: int, world: int, store_path: str, results) -> None:
     dist.init_process_group("gloo", store=dist.FileStore(store_path, world), rank=rank, world_size=world)
     try:
         torch.manual_seed(0)
-        block = TensorParallelBlock(**_WIDE)
-        one_device = TensorParallelBlock(**_WIDE)
+        block = TensorParallelBlock(**WIDE)
+        one_device = TensorParallelBlock(**WIDE)
         one_device.load_state_dict(block.state_dict())
         tensor_parallel_plan(block, init_device_mesh("cpu", (world,)), sequence_parallel=False)
-        x = torch.randn(3, 4, _WIDE["hidden"])
+        x = torch.randn(3, 4, WIDE["hidden"])
         with torch.no_grad():
             parallel, codes = run_and_get_code(torch.compile(block, backend="batch_invariant", dynamic=True), x)
             unsplit = torch.compile(one_device, backend="batch_invariant", dynamic=True)(x)
